@@ -1,0 +1,1 @@
+"""imagelabel's launcher: flags (options), the graph (graph), running it (run), the CLI (cli)."""

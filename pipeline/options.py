@@ -1,0 +1,134 @@
+"""Flags, as Beam PipelineOptions, and their validation.
+
+Every flag is declared once here; `imagelabel run --help`, `python -m
+pipeline.run --help` and the Flex Template metadata all read this list. Values
+are checked when parsed: a contradictory or unknown choice is a ValueError that
+says how to fix it, before any worker starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
+from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
+
+
+class ImageLabelOptions(PipelineOptions):
+    """imagelabel's own flags; any other Beam flag (--runner, --project...) passes through."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            '--input', help='Images to label: a directory (recursive), a glob such as '
+            '"photos/**/*.jpg", or a manifest (.txt one URI per line, .csv with a uri column). '
+            'Local paths or gs://.')
+        parser.add_argument(
+            '--output', help='Output directory (local or gs://) for labels-*.parquet and '
+            'errors-*.parquet.')
+        parser.add_argument(
+            '--model', default='inception_v3',
+            help=f'A named model ({", ".join(sorted(REGISTRY))}) or a .keras/.h5/.tflite '
+            'file or SavedModel directory.')
+        parser.add_argument(
+            '--weights', default=None,
+            help='Weights file for a named model (local or gs://); default: Keras '
+            'downloads the ImageNet weights on first use.')
+        parser.add_argument(
+            '--labels_file', default=None,
+            help='Class names, one per line; default: the 1000 ImageNet names shipped '
+            'with imagelabel. (imagelabel run also takes it as --labels FILE; Beam\'s own '
+            '--labels key=value still sets Dataflow job labels.)')
+        parser.add_argument('--top_k', type=int, default=5,
+                            help='How many labels to keep per image.')
+        parser.add_argument(
+            '--resize', default=ResizeRecipe.CROP.value, choices=[r.value for r in ResizeRecipe],
+            help='plain: stretch the whole image to the input size (TF label_image); crop: '
+            'keep aspect, central 87.5%% of the shorter side (ImageNet evaluation).')
+        parser.add_argument(
+            '--preprocess', default=None, choices=sorted(PREPROCESSORS),
+            help='Pixel normalisation; default: the model\'s own (inception = [-1, 1]; '
+            'raw for uint8 .tflite models).')
+        parser.add_argument(
+            '--model_outputs', default='auto', choices=OUTPUT_KINDS,
+            help='Whether the model emits logits or probabilities; auto detects it.')
+        parser.add_argument('--batch_size', type=int, default=32,
+                            help='Images per model call.')
+        parser.add_argument(
+            '--precision', default='float32', choices=PRECISIONS,
+            help='bf16 runs Keras models under mixed_bfloat16 (faster on CPUs with '
+            'AVX-512 BF16); check its agreement on your weights first.')
+        parser.add_argument('--model_threads', type=int, default=0,
+                            help='Threads for the model; 0 lets the runtime choose.')
+        parser.add_argument('--decode_threads', type=int, default=2,
+                            help='Threads decoding images ahead of the model, per worker.')
+        parser.add_argument('--max_pixels', type=int, default=DEFAULT_MAX_PIXELS,
+                            help='Reject images declaring more pixels than this, before '
+                            'decoding them (decompression bombs).')
+        parser.add_argument('--max_bytes', type=int, default=64 << 20,
+                            help='Reject image files larger than this many bytes.')
+        parser.add_argument('--read_retries', type=int, default=5,
+                            help='Attempts per image on transient storage errors '
+                            '(timeouts, 429, 5xx), with exponential backoff.')
+        parser.add_argument('--overwrite', action='store_true', default=False,
+                            help='Replace the outputs of an earlier run in --output '
+                            '(refused otherwise).')
+        parser.add_argument('--run_id', default=None,
+                            help='Identifier written to every row; default: UTC time + '
+                            'random suffix.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Validated imagelabel flags: what the graph is built from."""
+    input: str
+    output: str
+    model: str
+    weights: str | None
+    labels: str | None
+    top_k: int
+    resize: ResizeRecipe
+    preprocess: str | None
+    model_outputs: str
+    batch_size: int
+    precision: str
+    model_threads: int | None
+    decode_threads: int
+    max_pixels: int
+    max_bytes: int
+    read_retries: int
+    overwrite: bool
+    run_id: str
+
+
+def new_run_id() -> str:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return f'{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}'
+
+
+def settings_from(options: PipelineOptions) -> Settings:
+    """Check the flags that need no I/O; raise ValueError saying how to fix each."""
+    o = options.view_as(ImageLabelOptions)
+    if not o.input:
+        raise ValueError('--input is required: a directory, a glob or a manifest of image URIs')
+    if not o.output:
+        raise ValueError('--output is required: the directory to write Parquet files to')
+    positive = dict(top_k=o.top_k, batch_size=o.batch_size, max_pixels=o.max_pixels,
+                    max_bytes=o.max_bytes, read_retries=o.read_retries,
+                    decode_threads=o.decode_threads)
+    for name, value in positive.items():
+        if value is None or value < 1:
+            raise ValueError(f'--{name} must be a positive integer, got {value}')
+    if o.model_threads is not None and o.model_threads < 0:
+        raise ValueError(f'--model_threads must be >= 0, got {o.model_threads}')
+    return Settings(
+        input=o.input, output=o.output.rstrip('/') or '/', model=o.model, weights=o.weights,
+        labels=o.labels_file, top_k=o.top_k, resize=ResizeRecipe(o.resize),
+        preprocess=o.preprocess, model_outputs=o.model_outputs, batch_size=o.batch_size,
+        precision=o.precision, model_threads=o.model_threads or None,
+        decode_threads=o.decode_threads, max_pixels=o.max_pixels, max_bytes=o.max_bytes,
+        read_retries=o.read_retries, overwrite=bool(o.overwrite),
+        run_id=o.run_id or new_run_id())

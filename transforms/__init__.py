@@ -1,0 +1,1 @@
+"""One module per pipeline stage: read, decode, label (with models), postprocess, sinks."""

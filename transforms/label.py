@@ -1,0 +1,172 @@
+"""Label stage: decoded images -> model scores, through Beam's RunInference.
+
+`ImageModelHandler` is shaped like Beam's own handlers (tensorflow_inference.py):
+the model is loaded once per worker process by RunInference's shared-model
+machinery and shared by the process's threads; batching is Beam's BatchElements
+at a fixed size. What Beam does not do is ours: a batch that raises is retried
+image by image, so only the guilty image becomes an error row.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from typing import Any, Iterable, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from transforms.decode import DecodedImage
+from transforms.errors import Failure
+from transforms.models import ModelSpec, Runtime, load_labels, load_runtime
+from transforms.read import ERRORS_TAG, NAMESPACE
+
+_log = logging.getLogger('imagelabel.label')
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What the output row needs about an image, without its pixels."""
+    uri: str
+    content_sha256: str
+    width: int
+    height: int
+
+
+@dataclasses.dataclass
+class ImageScores:
+    """One image's outputs: probabilities over the label set, and its embedding."""
+    probabilities: np.ndarray
+    embedding: np.ndarray
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A runtime plus the label set it reports in (background class dropped)."""
+    runtime: Runtime
+    labels: list[str]
+    model_id: str
+    drop_background: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def predict(self, pixels: np.ndarray):
+        scores = self.runtime.predict(pixels)
+        probs = scores.probabilities[:, 1:] if self.drop_background else scores.probabilities
+        return probs, scores.embeddings
+
+
+def model_fingerprint(weights_sha256: str, **settings: Any) -> str:
+    """Weights hash plus every setting that changes outputs: equal ids, equal outputs."""
+    tail = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:8]
+    return f'{weights_sha256[:16]}-{tail}'
+
+
+def load_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
+                       threads: Optional[int], recipe: str) -> LoadedModel:
+    """Load the model and check it against its label set; ValueError if they disagree."""
+    runtime = load_runtime(spec, batch_size=batch_size, precision=precision, threads=threads)
+    labels = load_labels(spec.labels)
+    n = runtime.num_outputs
+    if n == len(labels) + 1:
+        drop = True  # 1001 outputs: class 0 is "background" (TF-slim / quantized MobileNets)
+    elif n == len(labels):
+        drop = False
+    else:
+        raise ValueError(f'{spec.name} has {n} outputs but the label set has {len(labels)} '
+                         'names; pass --labels with one name per output')
+    model_id = model_fingerprint(runtime.weights_sha256, size=runtime.input_size,
+                                 preprocess=spec.preprocess, recipe=recipe, precision=precision)
+    return LoadedModel(runtime, labels, model_id, drop)
+
+
+class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel]):
+    """RunInference handler for image classifiers: uint8 batches in, scores out."""
+
+    def __init__(self, spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
+                 threads: Optional[int] = None, recipe: str = 'crop'):
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        self._spec = spec
+        self._batch_size = batch_size
+        self._precision = precision
+        self._threads = threads
+        self._recipe = recipe
+        self._retried = Metrics.counter(NAMESPACE, 'inference_batches_retried')
+
+    def load_model(self) -> LoadedModel:
+        model = load_labeled_model(self._spec, batch_size=self._batch_size,
+                                   precision=self._precision, threads=self._threads,
+                                   recipe=self._recipe)
+        _log.info('loaded %s (model_id %s)', model.runtime.description, model.model_id)
+        return model
+
+    def run_inference(self, batch: Sequence[DecodedImage], model: LoadedModel,
+                      inference_args: Optional[dict[str, Any]] = None
+                      ) -> Iterable[PredictionResult]:
+        infos = [ImageInfo(i.uri, i.content_sha256, i.width, i.height) for i in batch]
+        try:
+            probs, embs = model.predict(np.stack([i.pixels for i in batch]))
+            outputs: list[Any] = [ImageScores(p, e) for p, e in zip(probs, embs)]
+        except Exception as batch_error:  # noqa: BLE001 - find the guilty image
+            self._retried.inc()
+            _log.warning('batch of %d failed (%s); retrying image by image',
+                         len(batch), batch_error)
+            outputs = [self._one(model, image) for image in batch]
+        return [PredictionResult(info, out, model.model_id) for info, out in zip(infos, outputs)]
+
+    @staticmethod
+    def _one(model: LoadedModel, image: DecodedImage):
+        try:
+            probs, embs = model.predict(image.pixels[np.newaxis])
+            return ImageScores(probs[0], embs[0])
+        except Exception as e:  # noqa: BLE001 - becomes this image's error row
+            return Failure(image.uri, 'inference', 'model_error', f'{type(e).__name__}: {e}',
+                           image.content_sha256)
+
+    def get_num_bytes(self, batch: Sequence[DecodedImage]) -> int:
+        return sum(i.pixels.nbytes for i in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return NAMESPACE
+
+
+def _failed_batch_rows(failed) -> Iterable[Failure]:
+    """RunInference's dead letters are whole batches: expand to one row per image."""
+    batch, error = failed
+    message = error[1] if isinstance(error, tuple) and len(error) > 1 else str(error)
+    for image in batch:
+        yield Failure(image.uri, 'inference', 'model_error', str(message),
+                      image.content_sha256)
+
+
+def _split(result: PredictionResult):
+    if isinstance(result.inference, Failure):
+        yield beam.pvalue.TaggedOutput(ERRORS_TAG, result.inference)
+    else:
+        yield result
+
+
+class LabelImages(beam.PTransform):
+    """DecodedImage -> PredictionResult(ImageInfo, ImageScores, model_id).
+
+    Per-image model failures, and any batch RunInference itself gives up on,
+    come out on the `errors` output as Failure rows.
+    """
+
+    def __init__(self, handler: ImageModelHandler):
+        super().__init__()
+        self._handler = handler
+
+    def expand(self, decoded):
+        results, dead = decoded | 'RunInference' >> RunInference(
+            self._handler, metrics_namespace=NAMESPACE).with_exception_handling()
+        split = results | 'SplitModelErrors' >> beam.FlatMap(_split).with_outputs(
+            ERRORS_TAG, main='scores')
+        failed_batches = dead.failed_inferences | 'ExpandFailedBatches' >> beam.FlatMap(
+            _failed_batch_rows)
+        errors = (split[ERRORS_TAG], failed_batches) | 'InferenceErrors' >> beam.Flatten()
+        return {'scores': split.scores, ERRORS_TAG: errors}

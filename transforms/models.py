@@ -1,0 +1,566 @@
+"""Models as data: a registry of specs, and the runtimes that execute them.
+
+A `ModelSpec` says everything the pipeline needs to know about a model (input
+size, preprocessing, label set, where the embedding comes from, whether it emits
+logits or probabilities). Adding a model is adding a registry entry, not an `if`.
+A runtime turns a spec into one callable, `predict(uint8 pixels) -> Scores`,
+that does preprocessing, the forward pass and softmax in one step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import logging
+import os
+import tempfile
+import threading
+from typing import Callable, Protocol
+
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+_log = logging.getLogger(__name__)
+
+# --- preprocessing (pure functions; numpy arrays and TF tensors alike) ----------
+
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+_TORCH_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_TORCH_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _inception(x):
+    return x / 127.5 - 1.0
+
+
+def _unit(x):
+    return x / 255.0
+
+
+def _caffe(x):
+    return x[..., ::-1] - _CAFFE_MEAN_BGR
+
+
+def _torch(x):
+    return (x / 255.0 - _TORCH_MEAN) / _TORCH_STD
+
+
+def _raw(x):
+    return x
+
+
+#: name -> f(float pixels in 0..255, RGB) -> model input. Named after the Keras
+#: `preprocess_input` mode each one reproduces.
+PREPROCESSORS: dict[str, Callable] = {
+    'inception': _inception,  # [-1, 1]: Inception, MobileNet, Xception ("tf" mode)
+    'unit': _unit,            # [0, 1]
+    'caffe': _caffe,          # BGR, ImageNet mean subtracted: ResNet50, VGG
+    'torch': _torch,          # ImageNet mean/std: DenseNet
+    'raw': _raw,              # 0..255 unchanged: uint8-quantized TFLite models
+}
+
+OUTPUT_KINDS = ('auto', 'probabilities', 'logits')
+PRECISIONS = ('float32', 'bf16')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the pipeline needs to know about a model, as data."""
+    name: str
+    format: str                           # 'keras_application' | 'keras' | 'saved_model' | 'tflite'
+    path: str | None = None               # model file or folder (not for applications)
+    application: str | None = None        # keras.applications constructor name
+    weights: str | None = None            # weights file for an application (None: Keras download)
+    input_size: tuple[int, int] | None = None   # (height, width); None: read from the model
+    preprocess: str | None = None         # key of PREPROCESSORS; None: the format's default
+    outputs: str = 'auto'                 # logits or probabilities; 'auto' detects
+    embedding_layer: str | None = None    # None: the input of the final classification layer
+    labels: str | None = None             # labels file; None: the bundled ImageNet names
+
+
+#: Named models. Real users get ImageNet weights through Keras on first use.
+REGISTRY: dict[str, ModelSpec] = {
+    'inception_v3': ModelSpec(name='inception_v3', format='keras_application',
+                              application='InceptionV3', input_size=(299, 299),
+                              preprocess='inception', outputs='probabilities',
+                              embedding_layer='avg_pool'),
+    'mobilenet_v2': ModelSpec(name='mobilenet_v2', format='keras_application',
+                              application='MobileNetV2', input_size=(224, 224),
+                              preprocess='inception', outputs='probabilities'),
+    'resnet50': ModelSpec(name='resnet50', format='keras_application',
+                          application='ResNet50', input_size=(224, 224),
+                          preprocess='caffe', outputs='probabilities',
+                          embedding_layer='avg_pool'),
+}
+
+
+def resolve_spec(model: str, *, weights: str | None = None, labels: str | None = None,
+                 preprocess: str | None = None, outputs: str | None = None) -> ModelSpec:
+    """--model (a registry name or a model path) + overrides -> a ModelSpec."""
+    if model in REGISTRY:
+        spec = REGISTRY[model]
+    else:
+        lower = model.lower().rstrip('/')
+        if lower.endswith('.tflite'):
+            fmt = 'tflite'
+        elif lower.endswith(('.keras', '.h5', '.hdf5')):
+            fmt = 'keras'
+        elif _is_saved_model_dir(model):
+            fmt = 'saved_model'
+        else:
+            raise ValueError(
+                f'--model {model!r} is neither a known model ({", ".join(sorted(REGISTRY))}) '
+                'nor a .keras/.h5/.tflite file or SavedModel directory')
+        spec = ModelSpec(name=os.path.basename(model.rstrip('/')), format=fmt, path=model)
+    if weights and spec.format != 'keras_application':
+        raise ValueError('--weights applies to named models such as inception_v3; '
+                         f'{model} carries its own weights')
+    if preprocess is not None and preprocess not in PREPROCESSORS:
+        raise ValueError(f'--preprocess {preprocess!r} is unknown; choose one of '
+                         f'{", ".join(PREPROCESSORS)}')
+    if outputs is not None and outputs not in OUTPUT_KINDS:
+        raise ValueError(f'--model_outputs must be one of {OUTPUT_KINDS}')
+    changes = {k: v for k, v in dict(weights=weights, labels=labels, preprocess=preprocess,
+                                     outputs=outputs).items() if v is not None}
+    return dataclasses.replace(spec, **changes)
+
+
+def _is_saved_model_dir(path: str) -> bool:
+    return FileSystems.exists(FileSystems.join(path, 'saved_model.pb'))
+
+
+# --- labels ---------------------------------------------------------------------
+
+def load_labels(path: str | None = None) -> list[str]:
+    """Class names, one per line: a user file, or the ImageNet names we ship."""
+    if path is None:
+        text = importlib.resources.files('transforms').joinpath(
+            'data/imagenet_labels.txt').read_text('utf-8')
+    else:
+        if not FileSystems.exists(path):
+            raise ValueError(f'--labels file {path} does not exist')
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            text = f.read().decode('utf-8')
+    names = [line.strip() for line in text.splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise ValueError(f'labels file {path} is empty')
+    return names
+
+
+# --- shared helpers -----------------------------------------------------------------
+
+def localize(path: str) -> str:
+    """A local copy of a model or weights file given as any FileSystems URI."""
+    if '://' not in path:
+        if not os.path.exists(path):
+            raise ValueError(f'model file {path} does not exist')
+        return path
+    if not FileSystems.exists(path):
+        raise ValueError(f'model file {path} does not exist')
+    fd, local = tempfile.mkstemp(suffix='-' + os.path.basename(path))
+    with os.fdopen(fd, 'wb') as out, FileSystems.open(
+            path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+        while chunk := src.read(1 << 24):
+            out.write(chunk)
+    return local
+
+
+def file_fingerprint(path: str) -> str:
+    """SHA-256 of a file, or of every file under a folder (sorted, with names)."""
+    h = hashlib.sha256()
+    paths = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
+    for p in paths:
+        if p != path:
+            h.update(os.path.relpath(p, path).encode())
+        with open(p, 'rb') as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclasses.dataclass
+class Scores:
+    """A batch's model outputs: probabilities over the label set, and embeddings."""
+    probabilities: np.ndarray  # (n, num_classes) float32
+    embeddings: np.ndarray     # (n, dim) float32; dim may be 0 when unavailable
+
+
+class Runtime(Protocol):
+    name: str
+    weights_sha256: str
+    input_size: tuple[int, int]
+    num_outputs: int
+    embedding_dim: int
+    description: str
+
+    def predict(self, pixels: np.ndarray) -> Scores: ...
+
+
+def bucket_size(n: int, batch_size: int) -> int:
+    """Fixed shapes to pad a batch to: powers of two up to batch_size, then batch_size."""
+    size = 1
+    while size < n and size < batch_size:
+        size *= 2
+    return min(max(size, 1), batch_size) if n <= batch_size else batch_size
+
+
+# --- Keras -------------------------------------------------------------------------
+
+def _configure_tensorflow_threads(threads: int | None) -> None:
+    import tensorflow as tf
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TF already initialised in this process: keep its pools
+        pass
+
+
+def _final_dense(model):
+    import keras
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.Dense):
+            return layer
+    raise ValueError(f'model {model.name} has no Dense classification layer to take '
+                     'the embedding from; pass --embedding_layer')
+
+
+def _emits_probabilities(model) -> bool:
+    import keras
+    last = model.layers[-1]
+    act = getattr(last, 'activation', None)
+    return isinstance(last, keras.layers.Softmax) or getattr(act, '__name__', '') == 'softmax'
+
+
+def _to_bf16(model):
+    """Clone a float32 model under Keras's mixed_bfloat16 policy, keeping its weights."""
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        config['dtype'] = keras.DTypePolicy('mixed_bfloat16')
+        return layer.__class__.from_config(config)
+
+    clone_model = keras.models.clone_model(model, clone_function=clone)
+    clone_model.set_weights(model.get_weights())
+    return clone_model
+
+
+class KerasRuntime:
+    """A Keras classifier compiled to one tf.function: uint8 in, (probs, embedding) out.
+
+    Both outputs come from one forward pass. Batches are padded to a fixed shape
+    (powers of two up to the batch size) so the function is traced a bounded
+    number of times and runs the same kernels every call.
+    """
+
+    def __init__(self, model, spec: ModelSpec, weights_sha256: str, *, batch_size: int,
+                 precision: str = 'float32'):
+        import tensorflow as tf
+        import keras
+        if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4 or model.inputs[0].shape[-1] != 3:
+            raise ValueError(f'{spec.name}: expected one image input of shape '
+                             f'(batch, height, width, 3), got {[tuple(i.shape) for i in model.inputs]}')
+        in_h, in_w = model.inputs[0].shape[1:3]
+        if spec.input_size:
+            in_h, in_w = spec.input_size
+        if in_h is None or in_w is None:
+            raise ValueError(f'{spec.name}: the model does not fix its input size')
+        if spec.embedding_layer:
+            embedding = model.get_layer(spec.embedding_layer).output
+        else:
+            embedding = _final_dense(model).input
+        kind = spec.outputs
+        if kind == 'auto':
+            kind = 'probabilities' if _emits_probabilities(model) else 'logits'
+        if precision == 'bf16':
+            model = _to_bf16(model)
+            embedding = (model.get_layer(spec.embedding_layer).output if spec.embedding_layer
+                         else _final_dense(model).input)
+        both = keras.Model(model.inputs, [model.outputs[0], embedding])
+        preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+
+        @tf.function(reduce_retracing=False)
+        def serve(pixels):
+            x = preprocess(tf.cast(pixels, tf.float32))
+            out, emb = both(x, training=False)
+            out = tf.cast(out, tf.float32)
+            if kind == 'logits':
+                out = tf.nn.softmax(out)
+            return out, tf.cast(emb, tf.float32)
+
+        self._serve = serve
+        self._keras_model = both
+        self._concrete: dict[int, Callable] = {}
+        self._lock = threading.Lock()
+        self.name = spec.name
+        self.weights_sha256 = weights_sha256
+        self.input_size = (int(in_h), int(in_w))
+        self.batch_size = batch_size
+        self.num_outputs = int(model.outputs[0].shape[-1])
+        self.embedding_dim = int(embedding.shape[-1])
+        self.output_kind = kind
+        self.description = (f'{spec.name}: Keras, input {in_h}x{in_w}, {self.num_outputs} '
+                            f'{kind}, embedding {self.embedding_dim}-d, {precision}')
+
+    def _function(self, size: int):
+        import tensorflow as tf
+        fn = self._concrete.get(size)
+        if fn is None:
+            with self._lock:
+                fn = self._concrete.get(size)
+                if fn is None:
+                    fn = self._serve.get_concrete_function(
+                        tf.TensorSpec((size, *self.input_size, 3), tf.uint8))
+                    self._concrete[size] = fn
+        return fn
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        probs, embs = [], []
+        for start in range(0, len(pixels), self.batch_size):
+            chunk = pixels[start:start + self.batch_size]
+            size = bucket_size(len(chunk), self.batch_size)
+            if size != len(chunk):
+                pad = np.zeros((size - len(chunk), *chunk.shape[1:]), np.uint8)
+                chunk_in = np.concatenate([chunk, pad])
+            else:
+                chunk_in = chunk
+            p, e = self._function(size)(chunk_in)
+            probs.append(p.numpy()[:len(chunk)])
+            embs.append(e.numpy()[:len(chunk)])
+        return Scores(np.concatenate(probs), np.concatenate(embs))
+
+
+def _load_keras_model(spec: ModelSpec):
+    """(keras.Model, weights fingerprint) for an application or a model file."""
+    import keras
+    if spec.format == 'keras_application':
+        constructor = getattr(keras.applications, spec.application)
+        if spec.weights:
+            local = localize(spec.weights)
+            model = constructor(weights=local)
+            return model, file_fingerprint(local)
+        # Real users: Keras downloads the ImageNet weights on first use, checks
+        # their hash and caches them under ~/.keras/models.
+        model = constructor(weights='imagenet')
+        return model, _keras_weights_fingerprint(model)
+    if spec.format == 'keras':
+        local = localize(spec.path)
+        try:
+            model = keras.models.load_model(local, compile=False)
+        except Exception as e:  # noqa: BLE001 - reported as one clear line
+            raise ValueError(f'{spec.path} is not a loadable Keras model: '
+                             f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from e
+        return model, file_fingerprint(local)
+    raise ValueError(f'{spec.format} is not a Keras format')
+
+
+def _keras_weights_fingerprint(model) -> str:
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+class SavedModelRuntime:
+    """A TF SavedModel's serving signature: scores only (no embedding is exposed)."""
+
+    def __init__(self, spec: ModelSpec, *, batch_size: int):
+        import tensorflow as tf
+        local = spec.path
+        try:
+            loaded = tf.saved_model.load(local)
+            sig = loaded.signatures['serving_default']
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f'{spec.path} is not a loadable SavedModel with a serving_default '
+                             f'signature: {type(e).__name__}') from e
+        (arg_name, arg_spec), = sig.structured_input_signature[1].items()
+        if len(arg_spec.shape) != 4 or arg_spec.shape[-1] != 3:
+            raise ValueError(f'{spec.name}: expected an image input (batch, height, width, 3), '
+                             f'got {arg_spec.shape}')
+        h, w = spec.input_size or tuple(arg_spec.shape[1:3])
+        if h is None or w is None:
+            raise ValueError(f'{spec.name}: the model does not fix its input size')
+        outputs = sig.structured_outputs
+        out_names = sorted(outputs, key=lambda k: -int(outputs[k].shape[-1]))
+        self._loaded, self._sig, self._arg = loaded, sig, arg_name
+        self._scores_key = out_names[0]
+        self._emb_key = out_names[1] if len(out_names) > 1 else None
+        self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        self._dtype = arg_spec.dtype
+        self._kind = spec.outputs
+        self.name = spec.name
+        self.weights_sha256 = file_fingerprint(local)
+        self.input_size = (int(h), int(w))
+        self.num_outputs = int(outputs[self._scores_key].shape[-1])
+        self.embedding_dim = int(outputs[self._emb_key].shape[-1]) if self._emb_key else 0
+        self.batch_size = batch_size
+        self.description = f'{spec.name}: SavedModel, input {h}x{w}, {self.num_outputs} outputs'
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        import tensorflow as tf
+        x = tf.cast(self._preprocess(tf.cast(pixels, tf.float32)), self._dtype)
+        out = self._sig(**{self._arg: x})
+        scores = out[self._scores_key].numpy().astype(np.float32)
+        if self._kind == 'logits' or (self._kind == 'auto' and not _looks_like_probabilities(scores)):
+            scores = softmax(scores)
+        emb = (out[self._emb_key].numpy().reshape(len(pixels), -1).astype(np.float32)
+               if self._emb_key else np.zeros((len(pixels), 0), np.float32))
+        return Scores(scores, emb)
+
+
+def _looks_like_probabilities(scores: np.ndarray) -> bool:
+    return bool(scores.min() >= 0 and np.allclose(scores.sum(axis=-1), 1.0, atol=1e-2))
+
+
+# --- TFLite on LiteRT ---------------------------------------------------------------
+
+_PASSTHROUGH_OPS = {'RESHAPE', 'SQUEEZE', 'SOFTMAX', 'DEQUANTIZE', 'QUANTIZE'}
+_CLASSIFIER_OPS = {'CONV_2D', 'FULLY_CONNECTED'}
+
+
+def expose_penultimate(content: bytes) -> tuple[bytes, bool, bool]:
+    """(model with the classifier's input added as an output, found, ends in softmax).
+
+    The XNNPACK delegate keeps intermediate tensors internal, so the embedding
+    can only be read if it is a model output. We walk back from the output through
+    reshapes/softmax to the final CONV_2D or FULLY_CONNECTED op and append its input
+    to the subgraph's outputs in the flatbuffer.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith('_')}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+    graph = model.subgraphs[0]
+    producer = {t: op for op in graph.operators for t in op.outputs}
+    tensor, chain = int(graph.outputs[0]), []
+    embedding = None
+    while tensor in producer:
+        op = producer[tensor]
+        code = model.operatorCodes[op.opcodeIndex]
+        name = ops.get(max(code.builtinCode, code.deprecatedBuiltinCode), 'CUSTOM')
+        chain.append(name)
+        if name in _CLASSIFIER_OPS:
+            embedding = int(op.inputs[0])
+            break
+        if name not in _PASSTHROUGH_OPS:
+            break
+        tensor = int(op.inputs[0])
+    ends_in_softmax = 'SOFTMAX' in chain
+    if embedding is None:
+        return content, False, ends_in_softmax
+    graph.outputs = np.append(graph.outputs, embedding).astype(np.int32)
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b'TFL3')
+    return bytes(builder.Output()), True, ends_in_softmax
+
+
+class TFLiteRuntime:
+    """A .tflite classifier on LiteRT (float or uint8-quantized), one image per invoke.
+
+    Quantized models with fixed-shape reshapes cannot be batch-resized under
+    XNNPACK, and at batch 1 the interpreter already runs at full speed, so a batch
+    is a loop of invokes on one interpreter (guarded by a lock: an interpreter is
+    not thread-safe, and Beam shares the model across a worker's threads).
+    """
+
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+        local = localize(spec.path)
+        with open(local, 'rb') as f:
+            content = f.read()
+        self.weights_sha256 = hashlib.sha256(content).hexdigest()
+        try:
+            patched, has_embedding, softmax_end = expose_penultimate(content)
+        except Exception:  # noqa: BLE001 - unparseable: let the interpreter say why
+            patched, has_embedding, softmax_end = content, False, False
+        try:
+            self._interp = Interpreter(model_content=patched, num_threads=threads)
+            self._interp.allocate_tensors()
+        except Exception as e:  # noqa: BLE001 - one clear line
+            raise ValueError(f'{spec.path} is not a loadable TFLite model: '
+                             f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from e
+        (inp,) = self._interp.get_input_details()
+        if len(inp['shape']) != 4 or inp['shape'][-1] != 3:
+            raise ValueError(f'{spec.name}: expected an image input (1, height, width, 3), '
+                             f'got shape {list(inp["shape"])}')
+        outs = self._interp.get_output_details()
+        self._in = inp
+        self._out = outs[0]
+        self._emb = outs[-1] if has_embedding and len(outs) > 1 else None
+        self._quantized_input = inp['dtype'] == np.uint8
+        self._preprocess = PREPROCESSORS[spec.preprocess or ('raw' if self._quantized_input else 'inception')]
+        kind = spec.outputs
+        if kind == 'auto':
+            kind = 'probabilities' if softmax_end else 'logits'
+        self.output_kind = kind
+        self._lock = threading.Lock()
+        self.name = spec.name
+        self.input_size = (int(inp['shape'][1]), int(inp['shape'][2]))
+        self.num_outputs = int(self._out['shape'][-1])
+        self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
+        self.description = (f'{spec.name}: TFLite {"uint8" if self._quantized_input else "float32"}, '
+                            f'input {self.input_size[0]}x{self.input_size[1]}, {self.num_outputs} {kind}, '
+                            f'embedding {self.embedding_dim}-d')
+
+    @staticmethod
+    def _dequantize(values: np.ndarray, detail) -> np.ndarray:
+        scale, zero = detail['quantization']
+        if scale:
+            return (values.astype(np.float32) - zero) * scale
+        return values.astype(np.float32)
+
+    def _model_input(self, pixels: np.ndarray) -> np.ndarray:
+        x = self._preprocess(pixels.astype(np.float32) if self._preprocess is not _raw else pixels)
+        if self._quantized_input:
+            if self._preprocess is _raw:
+                return pixels.astype(np.uint8)
+            scale, zero = self._in['quantization']
+            return np.clip(np.round(x / scale + zero), 0, 255).astype(np.uint8)
+        return np.asarray(x, dtype=self._in['dtype'])
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        n = len(pixels)
+        raw = np.empty((n, self.num_outputs), np.float32)
+        emb = np.empty((n, self.embedding_dim), np.float32)
+        with self._lock:
+            for i in range(n):
+                self._interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
+                self._interp.invoke()
+                raw[i] = self._dequantize(self._interp.get_tensor(self._out['index']), self._out).reshape(-1)
+                if self._emb:
+                    emb[i] = self._dequantize(self._interp.get_tensor(self._emb['index']), self._emb).reshape(-1)
+        probs = softmax(raw) if self.output_kind == 'logits' else raw
+        return Scores(probs, emb)
+
+
+# --- entry point ----------------------------------------------------------------------
+
+def load_runtime(spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
+                 threads: int | None = None) -> Runtime:
+    """Load a spec's model once; every failure is a ValueError with one clear line."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'--precision must be one of {PRECISIONS}')
+    if spec.format == 'tflite':
+        if precision != 'float32':
+            raise ValueError('--precision bf16 applies to Keras models; a .tflite model '
+                             'runs at the precision it was converted with')
+        return TFLiteRuntime(spec, threads=threads)
+    _configure_tensorflow_threads(threads)
+    if spec.format == 'saved_model':
+        if precision != 'float32':
+            raise ValueError('--precision bf16 applies to Keras models, not SavedModels')
+        return SavedModelRuntime(spec, batch_size=batch_size)
+    model, fingerprint = _load_keras_model(spec)
+    return KerasRuntime(model, spec, fingerprint, batch_size=batch_size, precision=precision)

@@ -1,0 +1,273 @@
+"""Read stage: input spec -> distinct image URIs -> image bytes.
+
+Everything goes through Beam's `FileSystems`, so a local path, a glob and
+`gs://bucket/...` are the same code. Listing happens inside the pipeline (not in
+the launcher) so a manifest of millions of URIs never has to fit in the job
+graph, and a Distinct step both removes duplicate URIs and redistributes the work
+across workers.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import enum
+import hashlib
+import io
+import logging
+import os
+import random
+import socket
+import time
+from typing import Callable, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.concurrency import LookaheadDoFn
+from transforms.errors import Failure, ImageError
+
+NAMESPACE = 'imagelabel'
+ERRORS_TAG = 'errors'
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageBytes:
+    """An image's raw bytes, as read, with the hash later runs dedup on."""
+    uri: str
+    data: bytes
+    content_sha256: str
+
+
+class SourceKind(enum.Enum):
+    MANIFEST_TXT = 'manifest_txt'
+    MANIFEST_CSV = 'manifest_csv'
+    DIRECTORY = 'directory'
+    PATTERN = 'pattern'
+
+
+def source_kind(src: str) -> SourceKind:
+    """How to expand --input: by suffix for manifests, else a directory or a glob."""
+    lower = src.lower()
+    if lower.endswith('.txt'):
+        return SourceKind.MANIFEST_TXT
+    if lower.endswith('.csv'):
+        return SourceKind.MANIFEST_CSV
+    if src.endswith('/') or _is_directory(src):
+        return SourceKind.DIRECTORY
+    if not any(c in src for c in '*?[') and '://' in src and not FileSystems.exists(src):
+        return SourceKind.DIRECTORY  # an object-store prefix: stores have no folders
+    return SourceKind.PATTERN
+
+
+def _is_directory(path: str) -> bool:
+    return '://' not in path and os.path.isdir(path)
+
+
+def directory_pattern(src: str) -> str:
+    return FileSystems.join(src.rstrip('/'), '**')
+
+
+def parse_manifest(text: str, kind: SourceKind) -> Iterator[str]:
+    """URIs from a manifest: .txt one per line (# comments), .csv a `uri` column."""
+    if kind is SourceKind.MANIFEST_TXT:
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith('#'):
+                yield line
+        return
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or 'uri' not in [f.strip() for f in reader.fieldnames]:
+        raise ValueError(
+            f'manifest CSV has no "uri" column (columns: {reader.fieldnames}); '
+            'add a header line whose first field is uri')
+    for row in reader:
+        uri = (row.get('uri') or '').strip()
+        if uri:
+            yield uri
+
+
+def resolve_relative(uri: str, manifest: str) -> str:
+    """Manifest URIs may be relative to the manifest's own folder."""
+    if '://' in uri or uri.startswith('/'):
+        return uri
+    base = manifest.rsplit('/', 1)[0] if '/' in manifest else '.'
+    return FileSystems.join(base, uri)
+
+
+def read_text(uri: str) -> str:
+    with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read().decode('utf-8-sig')
+
+
+def expand_source(src: str) -> Iterator[str]:
+    """Every URI that --input names, in listing order (duplicates included)."""
+    kind = source_kind(src)
+    if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
+        for uri in parse_manifest(read_text(src), kind):
+            yield resolve_relative(uri, src)
+        return
+    pattern = directory_pattern(src) if kind is SourceKind.DIRECTORY else src
+    for result in FileSystems.match([pattern]):
+        for meta in result.metadata_list:
+            if not _is_directory(meta.path):
+                yield meta.path
+
+
+def validate_source(src: str) -> None:
+    """Fail before the job starts if --input can yield no URI at all."""
+    kind = source_kind(src)
+    if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
+        if not FileSystems.exists(src):
+            raise ValueError(f'--input manifest {src} does not exist')
+        first = next(iter(parse_manifest(read_text(src), kind)), None)
+        if first is None:
+            raise ValueError(f'--input manifest {src} lists no URI')
+        return
+    if next(expand_source(src), None) is None:
+        raise ValueError(
+            f'--input {src} matches no file; give a directory, a glob such as '
+            '"photos/**/*.jpg", or a .txt/.csv manifest')
+
+
+class ListImages(beam.PTransform):
+    """--input spec -> distinct URIs (duplicates are labeled once, and counted)."""
+
+    def __init__(self, source: str):
+        super().__init__()
+        self._source = source
+
+    def expand(self, pbegin):
+        listed = Metrics.counter(NAMESPACE, 'listed')
+        inputs = Metrics.counter(NAMESPACE, 'inputs')
+
+        def count(uri: str, counter) -> str:
+            counter.inc()
+            return uri
+
+        return (
+            pbegin
+            | 'Source' >> beam.Create([self._source])
+            | 'ExpandSource' >> beam.FlatMap(expand_source)
+            | 'CountListed' >> beam.Map(count, listed)
+            | 'DropDuplicateUris' >> beam.Distinct()
+            | 'CountInputs' >> beam.Map(count, inputs))
+
+
+# --- reading bytes ---------------------------------------------------------------
+
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def _status_code(e: BaseException) -> int | None:
+    for attr in ('code', 'status_code', 'status'):
+        value = getattr(e, attr, None)
+        if isinstance(value, int):
+            return value
+    resp = getattr(e, 'response', None)
+    return getattr(resp, 'status_code', None) if resp is not None else None
+
+
+def classify_read_exception(e: BaseException) -> ImageError | None:
+    """A permanent ImageError, or None when the failure is worth retrying."""
+    # Beam wraps filesystem errors in BeamIOError(exception_details={path: exc}).
+    details = getattr(e, 'exception_details', None)
+    if isinstance(details, dict) and details:
+        inner = next(iter(details.values()))
+        if isinstance(inner, BaseException):
+            return classify_read_exception(inner)
+    status = _status_code(e)
+    name = type(e).__name__
+    if isinstance(e, FileNotFoundError) or status == 404 or name == 'NotFound':
+        return ImageError('read', 'not_found', str(e) or 'no such object')
+    if isinstance(e, PermissionError) or status in (401, 403) or name in ('Forbidden', 'Unauthorized'):
+        return ImageError('read', 'permission_denied', str(e))
+    if isinstance(e, (IsADirectoryError, NotADirectoryError)):
+        return ImageError('read', 'not_a_file', str(e))
+    if isinstance(e, (TimeoutError, socket.timeout, ConnectionError)) or status in _TRANSIENT_STATUS:
+        return None
+    return ImageError('read', 'read_failed', f'{name}: {e}')
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter for transient store failures."""
+    attempts: int = 5
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 16.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_backoff_s
+        for _ in range(self.attempts - 1):
+            yield delay * (0.5 + random.random() / 2)
+            delay = min(delay * 2, self.max_backoff_s)
+
+
+def read_image_bytes(uri: str, *, max_bytes: int, retry: RetryPolicy = RetryPolicy(),
+                     on_retry: Callable[[], None] = lambda: None,
+                     sleep: Callable[[float], None] = time.sleep) -> ImageBytes:
+    """Read one object whole, retrying transient failures; raise ImageError."""
+    delays = retry.delays()
+    while True:
+        try:
+            with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                data = f.read(max_bytes + 1)
+            break
+        except Exception as e:  # noqa: BLE001 - classified below
+            err = classify_read_exception(e)
+            if err is not None:
+                raise err from e
+            delay = next(delays, None)
+            if delay is None:
+                raise ImageError('read', 'read_failed',
+                                 f'gave up after {retry.attempts} attempts: '
+                                 f'{type(e).__name__}: {e}') from e
+            on_retry()
+            sleep(delay)
+    if not data:
+        raise ImageError('read', 'empty_file', 'the object has 0 bytes')
+    if len(data) > max_bytes:
+        raise ImageError('read', 'too_large',
+                         f'larger than --max_bytes={max_bytes} bytes')
+    return ImageBytes(uri=uri, data=data, content_sha256=hashlib.sha256(data).hexdigest())
+
+
+class _ReadDoFn(LookaheadDoFn):
+    def __init__(self, *, max_bytes: int, retry: RetryPolicy, threads: int, lookahead: int):
+        super().__init__(threads=threads, lookahead=lookahead)
+        self._max_bytes = max_bytes
+        self._retry = retry
+        self._retries = Metrics.counter(NAMESPACE, 'read_retries')
+        self._bytes = Metrics.counter(NAMESPACE, 'bytes_read')
+
+    def work(self, uri: str):
+        try:
+            return read_image_bytes(uri, max_bytes=self._max_bytes, retry=self._retry,
+                                    on_retry=self._retries.inc)
+        except ImageError as e:
+            return Failure.from_error(uri, e)
+        except Exception as e:  # noqa: BLE001 - never lose an element
+            return Failure(uri, 'read', 'read_failed', f'{type(e).__name__}: {e}')
+
+    def outputs(self, result) -> Iterable:
+        if isinstance(result, Failure):
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
+        else:
+            self._bytes.inc(len(result.data))
+            yield result
+
+
+class ReadImages(beam.PTransform):
+    """URIs -> ImageBytes; unreadable URIs -> Failure rows on the `errors` output."""
+
+    def __init__(self, *, max_bytes: int = 64 << 20, retry: RetryPolicy = RetryPolicy(),
+                 threads: int = 8, lookahead: int = 64):
+        super().__init__()
+        self._dofn = _ReadDoFn(max_bytes=max_bytes, retry=retry, threads=threads,
+                               lookahead=lookahead)
+
+    def expand(self, uris):
+        return uris | 'ReadBytes' >> beam.ParDo(self._dofn).with_outputs(
+            ERRORS_TAG, main='images')
