@@ -110,9 +110,13 @@ def expand_source(src: str) -> Iterator[str]:
             yield resolve_relative(uri, src)
         return
     pattern = directory_pattern(src) if kind is SourceKind.DIRECTORY else src
-    for result in FileSystems.match([pattern]):
+    # Beam's "**/" needs at least one folder; users mean "this folder and below".
+    patterns = [pattern] + ([pattern.replace('**/', '', 1)] if '**/' in pattern else [])
+    seen = set()
+    for result in FileSystems.match(patterns):
         for meta in result.metadata_list:
-            if not _is_directory(meta.path):
+            if meta.path not in seen and not _is_directory(meta.path):
+                seen.add(meta.path)
                 yield meta.path
 
 

@@ -1,0 +1,126 @@
+"""Shared fixtures: the pretrained assets, tiny real models, a CLI runner.
+
+The assets (real MobileNet .tflite models, reference photos, the ImageNet sample)
+live in ../shared/assets beside the checkout, never in the project. Their path
+comes from IMAGELABEL_ASSETS (set by .ci/run); a missing path is a failure, not
+a skip.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pathlib
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_ASSETS = ROOT.parent / 'shared' / 'assets'
+
+
+def assets_dir() -> pathlib.Path:
+    path = pathlib.Path(os.environ.get('IMAGELABEL_ASSETS', DEFAULT_ASSETS))
+    if not (path / 'models').is_dir():
+        pytest.fail(f'pretrained test assets not found at {path}: set IMAGELABEL_ASSETS '
+                    'to the shared/assets folder (see SOURCES.md there)')
+    return path
+
+
+@pytest.fixture(scope='session')
+def assets() -> pathlib.Path:
+    return assets_dir()
+
+
+@pytest.fixture(scope='session')
+def mobilenet_v2_quant(assets) -> pathlib.Path:
+    return assets / 'models' / 'mobilenet_v2_1.0_224_quant.tflite'
+
+
+@pytest.fixture(scope='session')
+def grace_hopper(assets) -> pathlib.Path:
+    return assets / 'images' / 'grace_hopper.jpg'
+
+
+@pytest.fixture(scope='session')
+def panda(assets) -> pathlib.Path:
+    return assets / 'images' / 'cropped_panda.jpg'
+
+
+@pytest.fixture(scope='session')
+def tiny_keras_model(tmp_path_factory) -> pathlib.Path:
+    """A small random-weight image classifier (1000 softmax classes) saved as .keras.
+
+    Shaped like the real thing (conv stack, global pooling named like Inception's,
+    final Dense) so every Keras code path runs, at a fraction of the cost.
+    """
+    import keras
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation='relu')(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation='relu')(x)
+    x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+    outputs = keras.layers.Dense(1000, activation='softmax', name='predictions')(x)
+    model = keras.Model(inputs, outputs)
+    path = tmp_path_factory.mktemp('models') / 'tiny.keras'
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def inception_keras(tmp_path_factory) -> pathlib.Path:
+    """Keras Inception-v3 with random weights (real ImageNet weights need the internet)."""
+    import keras
+    keras.utils.set_random_seed(0)
+    model = keras.applications.InceptionV3(weights=None)
+    path = tmp_path_factory.mktemp('models') / 'inception_v3_random.keras'
+    model.save(path)
+    return path
+
+
+@dataclasses.dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run `imagelabel ARGS` in-process, capturing its output and exit code."""
+    from pipeline.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's own --help exits
+            code = int(e.code or 0)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def write_jpeg(path: pathlib.Path, size=(120, 90), seed=0, **save) -> pathlib.Path:
+    """A photo-like JPEG (smooth gradients + noise), deterministic per seed."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 / max(w - 1, 1), yy * 255 / max(h - 1, 1),
+                     np.full((h, w), rng.integers(0, 255))], axis=-1)
+    img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path, format=save.pop('format', 'JPEG'), **save)
+    return path
+
+
+def read_parquet_rows(output_dir: pathlib.Path, prefix: str) -> list[dict]:
+    import pyarrow.parquet as pq
+    rows = []
+    for f in sorted(output_dir.glob(f'{prefix}-*.parquet')):
+        rows.extend(pq.read_table(f).to_pylist())
+    return rows
+
+
+sys.path.insert(0, str(ROOT))

@@ -1,0 +1,152 @@
+"""Model registry, preprocessing, label set and the Keras / LiteRT runtimes."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from transforms import models
+from transforms.label import load_labeled_model
+from transforms.models import PREPROCESSORS, load_labels, resolve_spec
+
+
+@pytest.mark.parametrize('mode, keras_fn', [
+    ('inception', keras.applications.inception_v3.preprocess_input),
+    ('inception', keras.applications.mobilenet_v2.preprocess_input),
+    ('caffe', keras.applications.resnet50.preprocess_input),
+    ('torch', keras.applications.densenet.preprocess_input),
+])
+def test_preprocessing_matches_keras_preprocess_input(mode, keras_fn):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 8, 8, 3)).astype(np.float32)
+    ours = PREPROCESSORS[mode](pixels.copy())
+    theirs = keras_fn(pixels.copy())
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+
+
+def test_inception_preprocessing_spans_minus_one_to_one():
+    out = PREPROCESSORS['inception'](np.array([0.0, 127.5, 255.0]))
+    np.testing.assert_allclose(out, [-1, 0, 1])
+
+
+def test_bundled_labels_match_keras_class_index(assets):
+    names = load_labels()
+    index = json.loads((assets / 'imagenet_class_index.json').read_text())
+    assert len(names) == 1000
+    assert [n.replace(' ', '_') for n in names] == [index[str(i)][1] for i in range(1000)]
+    assert names[652] == 'military uniform' and names[388] == 'giant panda'
+
+
+def test_user_labels_file_overrides(tmp_path):
+    f = tmp_path / 'labels.txt'
+    f.write_text('cat\ndog\n\n')
+    assert load_labels(str(f)) == ['cat', 'dog']
+
+
+def test_unknown_model_name_says_what_is_known():
+    with pytest.raises(ValueError, match='inception_v3'):
+        resolve_spec('inceptoin_v3')
+
+
+def test_registry_describes_inception_v3_as_data():
+    spec = resolve_spec('inception_v3')
+    assert (spec.input_size, spec.preprocess, spec.embedding_layer) == ((299, 299), 'inception', 'avg_pool')
+
+
+def test_weights_flag_only_for_named_models(mobilenet_v2_quant):
+    with pytest.raises(ValueError, match='--weights'):
+        resolve_spec(str(mobilenet_v2_quant), weights='w.h5')
+
+
+def test_bucket_sizes_bound_the_number_of_traced_shapes():
+    sizes = {models.bucket_size(n, 32) for n in range(1, 33)}
+    assert sizes == {1, 2, 4, 8, 16, 32}
+    assert models.bucket_size(3, 32) == 4 and models.bucket_size(20, 32) == 32
+
+
+def test_keras_runtime_gives_probabilities_and_embedding_from_one_pass(tiny_keras_model):
+    spec = resolve_spec(str(tiny_keras_model))
+    model = load_labeled_model(spec, batch_size=4, precision='float32', threads=None, recipe='crop')
+    assert model.runtime.input_size == (64, 64)
+    assert model.runtime.output_kind == 'probabilities'
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (3, 64, 64, 3)).astype(np.uint8)
+    probs, emb = model.predict(pixels)
+    assert probs.shape == (3, 1000) and emb.shape == (3, 16)
+    # Same numbers as the plain Keras model and its avg_pool layer on preprocessed input.
+    k = keras.models.load_model(tiny_keras_model)
+    x = pixels.astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(probs, k.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+    pool = keras.Model(k.inputs, k.get_layer('avg_pool').output)
+    np.testing.assert_allclose(emb, pool.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_keras_runtime_padding_does_not_change_results(tiny_keras_model):
+    spec = resolve_spec(str(tiny_keras_model))
+    model = load_labeled_model(spec, batch_size=8, precision='float32', threads=None, recipe='crop')
+    pixels = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3)).astype(np.uint8)
+    together, _ = model.predict(pixels)
+    alone = np.concatenate([model.predict(pixels[i:i + 1])[0] for i in range(5)])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-7)
+
+
+def test_logits_model_is_detected_and_softmaxed(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))  # no softmax: logits
+    path = tmp_path / 'logits.keras'
+    model.save(path)
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('\n'.join(f'c{i}' for i in range(10)))
+    loaded = load_labeled_model(resolve_spec(str(path), labels=str(labels)), batch_size=2,
+                                precision='float32', threads=None, recipe='crop')
+    assert loaded.runtime.output_kind == 'logits'
+    probs, emb = loaded.predict(np.full((2, 32, 32, 3), 200, np.uint8))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert emb.shape == (2, 3)
+
+
+def test_label_count_mismatch_is_a_clear_error(tiny_keras_model, tmp_path):
+    labels = tmp_path / 'three.txt'
+    labels.write_text('a\nb\nc\n')
+    with pytest.raises(ValueError, match='1000 outputs but the label set has 3'):
+        load_labeled_model(resolve_spec(str(tiny_keras_model), labels=str(labels)),
+                           batch_size=1, precision='float32', threads=None, recipe='crop')
+
+
+@pytest.mark.parametrize('name, dim, kind', [
+    ('mobilenet_v2_1.0_224_quant.tflite', 1280, 'logits'),
+    ('mobilenet_v1_0.25_224_quant.tflite', 256, 'probabilities'),
+    ('mobilenet_v1_0.25_224_1_default_1.tflite', 256, 'probabilities'),
+])
+def test_tflite_assets_expose_their_penultimate_layer(assets, name, dim, kind):
+    model = load_labeled_model(resolve_spec(str(assets / 'models' / name)), batch_size=2,
+                               precision='float32', threads=None, recipe='plain')
+    assert model.drop_background and model.num_classes == 1000
+    assert model.runtime.output_kind == kind and model.runtime.embedding_dim == dim
+    probs, emb = model.predict(np.random.default_rng(3).integers(0, 256, (2, 224, 224, 3)).astype(np.uint8))
+    assert probs.shape == (2, 1000) and emb.shape == (2, dim)
+    assert np.all(emb >= 0)  # post-ReLU average pool
+
+
+def test_bad_model_file_fails_with_one_line(tmp_path):
+    bad = tmp_path / 'not_a_model.tflite'
+    bad.write_bytes(b'hello')
+    with pytest.raises(ValueError, match='not a loadable TFLite model'):
+        load_labeled_model(resolve_spec(str(bad)), batch_size=1, precision='float32',
+                           threads=None, recipe='crop')
+
+
+def test_model_id_changes_with_weights_and_settings(tiny_keras_model, tmp_path):
+    spec = resolve_spec(str(tiny_keras_model))
+    a = load_labeled_model(spec, batch_size=1, precision='float32', threads=None, recipe='crop')
+    b = load_labeled_model(spec, batch_size=1, precision='float32', threads=None, recipe='plain')
+    again = load_labeled_model(spec, batch_size=1, precision='float32', threads=None, recipe='crop')
+    assert a.model_id == again.model_id and a.model_id != b.model_id
+    k = keras.models.load_model(tiny_keras_model)
+    k.layers[-1].set_weights([w + 1 for w in k.layers[-1].get_weights()])
+    other = tmp_path / 'other.keras'
+    k.save(other)
+    c = load_labeled_model(resolve_spec(str(other)), batch_size=1, precision='float32',
+                           threads=None, recipe='crop')
+    assert c.model_id.split('-')[0] != a.model_id.split('-')[0]
