@@ -59,8 +59,8 @@ class ImageLabelOptions(PipelineOptions):
                             help='Images per model call.')
         parser.add_argument(
             '--precision', default='float32', choices=PRECISIONS,
-            help='bf16 runs Keras models under mixed_bfloat16 (faster on CPUs with '
-            'AVX-512 BF16); check its agreement on your weights first.')
+            help='bf16 runs Keras models through oneDNN\'s bf16 graph rewrite (much faster '
+            'on CPUs with AVX512-BF16 or AMX); check its agreement on your weights first.')
         parser.add_argument('--model_threads', type=int, default=0,
                             help='Threads for the model; 0 lets the runtime choose.')
         parser.add_argument('--decode_threads', type=int, default=2,

@@ -150,3 +150,17 @@ def test_model_id_changes_with_weights_and_settings(tiny_keras_model, tmp_path):
     c = load_labeled_model(resolve_spec(str(other)), batch_size=1, precision='float32',
                            threads=None, recipe='crop')
     assert c.model_id.split('-')[0] != a.model_id.split('-')[0]
+
+
+def test_bf16_changes_numbers_slightly_and_leaves_float32_models_alone(tiny_keras_model):
+    spec = resolve_spec(str(tiny_keras_model))
+    pixels = np.random.default_rng(4).integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
+    fp32 = load_labeled_model(spec, batch_size=4, precision='float32', threads=None, recipe='crop')
+    before, emb32 = fp32.predict(pixels)
+    bf16 = load_labeled_model(spec, batch_size=4, precision='bf16', threads=None, recipe='crop')
+    probs16, emb16 = bf16.predict(pixels)
+    after, _ = fp32.predict(pixels)
+    np.testing.assert_array_equal(before, after)  # the bf16 switch did not leak
+    rel = np.abs(emb16 - emb32).max() / np.abs(emb32).max()
+    assert 1e-5 < rel < 0.05, rel  # really bf16 (8-bit mantissa), still the same model
+    assert bf16.model_id != fp32.model_id
