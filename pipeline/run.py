@@ -113,12 +113,6 @@ def prepare_output(s: Settings) -> None:
         FileSystems.delete(existing)
 
 
-def _counter(result, name: str) -> int:
-    found = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE)
-                                   .with_name(name))['counters']
-    return int(sum(c.committed or c.attempted or 0 for c in found))
-
-
 def summarize(result, s: Settings, model: ModelFacts, seconds: float) -> RunSummary:
     counters = result.metrics().query(
         beam.metrics.MetricsFilter().with_namespace(NAMESPACE))['counters']

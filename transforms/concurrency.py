@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
@@ -24,7 +24,8 @@ class LookaheadDoFn(beam.DoFn):
 
     Subclasses implement `work` (runs on a pool thread, must not raise for
     expected failures) and `outputs` (turns a result into zero or more outputs,
-    possibly `TaggedOutput`s; runs on the bundle's thread).
+    possibly `TaggedOutput`s; runs on the bundle's thread). Beam metrics only
+    count on the bundle's thread: `work` returns what to count, `outputs` counts it.
     """
 
     def __init__(self, *, threads: int, lookahead: int):
@@ -72,11 +73,3 @@ class LookaheadDoFn(beam.DoFn):
                     out.tag, WindowedValue(out.value, timestamp, (window,)))
             else:
                 yield WindowedValue(out, timestamp, (window,))
-
-
-def run_guarded(fn: Callable[[], Any], on_error: Callable[[BaseException], Any]) -> Any:
-    """Call fn; map any Exception to a value with on_error (never lose an element)."""
-    try:
-        return fn()
-    except Exception as e:  # noqa: BLE001 - the caller classifies everything
-        return on_error(e)

@@ -16,14 +16,17 @@ import warnings
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from transforms.concurrency import LookaheadDoFn
 from transforms.errors import Failure, ImageError
 from transforms.read import ERRORS_TAG, NAMESPACE, ImageBytes
 
-# Our own --max_pixels check runs before Pillow's and is the one that counts.
+# Our own --max_pixels check runs before Pillow's and is the one that counts:
+# Pillow's fixed limit (~179M pixels) would otherwise override a larger
+# --max_pixels, and would report its own limit instead of the flag.
 warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 #: Default pixel budget: 8000 x 8000. A decoded RGB image of this size is ~192 MB.
@@ -65,16 +68,73 @@ _UNSUPPORTED_SIGNATURES = (
 )
 
 
+_HEIF_BRANDS = {b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'mif1', b'msf1'}
+_AVIF_BRANDS = {b'avif', b'avis'}
+
+
+def _ftyp_brands(data: bytes) -> set[bytes]:
+    """Major and compatible brands of an ISO-BMFF (HEIF/AVIF) file, or an empty set."""
+    if data[4:8] != b'ftyp':
+        return set()
+    end = min(struct.unpack('>I', data[:4])[0], len(data), 256)
+    return {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
+
+
+def _is_avif(data: bytes) -> bool:
+    return bool(_ftyp_brands(data) & _AVIF_BRANDS)
+
+
 def _unsupported_kind(data: bytes) -> str | None:
     head = data[:512].lstrip()
     for magic, name in _UNSUPPORTED_SIGNATURES:
         if head.startswith(magic):
             return name
-    if data[4:8] == b'ftyp' and data[8:12] in (b'heic', b'heix', b'mif1', b'msf1', b'avif', b'avis', b'hevc'):
-        return f'{data[8:12].decode()} (HEIF/AVIF) image'
+    brands = _ftyp_brands(data)
+    if brands & (_HEIF_BRANDS | _AVIF_BRANDS) and not (
+            _is_avif(data) and features.check('avif')):
+        return f'{data[8:12].decode("latin-1")} (HEIF/AVIF) image'
     if b'<svg' in data[:1024].lower():
         return 'SVG image'
     return None
+
+
+def _image_kind(data: bytes) -> str | None:
+    """The format that `data` starts like, among those this installation decodes."""
+    for magic, name in ((b'\xff\xd8', 'JPEG'), (b'\x89PNG\r\n\x1a\n', 'PNG'),
+                        (b'GIF87a', 'GIF'), (b'GIF89a', 'GIF'), (b'BM', 'BMP'),
+                        (b'II*\x00', 'TIFF'), (b'MM\x00*', 'TIFF')):
+        if data.startswith(magic):
+            return name
+    if data[:4] == b'RIFF' and data[8:12] == b'WEBP':
+        return 'WEBP'
+    if _is_avif(data) and features.check('avif'):
+        return 'AVIF'
+    return None
+
+
+def _ends_early(data: bytes, kind: str | None) -> bool:
+    """Whether a damaged file of format `kind` lacks its end (so it was cut short)."""
+    tail = data.rstrip(b'\x00')
+    if kind == 'JPEG':
+        return not tail.endswith(b'\xff\xd9')
+    if kind == 'PNG':
+        return b'IEND' not in data[-64:]
+    if kind == 'GIF':
+        return not tail.endswith(b';')
+    if kind == 'BMP':
+        return len(data) < 6 or struct.unpack('<I', data[2:6])[0] > len(data)
+    if kind == 'WEBP':
+        return len(data) < 12 or struct.unpack('<I', data[4:8])[0] + 8 > len(data)
+    return False
+
+
+def _damaged(data: bytes, message: str, kind: str | None = None) -> ImageError:
+    """A decoder failure on a known format: `truncated` if the file lacks its end, else
+    `corrupt`."""
+    kind = kind or _image_kind(data)
+    if _ends_early(data, kind):
+        return ImageError('decode', 'truncated', f'{kind} data ends early: {message}')
+    return ImageError('decode', 'corrupt', message)
 
 
 def crop_box(width: int, height: int, out_w: int, out_h: int,
@@ -135,10 +195,14 @@ def decode_image(data: bytes, size: tuple[int, int], *,
         if kind:
             raise ImageError('decode', 'unsupported_format',
                              f'{kind}: no decoder for it is installed') from e
+        kind = _image_kind(data)
+        if kind:
+            raise _damaged(data, f'{kind} signature, but the decoder cannot read its '
+                           'header', kind) from e
         raise ImageError('decode', 'not_an_image',
                          f'not a recognised image format (starts with {data[:8]!r})') from e
     except (OSError, ValueError, SyntaxError, struct.error) as e:
-        raise ImageError('decode', 'corrupt', f'{type(e).__name__}: {e}') from e
+        raise _damaged(data, f'{type(e).__name__}: {e}') from e
 
     width, height = im.size
     if width <= 0 or height <= 0:
@@ -173,12 +237,13 @@ def decode_image(data: bytes, size: tuple[int, int], *,
         raise ImageError('decode', 'too_large', str(e)) from e
     except OSError as e:
         msg = str(e)
-        if 'truncated' in msg or 'premature end' in msg.lower() or 'broken data stream' in msg:
+        if 'truncated' in msg or 'premature end' in msg.lower():
             raise ImageError('decode', 'truncated', msg) from e
-        raise ImageError('decode', 'corrupt', f'{type(e).__name__}: {msg}') from e
+        # 'broken data stream' is a decoder error: a cut-short file or a damaged one.
+        raise _damaged(data, f'{type(e).__name__}: {msg}', im.format) from e
     except (ValueError, SyntaxError, IndexError, TypeError, EOFError, MemoryError,
             struct.error) as e:
-        raise ImageError('decode', 'corrupt', f'{type(e).__name__}: {e}') from e
+        raise _damaged(data, f'{type(e).__name__}: {e}', im.format) from e
     if pixels.shape != (out_h, out_w, 3):  # defensive: never hand the model a bad shape
         raise ImageError('decode', 'corrupt', f'decoded to shape {pixels.shape}')
     return pixels, width, height

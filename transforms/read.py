@@ -21,7 +21,7 @@ import time
 from typing import Callable, Iterable, Iterator
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -122,6 +122,17 @@ def expand_source(src: str) -> Iterator[str]:
 
 def validate_source(src: str) -> None:
     """Fail before the job starts if --input can yield no URI at all."""
+    try:
+        _check_source(src)
+    except (BeamIOError, OSError, UnicodeDecodeError) as e:
+        # An unreadable manifest or a listing the store refuses: one line, no traceback.
+        details = getattr(e, 'exception_details', None)
+        cause = next(iter(details.values())) if isinstance(details, dict) and details else e
+        message = f'{type(cause).__name__}: {cause}'.splitlines()[0]
+        raise ValueError(f'--input {src} cannot be read: {message}') from e
+
+
+def _check_source(src: str) -> None:
     kind = source_kind(src)
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
         if not FileSystems.exists(src):
@@ -247,15 +258,21 @@ class _ReadDoFn(LookaheadDoFn):
         self._bytes = Metrics.counter(NAMESPACE, 'bytes_read')
 
     def work(self, uri: str):
+        # Runs on a pool thread, where Beam has no metrics container: count the
+        # retries here and report them from `outputs`, on the bundle's thread.
+        retries: list[None] = []
         try:
             return read_image_bytes(uri, max_bytes=self._max_bytes, retry=self._retry,
-                                    on_retry=self._retries.inc)
+                                    on_retry=lambda: retries.append(None)), len(retries)
         except ImageError as e:
-            return Failure.from_error(uri, e)
+            return Failure.from_error(uri, e), len(retries)
         except Exception as e:  # noqa: BLE001 - never lose an element
-            return Failure(uri, 'read', 'read_failed', f'{type(e).__name__}: {e}')
+            return Failure(uri, 'read', 'read_failed', f'{type(e).__name__}: {e}'), len(retries)
 
     def outputs(self, result) -> Iterable:
+        result, retries = result
+        if retries:
+            self._retries.inc(retries)
         if isinstance(result, Failure):
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
         else:
