@@ -1,0 +1,171 @@
+"""Bad flags: one clear `imagelabel: error: ...` line, exit code 2, no traceback, no work done.
+
+And an output directory that already holds a run is refused unless --overwrite.
+"""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.localfilesystem import LocalFileSystem
+
+from conftest import ROOT, read_parquet_rows, run_cli, write_jpeg
+
+EXIT_USAGE = 2
+
+
+class RefusingFileSystem(LocalFileSystem):
+    """An object store (`refusing://`) that answers every listing with 403 Forbidden."""
+
+    @classmethod
+    def scheme(cls):
+        return 'refusing'
+
+    def exists(self, path):
+        return False
+
+    def match(self, patterns, limits=None):
+        raise BeamIOError('Match operation failed',
+                          {p: PermissionError(f'403 Forbidden: list {p}') for p in patterns})
+
+
+@pytest.fixture(scope='module')
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('flags')
+    images = root / 'images'
+    for i in range(3):
+        write_jpeg(images / f'img_{i}.jpg', seed=i)
+    (root / 'empty_dir').mkdir()
+    (root / 'not_a_dir').write_text('a file where a directory should be\n')
+    (root / 'no_uri_column.csv').write_text('path,label\n' + str(images / 'img_0.jpg') + ',x\n')
+    (root / 'comments_only.txt').write_text('# nothing here\n\n')
+    (root / 'manifest_dir.txt').mkdir()
+    (root / 'binary.txt').write_bytes(b'\xff\xfe\x00\x81 not text')
+    (root / 'broken.tflite').write_bytes(b'this is not a flatbuffer')
+    return root
+
+
+def _expect_usage_error(result, *phrases: str) -> str:
+    assert result.code == EXIT_USAGE, (result.code, result.out, result.err)
+    assert 'Traceback' not in result.err and 'Traceback' not in result.out
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    (line,) = lines
+    assert line.startswith('imagelabel: error: '), line
+    for phrase in phrases:
+        assert phrase in line, line
+    assert result.out == ''
+    return line
+
+
+# (name, flags replacing or adding to the good ones, phrases the error line must contain)
+BAD_FLAGS = [
+    ('top_k_zero', {'--top_k': '0'}, ['--top_k must be a positive integer, got 0']),
+    ('top_k_negative', {'--top_k': '-3'}, ['--top_k must be a positive integer, got -3']),
+    ('top_k_not_a_number', {'--top_k': 'five'}, ['--top_k', "invalid int value: 'five'"]),
+    ('top_k_over_classes', {'--top_k': '1001'}, ['--top_k 1001 is more than', '1000 classes']),
+    ('unknown_model_name', {'--model': 'resnet9000'},
+     ["--model 'resnet9000' is neither a known model", 'inception_v3']),
+    ('model_file_missing', {'--model': '{root}/no_such_model.tflite'},
+     ['no_such_model.tflite does not exist']),
+    ('model_file_broken', {'--model': '{root}/broken.tflite'},
+     ['broken.tflite is not a loadable TFLite model']),
+    ('output_not_writable', {'--output': '{root}/not_a_dir/out'}, ['is not writable']),
+    ('input_glob_matches_nothing', {'--input': '{root}/images/*.png'}, ['matches no file']),
+    ('input_empty_directory', {'--input': '{root}/empty_dir'}, ['matches no file']),
+    ('input_missing_directory', {'--input': '{root}/no_such_dir'}, ['matches no file']),
+    ('input_missing_manifest', {'--input': '{root}/no_such_manifest.txt'},
+     ['manifest', 'does not exist']),
+    ('input_manifest_lists_nothing', {'--input': '{root}/comments_only.txt'}, ['lists no URI']),
+    ('input_manifest_is_a_directory', {'--input': '{root}/manifest_dir.txt'},
+     ['cannot be read', 'IsADirectoryError']),
+    ('input_manifest_not_text', {'--input': '{root}/binary.txt'},
+     ['cannot be read', 'UnicodeDecodeError']),
+    ('input_store_refuses_listing', {'--input': 'refusing://bucket/photos/'},
+     ['cannot be read', '403 Forbidden']),
+    ('csv_manifest_without_uri_column', {'--input': '{root}/no_uri_column.csv'},
+     ['no "uri" column', 'path', 'label']),
+    ('batch_size_zero', {'--batch_size': '0'}, ['--batch_size must be a positive integer']),
+    ('max_pixels_negative', {'--max_pixels': '-1'}, ['--max_pixels must be a positive integer']),
+    ('read_retries_zero', {'--read_retries': '0'}, ['--read_retries must be a positive integer']),
+    ('resize_unknown', {'--resize': 'squash'}, ['--resize', "invalid choice: 'squash'"]),
+    ('misspelt_flag', {'--topk': '3'}, ['unknown flag --topk']),
+    ('missing_input', {'--input': None}, ['--input is required']),
+    ('missing_output', {'--output': None}, ['--output is required']),
+    ('labels_file_missing', {'--labels': '{root}/no_labels.txt'},
+     ['--labels file', 'does not exist']),
+]
+
+
+def _args(root: pathlib.Path, model, changes: dict) -> list[str]:
+    flags = {'--input': str(root / 'images'), '--output': str(root / 'out'),
+             '--model': str(model)}
+    for flag, value in changes.items():
+        flags[flag] = value.format(root=root) if value is not None else None
+    return [part for flag, value in flags.items() if value is not None
+            for part in (flag, value)]
+
+
+@pytest.mark.parametrize('name, changes, phrases', BAD_FLAGS, ids=[b[0] for b in BAD_FLAGS])
+def test_bad_flag_is_one_clear_line(inputs, mobilenet_v2_quant, name, changes, phrases):
+    result = run_cli('run', *_args(inputs, mobilenet_v2_quant, changes))
+    _expect_usage_error(result, *phrases)
+    # Refused before any work: the good output directory was not even created.
+    assert not (inputs / 'out').exists()
+
+
+@pytest.mark.parametrize('changes, phrase', [
+    ({'--top_k': '0'}, '--top_k must be a positive integer'),
+    ({'--input': '{root}/no_uri_column.csv'}, 'no "uri" column'),
+    ({'--input': '{root}/empty_dir'}, 'matches no file'),
+])
+def test_bad_flag_in_a_real_process(inputs, mobilenet_v2_quant, changes, phrase):
+    """The same through the real entry point: exit status and the process's own stderr."""
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pipeline.cli', 'run', *_args(inputs, mobilenet_v2_quant, changes)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert 'Traceback' not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('imagelabel: error: ')]
+    assert len(errors) == 1 and phrase in errors[0], proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == errors[0]
+    assert proc.stdout == ''
+
+
+def test_output_holding_a_run_is_refused_unless_overwrite(inputs, tmp_path, mobilenet_v2_quant):
+    out = tmp_path / 'out'
+    first = run_cli('run', '--input', inputs / 'images', '--output', out,
+                    '--model', mobilenet_v2_quant, '--run_id', 'first')
+    assert first.code == 0, first.err
+    assert {r['run_id'] for r in read_parquet_rows(out, 'labels')} == {'first'}
+    before = sorted(p.name for p in out.iterdir())
+
+    again = run_cli('run', '--input', inputs / 'images', '--output', out,
+                    '--model', mobilenet_v2_quant, '--run_id', 'second')
+    _expect_usage_error(again, f'--output {out} already holds a run', '--overwrite')
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert {r['run_id'] for r in read_parquet_rows(out, 'labels')} == {'first'}
+
+    # --overwrite replaces the old run entirely: none of its rows survive.
+    one_image = tmp_path / 'one.txt'
+    one_image.write_text(str(inputs / 'images' / 'img_1.jpg') + '\n')
+    replaced = run_cli('run', '--input', one_image, '--output', out,
+                       '--model', mobilenet_v2_quant, '--run_id', 'third', '--overwrite')
+    assert replaced.code == 0, replaced.err
+    rows = read_parquet_rows(out, 'labels')
+    assert [(r['uri'], r['run_id']) for r in rows] == [(str(inputs / 'images' / 'img_1.jpg'),
+                                                        'third')]
+    assert read_parquet_rows(out, 'errors') == []
+
+
+def test_top_k_equal_to_class_count_is_accepted(inputs, tmp_path, mobilenet_v2_quant):
+    out = tmp_path / 'out'
+    result = run_cli('run', '--input', inputs / 'images' / 'img_2.jpg', '--output', out,
+                     '--model', mobilenet_v2_quant, '--top_k', '1000')
+    assert result.code == 0, result.err
+    (row,) = read_parquet_rows(out, 'labels')
+    assert sorted(label['index'] for label in row['labels']) == list(range(1000))
+    assert abs(sum(label['score'] for label in row['labels']) - 1.0) < 1e-3
