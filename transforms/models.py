@@ -237,6 +237,25 @@ def _final_dense(model):
                      'the embedding from; pass --embedding_layer')
 
 
+def _classifier_head(model, embedding):
+    """A float32 callable embedding -> model output, if the top is Dense [+ softmax]."""
+    import keras
+    dense = _final_dense(model)
+    rest = model.layers[model.layers.index(dense) + 1:]
+    if dense.input is not embedding or any(
+            not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
+        _log.warning('%s: classifier head is not Dense [+ softmax]; under bf16 its scores '
+                     'are computed in bf16 too', model.name)
+        return None
+
+    def head(x):
+        x = dense(x)
+        for layer in rest:
+            x = layer(x)
+        return x
+    return head
+
+
 def _emits_probabilities(model) -> bool:
     import keras
     last = model.layers[-1]
@@ -297,20 +316,41 @@ class KerasRuntime:
         kind = spec.outputs
         if kind == 'auto':
             kind = 'probabilities' if _emits_probabilities(model) else 'logits'
-        both = keras.Model(model.inputs, [model.outputs[0], embedding])
         preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        head = _classifier_head(model, embedding) if precision == 'bf16' else None
+        self._head: Callable | None = None
 
-        @tf.function(reduce_retracing=False)
-        def serve(pixels):
-            x = preprocess(tf.cast(pixels, tf.float32))
-            out, emb = both(x, training=False)
-            out = tf.cast(out, tf.float32)
-            if kind == 'logits':
-                out = tf.nn.softmax(out)
-            return out, tf.cast(emb, tf.float32)
+        if head is None:
+            both = keras.Model(model.inputs, [model.outputs[0], embedding])
 
+            @tf.function(reduce_retracing=False)
+            def serve(pixels):
+                x = preprocess(tf.cast(pixels, tf.float32))
+                out, emb = both(x, training=False)
+                out = tf.cast(out, tf.float32)
+                if kind == 'logits':
+                    out = tf.nn.softmax(out)
+                return out, tf.cast(emb, tf.float32)
+        else:
+            # bf16: the backbone runs under the bf16 rewrite, but the classifier head
+            # (final Dense + softmax, ~0.1% of the FLOPs) runs in float32 on the
+            # embedding, so probabilities are not rounded to bf16's 8-bit mantissa
+            # (which ties close scores and scrambles the top-k order).
+            backbone = keras.Model(model.inputs, embedding)
+
+            @tf.function(reduce_retracing=False)
+            def serve(pixels):
+                x = preprocess(tf.cast(pixels, tf.float32))
+                return tf.cast(backbone(x, training=False), tf.float32)
+
+            @tf.function(reduce_retracing=False)
+            def serve_head(emb):
+                out = tf.cast(head(emb), tf.float32)
+                return tf.nn.softmax(out) if kind == 'logits' else out
+
+            self._head = serve_head.get_concrete_function(
+                tf.TensorSpec((None, int(embedding.shape[-1])), tf.float32))
         self._serve = serve
-        self._keras_model = both
         self._concrete: dict[int, Callable] = {}
         self._lock = threading.Lock()
         self.name = spec.name
@@ -323,9 +363,6 @@ class KerasRuntime:
         self.output_kind = kind
         self.description = (f'{spec.name}: Keras, input {in_h}x{in_w}, {self.num_outputs} '
                             f'{kind}, embedding {self.embedding_dim}-d, {precision}')
-
-    def _call_scope(self):
-        return onednn_bf16_calls() if self.precision == 'bf16' else contextlib.nullcontext()
 
     def _function(self, size: int):
         import tensorflow as tf
@@ -349,7 +386,11 @@ class KerasRuntime:
                 chunk_in = np.concatenate([chunk, pad])
             else:
                 chunk_in = chunk
-            with self._call_scope():
+            if self._head is not None:
+                with onednn_bf16_calls():
+                    e = self._function(size)(chunk_in)
+                p = self._head(e)  # float32, outside the bf16 rewrite
+            else:
                 p, e = self._function(size)(chunk_in)
             probs.append(p.numpy()[:len(chunk)])
             embs.append(e.numpy()[:len(chunk)])
