@@ -1,0 +1,14 @@
+# imagelabel developer targets.
+#   make test                      the test suite
+#   make bench                     the throughput benchmark (bench/README.md); a few minutes
+#   make bench BENCH_ARGS=--quick  a smoke test of the benchmark scripts
+PYTHON ?= python3
+BENCH_ARGS ?=
+
+.PHONY: test bench
+
+test:
+	$(PYTHON) -m pytest
+
+bench:
+	$(PYTHON) bench/bench.py $(BENCH_ARGS)

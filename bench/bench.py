@@ -1,0 +1,834 @@
+"""imagelabel's throughput benchmark: one command, every figure, one table.
+
+    python bench/bench.py                 # full run, N=512 (a few minutes on 2 cores)
+    python bench/bench.py --quick         # N=64, small scaling and LiteRT sets: a smoke test
+    python bench/bench.py --only ceiling,imagelabel --n 1024
+
+Sections (--only picks some; see bench/README.md for what each figure means):
+
+  ceiling     bare Keras Inception-v3 (random weights) on pre-decoded float32 batches
+  imagelabel  `imagelabel run` end to end on the DirectRunner (Parquet out), marginal rate
+  anchor      Beam's stock RunInference + TFModelHandlerTensor (bench/anchor.py), marginal rate
+  tflite      quantized MobileNetV2 .tflite: imagelabel end to end vs the bare LiteRT
+              interpreter, and decode_image alone, on the ImageNet sample photos
+  scaling     imagelabel end to end at N = 256, 1024, 4096: is time linear in N?
+  bf16        imagelabel with --precision bf16: speed-up and agreement with float32
+
+Every measurement that loads TensorFlow runs in a child process (so its peak RSS,
+read with os.wait4, is its own); this process only orchestrates and never imports
+TensorFlow. End-to-end times are the child's wall clock, start-up included; the
+marginal rate between two input sizes removes start-up, which is reported as the
+intercept. Results go to bench/out/results.json (bench/out/ is git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import make_images  # noqa: E402
+
+METHODS = ('predict_on_batch', 'call')
+SECTIONS = ('ceiling', 'imagelabel', 'anchor', 'tflite', 'scaling', 'bf16')
+RESULT_MARK = 'BENCH_RESULT '
+MODEL_SEED = 0
+TFLITE_MODEL = 'models/mobilenet_v2_1.0_224_quant.tflite'
+SAMPLE_MANIFEST = 'imagenet_sample/manifest.csv'
+
+
+def default_assets() -> str:
+    return os.environ.get('IMAGELABEL_ASSETS') or str(ROOT.parent / 'shared' / 'assets')
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    env['PYTHONPATH'] = os.pathsep.join(
+        [str(ROOT), *([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])])
+    return env
+
+
+# --- running children ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ChildRun:
+    """One child process: its wall clock, CPU time, peak RSS and output."""
+    argv: list[str]
+    returncode: int
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    stdout: str
+    stderr: str
+
+    def check(self, what: str) -> 'ChildRun':
+        if self.returncode != 0:
+            tail = '\n'.join((self.stderr or self.stdout).strip().splitlines()[-25:])
+            raise RuntimeError(f'{what} failed (exit {self.returncode}):\n{tail}\n'
+                               f'command: {" ".join(self.argv)}')
+        return self
+
+    def facts(self) -> dict[str, Any]:
+        return {'wall_s': round(self.wall_s, 3), 'cpu_s': round(self.cpu_s, 3),
+                'cpu_utilisation': round(self.cpu_s / self.wall_s, 2) if self.wall_s else None,
+                'peak_rss_mb': round(self.peak_rss_mb, 1)}
+
+
+def run_child(argv: list[str], *, log: pathlib.Path) -> ChildRun:
+    """Run argv to completion; os.wait4 gives this child's own rusage (peak RSS, CPU)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = log.with_suffix('.stdout'), log.with_suffix('.stderr')
+    with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
+    return ChildRun(argv=argv, returncode=proc.returncode, wall_s=wall,
+                    cpu_s=usage.ru_utime + usage.ru_stime,
+                    peak_rss_mb=usage.ru_maxrss / 1024.0,  # Linux: kilobytes
+                    stdout=out_path.read_text(errors='replace'),
+                    stderr=err_path.read_text(errors='replace'))
+
+
+def run_worker(name: str, args: dict[str, Any], *, log: pathlib.Path) -> tuple[dict, ChildRun]:
+    """Run one of this file's in-process measurements (see WORKERS) in a child."""
+    child = run_child([sys.executable, str(pathlib.Path(__file__).resolve()), '--_worker', name,
+                       '--_args', json.dumps(args)], log=log).check(f'worker {name}')
+    lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if not lines:
+        raise RuntimeError(f'worker {name} printed no result; see {log}.stdout')
+    return json.loads(lines[-1][len(RESULT_MARK):]), child
+
+
+_LABELED = re.compile(r'^\s*labeled\s+(\d+)', re.M)
+_ERRORS = re.compile(r'^\s*errors\s+(\d+)', re.M)
+_TIME = re.compile(r'^\s*time\s+([\d.]+) s', re.M)
+
+
+def run_imagelabel(manifest: pathlib.Path, output: pathlib.Path, model: str, expect: int, *,
+                   log: pathlib.Path, extra: list[str] | None = None) -> dict[str, Any]:
+    """`python -m pipeline.run` (= `imagelabel run`) on the DirectRunner, wall-clocked."""
+    argv = [sys.executable, '-m', 'pipeline.run', '--input', str(manifest), '--output',
+            str(output), '--model', model, '--overwrite', *(extra or [])]
+    child = run_child(argv, log=log).check('imagelabel run')
+    labeled = _LABELED.search(child.stdout)
+    errors = _ERRORS.search(child.stdout)
+    inner = _TIME.search(child.stdout)
+    if not labeled or int(labeled.group(1)) != expect:
+        raise RuntimeError(f'imagelabel run labeled {labeled and labeled.group(1)} images, '
+                           f'expected {expect}; see {log}.stdout/.stderr')
+    return {'n': expect, **child.facts(), 'errors': int(errors.group(1)) if errors else None,
+            'pipeline_s': float(inner.group(1)) if inner else None}
+
+
+def run_anchor(manifest: pathlib.Path, model: str, expect: int, *, log: pathlib.Path,
+               output: pathlib.Path | None) -> dict[str, Any]:
+    argv = [sys.executable, str(HERE / 'anchor.py'), '--input', str(manifest),
+            '--model_path', model]
+    if output is not None:
+        if output.exists():
+            shutil.rmtree(output)
+        argv += ['--output', str(output)]
+    child = run_child(argv, log=log).check('anchor')
+    if output is not None:
+        got = sum(1 for _ in open(output / 'predictions'))
+    else:
+        m = re.search(r'anchor predictions (\d+)', child.stdout)
+        got = int(m.group(1)) if m else -1
+    if got != expect:
+        raise RuntimeError(f'anchor predicted {got} images, expected {expect}; see {log}')
+    m = re.search(r'anchor pipeline seconds ([\d.]+)', child.stdout)
+    return {'n': expect, **child.facts(), 'pipeline_s': float(m.group(1)) if m else None}
+
+
+def marginal(small: list[dict], big: list[dict]) -> dict[str, Any]:
+    """Rate with start-up removed: (N - n) / (t_N - t_n), best (least disturbed) run of each."""
+    s = min(small, key=lambda r: r['wall_s'])
+    b = min(big, key=lambda r: r['wall_s'])
+    dn, dt = b['n'] - s['n'], b['wall_s'] - s['wall_s']
+    out = {'n_small': s['n'], 'n_big': b['n'], 't_small_s': s['wall_s'], 't_big_s': b['wall_s'],
+           'wall_rate_big': round(b['n'] / b['wall_s'], 3),
+           'peak_rss_mb': max(r['peak_rss_mb'] for r in small + big),
+           'cpu_utilisation_big': b.get('cpu_utilisation'),
+           'runs_small': small, 'runs_big': big}
+    if dt <= 0:  # too noisy, or N too small for the difference to show
+        out.update(images_per_s=None, startup_s=None,
+                   note='t_N <= t_n: no marginal rate (noisy machine, or --n too small)')
+        return out
+    rate = dn / dt
+    out.update(images_per_s=round(rate, 3), per_core=round(rate / cores(), 3),
+               startup_s=round(s['wall_s'] - s['n'] / rate, 3))
+    dcpu = b['cpu_s'] - s['cpu_s']  # CPU seconds: much less disturbed by other load than wall
+    out['images_per_cpu_s'] = round(dn / dcpu, 3) if dcpu > 0 else None
+    out['marginal_cpu_utilisation'] = round(dcpu / dt, 2)  # cores kept busy once started
+    if s.get('pipeline_s') is not None and b.get('pipeline_s') is not None:
+        dp = b['pipeline_s'] - s['pipeline_s']  # the run's own timer (launcher excluded)
+        out['images_per_s_pipeline_timer'] = round(dn / dp, 3) if dp > 0 else None
+    return out
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Inputs:
+    out: pathlib.Path
+    images: list[pathlib.Path]
+
+    def manifest(self, n: int) -> pathlib.Path:
+        if n > len(self.images):
+            raise ValueError(f'asked for {n} images, only {len(self.images)} made')
+        return make_images.write_manifest(self.images[:n], self.out / 'manifests' / f'synthetic-{n}.txt')
+
+
+def sample_photos(assets: pathlib.Path, n: int) -> list[pathlib.Path]:
+    manifest = assets / SAMPLE_MANIFEST
+    with open(manifest, newline='') as f:
+        uris = [row['uri'] for row in csv.DictReader(f)]
+    return [(manifest.parent / u).resolve() for u in uris[:n]]
+
+
+def fmt(x, digits=1) -> str:
+    if x is None:
+        return '-'
+    if isinstance(x, float):
+        return f'{x:.{digits}f}'
+    return str(x)
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+# --- sections (orchestration) ------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.out = pathlib.Path(args.workdir).resolve()
+        self.assets = pathlib.Path(args.assets).resolve()
+        self.results: dict[str, Any] = {}
+        self.rows: list[tuple] = []
+        self.model_path: str | None = None
+        self.inputs: Inputs | None = None
+
+    def log(self, name: str) -> pathlib.Path:
+        return self.out / 'logs' / name
+
+    def say(self, msg: str) -> None:
+        print(f'[{time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
+
+    # shared fixtures
+    def ensure_inputs(self, n: int) -> Inputs:
+        have = len(self.inputs.images) if self.inputs else 0
+        if have < n:
+            folder = make_images.default_folder(self.out / 'images')
+            self.say(f'images: making sure {n} synthetic JPEGs exist in {folder}')
+            self.inputs = Inputs(self.out, make_images.ensure_images(folder, n))
+        return self.inputs
+
+    def ensure_model(self) -> str:
+        if self.model_path is None and self.args.model:
+            self.model_path = str(pathlib.Path(self.args.model).resolve())
+        if self.model_path is None:
+            path = self.out / 'models' / f'inception_v3_random_seed{MODEL_SEED}.keras'
+            if not path.exists():
+                self.say(f'model: saving a seeded random-weight Inception-v3 to {path}')
+                run_worker('save_model', {'path': str(path), 'seed': MODEL_SEED},
+                           log=self.log('save_model'))
+            self.model_path = str(path)
+        return self.model_path
+
+    def batch_sizes(self) -> list[int]:
+        return sorted({32, self.args.batch_size})
+
+    def imagelabel_marginal(self, tag: str, n_small: int, n_big: int, extra: list[str],
+                            keep: str | None = None) -> dict[str, Any]:
+        inputs, model = self.ensure_inputs(n_big), self.ensure_model()
+        runs = {n_small: [], n_big: []}
+        for rep in range(self.args.reps):
+            for n in (n_small, n_big):
+                self.say(f'{tag}: imagelabel run, {n} images (rep {rep + 1}/{self.args.reps})')
+                output = self.out / 'runs' / (keep if keep and n == n_big else f'{tag}-{n}')
+                runs[n].append(run_imagelabel(
+                    inputs.manifest(n), output, model, n, log=self.log(f'{tag}-{n}-{rep}'),
+                    extra=['--batch_size', str(self.args.batch_size), *extra]))
+        return marginal(runs[n_small], runs[n_big])
+
+    def n_small(self) -> int:
+        return max(1, self.args.n // 4)
+
+    # 1. ceiling
+    def ceiling(self) -> None:
+        inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
+        res = self.bare_keras('float32', self.batch_sizes())
+        self.results['ceiling'] = res
+        for bs, r in res['by_batch_size'].items():
+            for how in METHODS:
+                self.rows.append((f'ceiling Inception-v3 f32, {how}, batch {bs}',
+                                  r[how]['images_per_s'], r[how]['images_per_cpu_s'], None,
+                                  r[how]['peak_rss_mb'],
+                                  f'best of {r[how]["passes"]} passes of {r[how]["images"]}; '
+                                  f'median {fmt(r[how]["median_images_per_s"])}'))
+
+    def bare_keras(self, precision: str, batch_sizes: list[int]) -> dict[str, Any]:
+        """One child per method, so each one's peak RSS is its own (eager calls use far more)."""
+        inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
+        res: dict[str, Any] = {'precision': precision, 'by_batch_size': {}}
+        for how in METHODS:
+            self.say(f'ceiling: bare Keras model ({precision}), {how}, batch sizes {batch_sizes}')
+            r, child = run_worker('ceiling', {
+                'model': model, 'images': [str(p) for p in inputs.images[:self.args.n]],
+                'batch_sizes': batch_sizes, 'passes': self.args.ceiling_passes,
+                'precision': precision, 'method': how},
+                log=self.log(f'ceiling-{precision}-{how}'))
+            for bs, v in r['by_batch_size'].items():
+                v['peak_rss_mb'] = round(child.peak_rss_mb, 1)
+                res['by_batch_size'].setdefault(bs, {})[how] = v
+        return res
+
+    def ceiling_rate(self, key: str = 'ceiling') -> float | None:
+        c = self.results.get(key)
+        if not c:
+            return None
+        r = c['by_batch_size'].get(str(self.args.batch_size))
+        return max(r[how]['images_per_s'] for how in METHODS) if r else None
+
+    # 2. imagelabel
+    def imagelabel(self) -> None:
+        res = self.imagelabel_marginal('imagelabel-f32', self.n_small(), self.args.n, [],
+                                       keep='imagelabel-f32-full')
+        self.results['imagelabel'] = res
+        self.rows.append((f'imagelabel run, Inception-v3 f32 (.keras), batch {self.args.batch_size}',
+                          res['images_per_s'], res.get('images_per_cpu_s'), res['startup_s'],
+                          res['peak_rss_mb'],
+                          f'marginal {res["n_small"]}->{res["n_big"]}; wall rate at N '
+                          f'{fmt(res["wall_rate_big"])}; cores busy {fmt(res.get("marginal_cpu_utilisation"), 2)}'))
+
+    # 3. anchor
+    def anchor(self) -> None:
+        inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
+        runs = {self.n_small(): [], self.args.n: []}
+        for rep in range(self.args.reps):
+            for n in runs:
+                self.say(f'anchor: Beam RunInference (TFModelHandlerTensor), {n} images')
+                output = self.out / 'runs' / f'anchor-{n}' if self.args.anchor_write else None
+                runs[n].append(run_anchor(inputs.manifest(n), model, n,
+                                          log=self.log(f'anchor-{n}-{rep}'), output=output))
+        res = marginal(runs[self.n_small()], runs[self.args.n])
+        self.results['anchor'] = res
+        self.rows.append(('anchor: Beam RunInference + TFModelHandlerTensor, f32',
+                          res['images_per_s'], res.get('images_per_cpu_s'), res['startup_s'],
+                          res['peak_rss_mb'],
+                          f'marginal {res["n_small"]}->{res["n_big"]}; default batching; '
+                          f'{"WriteToText" if self.args.anchor_write else "writes nothing"}'))
+
+    # 5. tflite
+    def tflite(self) -> None:
+        model = str(self.assets / TFLITE_MODEL)
+        n = self.args.tflite_n
+        photos = sample_photos(self.assets, n)
+        n_small = max(1, n // 4)
+        self.say(f'tflite: bare LiteRT interpreter and decode_image on {n} ImageNet sample photos')
+        bare, child = run_worker('tflite_bare', {'model': model, 'images': [str(p) for p in photos],
+                                                 'passes': self.args.ceiling_passes},
+                                 log=self.log('tflite_bare'))
+        bare['peak_rss_mb'] = round(child.peak_rss_mb, 1)
+        runs = {n_small: [], n: []}
+        for rep in range(self.args.reps):
+            for k in runs:
+                self.say(f'tflite: imagelabel run, {k} photos (rep {rep + 1}/{self.args.reps})')
+                manifest = make_images.write_manifest(
+                    photos[:k], self.out / 'manifests' / f'imagenet-sample-{k}.txt')
+                runs[k].append(run_imagelabel(
+                    manifest, self.out / 'runs' / f'tflite-{k}', model, k,
+                    log=self.log(f'tflite-{k}-{rep}'),
+                    extra=['--batch_size', str(self.args.batch_size)]))
+        e2e = marginal(runs[n_small], runs[n])
+        best_bare = max(v['images_per_s'] for v in bare['interpreter'].values())
+        decode1 = bare['decode']['threads_1']['images_per_s']
+        serial = 1.0 / (1.0 / decode1 + 1.0 / best_bare)
+        # The same bound in CPU-seconds: what decode + invoke cost, with no pipeline around them.
+        bare_cpu = max(v['images_per_cpu_s'] for v in bare['interpreter'].values())
+        serial_cpu = 1.0 / (1.0 / bare['decode']['threads_1']['images_per_cpu_s'] + 1.0 / bare_cpu)
+        self.results['tflite'] = {
+            'model': model, 'photos': n, 'bare': bare, 'imagelabel': e2e,
+            'imagelabel_over_bare': ratio(e2e['images_per_s'], best_bare),
+            'serial_decode_plus_invoke_images_per_s': round(serial, 2),
+            'imagelabel_over_serial': ratio(e2e['images_per_s'], serial),
+            'serial_decode_plus_invoke_images_per_cpu_s': round(serial_cpu, 2),
+            'imagelabel_over_serial_cpu': ratio(e2e.get('images_per_cpu_s'), serial_cpu)}
+        for threads, v in bare['interpreter'].items():
+            self.rows.append((f'tflite bare LiteRT invoke, MobileNetV2 quant, num_threads={threads}',
+                              v['images_per_s'], v['images_per_cpu_s'], None, bare['peak_rss_mb'],
+                              f'batch 1, pre-decoded, best of {v["passes"]} passes'))
+        for threads, v in bare['decode'].items():
+            self.rows.append((f'decode_image alone (224 crop), {threads.replace("_", " ")}',
+                              v['images_per_s'], v['images_per_cpu_s'], None, bare['peak_rss_mb'],
+                              f'{n} sample photos, bytes in memory'))
+        self.rows.append(('tflite imagelabel run, MobileNetV2 quant',
+                          e2e['images_per_s'], e2e.get('images_per_cpu_s'), e2e['startup_s'],
+                          e2e['peak_rss_mb'],
+                          f'marginal {n_small}->{n}; wall rate at N {fmt(e2e["wall_rate_big"])}; '
+                          f'cores busy {fmt(e2e.get("marginal_cpu_utilisation"), 2)}'))
+
+    # scaling
+    def scaling(self) -> None:
+        ns = self.args.scaling_ns
+        inputs, model = self.ensure_inputs(max(ns)), self.ensure_model()
+        runs = []
+        for n in ns:
+            self.say(f'scaling: imagelabel run, {n} images')
+            runs.append(run_imagelabel(inputs.manifest(n), self.out / 'runs' / f'scaling-{n}',
+                                       model, n, log=self.log(f'scaling-{n}'),
+                                       extra=['--batch_size', str(self.args.batch_size)]))
+        for prev, cur in zip(runs, runs[1:]):
+            dt = cur['wall_s'] - prev['wall_s']
+            cur['marginal_images_per_s_from_previous'] = (
+                round((cur['n'] - prev['n']) / dt, 3) if dt > 0 else None)
+        for r in runs:
+            r['wall_images_per_s'] = round(r['n'] / r['wall_s'], 3)
+        a, b = runs[-2], runs[-1]
+        res = {'runs': runs, 'compare': [a['n'], b['n']],
+               'time_ratio': round(b['wall_s'] / a['wall_s'], 3),
+               'n_ratio': b['n'] / a['n'],
+               'marginal_rate_ratio': ratio(b.get('marginal_images_per_s_from_previous'),
+                                            a.get('marginal_images_per_s_from_previous'))}
+        self.results['scaling'] = res
+        for r in runs:
+            self.rows.append((f'scaling: imagelabel run, N={r["n"]}', r['wall_images_per_s'],
+                              round(r['n'] / r['cpu_s'], 3), None, r['peak_rss_mb'],
+                              f'wall clock incl. start-up; marginal from previous N '
+                              f'{fmt(r.get("marginal_images_per_s_from_previous"))}'))
+
+    # bf16
+    def bf16(self) -> None:
+        if 'imagelabel' not in self.results:
+            self.imagelabel()
+        res = self.imagelabel_marginal('imagelabel-bf16', self.n_small(), self.args.n,
+                                       ['--precision', 'bf16'], keep='imagelabel-bf16-full')
+        f32 = self.results['imagelabel']
+        agreement = compare_labels(self.out / 'runs' / 'imagelabel-f32-full',
+                                   self.out / 'runs' / 'imagelabel-bf16-full')
+        ceil = self.bare_keras('bf16', [self.args.batch_size])
+        self.results['ceiling_bf16'] = ceil
+        self.results['bf16'] = {
+            **res, 'speedup_vs_f32_end_to_end': ratio(res['images_per_s'], f32['images_per_s']),
+            'over_f32_ceiling': ratio(res['images_per_s'], self.ceiling_rate()),
+            'over_bf16_ceiling': ratio(res['images_per_s'], self.ceiling_rate('ceiling_bf16')),
+            'agreement': agreement}
+        r = ceil['by_batch_size'][str(self.args.batch_size)]
+        for how in METHODS:
+            self.rows.append((f'ceiling Inception-v3 bf16, {how}, batch {self.args.batch_size}',
+                              r[how]['images_per_s'], r[how]['images_per_cpu_s'], None,
+                              r[how]['peak_rss_mb'],
+                              'mixed_bfloat16 clone of the same weights'))
+        self.rows.append((f'imagelabel run --precision bf16, batch {self.args.batch_size}',
+                          res['images_per_s'], res.get('images_per_cpu_s'), res['startup_s'],
+                          res['peak_rss_mb'],
+                          f'marginal {res["n_small"]}->{res["n_big"]}; cores busy '
+                          f'{fmt(res.get("marginal_cpu_utilisation"), 2)}'))
+
+    # 4. ratios, table, JSON
+    def summary(self) -> dict[str, Any]:
+        il = self.results.get('imagelabel', {}).get('images_per_s')
+        anchor = self.results.get('anchor', {}).get('images_per_s')
+        ceiling = self.ceiling_rate()
+        ceiling32 = None
+        if 'ceiling' in self.results:
+            r = self.results['ceiling']['by_batch_size']['32']
+            ceiling32 = max(r[how]['images_per_s'] for how in METHODS)
+        il_cpu = self.results.get('imagelabel', {}).get('images_per_cpu_s')
+        anchor_cpu = self.results.get('anchor', {}).get('images_per_cpu_s')
+        ceiling_cpu = None
+        if 'ceiling' in self.results:
+            r = self.results['ceiling']['by_batch_size'][str(self.args.batch_size)]
+            ceiling_cpu = max(r[how]['images_per_cpu_s'] for how in METHODS)
+        return {'cpu_imagelabel_over_ceiling': ratio(il_cpu, ceiling_cpu),
+                'cpu_imagelabel_over_anchor': ratio(il_cpu, anchor_cpu),
+                'imagelabel_over_ceiling': ratio(il, ceiling),
+                'imagelabel_over_ceiling_batch32': ratio(il, ceiling32),
+                'imagelabel_over_anchor': ratio(il, anchor),
+                'ceiling_images_per_s': ceiling, 'imagelabel_images_per_s': il,
+                'anchor_images_per_s': anchor}
+
+    def print_table(self, summary: dict[str, Any]) -> None:
+        c = cores()
+        a = self.args
+        print()
+        print(f'imagelabel bench: N={a.n} synthetic {make_images.DEFAULT_WIDTH}x'
+              f'{make_images.DEFAULT_HEIGHT} JPEGs, batch {a.batch_size}, {c} cores, '
+              f'reps {a.reps}{", QUICK (smoke test, not a measurement)" if a.quick else ""}')
+        print(f'load average before {self.results["machine"]["loadavg_before"]}, after '
+              f'{self.results["machine"]["loadavg_after"]}  (anything near {c} or above '
+              'means other work shared the cores)')
+        head = ('figure', 'images/s', '/core', 'img/CPU-s', 'start-up s', 'peak RSS MB', 'note')
+        width = max([len(head[0])] + [len(r[0]) for r in self.rows])
+        print(f'{head[0]:<{width}}  {head[1]:>8}  {head[2]:>6}  {head[3]:>9}  {head[4]:>10}  '
+              f'{head[5]:>11}  {head[6]}')
+        print('-' * (width + 62))
+        for name, rate, cpu_rate, startup, rss, note in self.rows:
+            per_core = rate / c if rate else None
+            print(f'{name:<{width}}  {fmt(rate):>8}  {fmt(per_core):>6}  {fmt(cpu_rate):>9}  '
+                  f'{fmt(startup):>10}  {fmt(rss, 0):>11}  {note}')
+        print()
+        if summary['imagelabel_over_ceiling'] or summary['imagelabel_over_anchor']:
+            also32 = (f'    imagelabel / ceiling (batch 32): '
+                      f'{fmt(summary["imagelabel_over_ceiling_batch32"], 3)}'
+                      if a.batch_size != 32 else '')
+            print(f'imagelabel / ceiling (batch {a.batch_size}): '
+                  f'{fmt(summary["imagelabel_over_ceiling"], 3)}{also32}    '
+                  f'imagelabel / anchor: {fmt(summary["imagelabel_over_anchor"], 3)}')
+            print(f'the same in images per CPU-second (less disturbed by other load): '
+                  f'imagelabel / ceiling {fmt(summary["cpu_imagelabel_over_ceiling"], 3)}    '
+                  f'imagelabel / anchor {fmt(summary["cpu_imagelabel_over_anchor"], 3)}')
+        if 'tflite' in self.results:
+            t = self.results['tflite']
+            print(f'tflite: imagelabel / bare interpreter {fmt(t["imagelabel_over_bare"], 3)}; '
+                  f'serial decode+invoke bound {fmt(t["serial_decode_plus_invoke_images_per_s"])} '
+                  f'images/s, imagelabel / that {fmt(t["imagelabel_over_serial"], 3)}; in CPU-seconds: '
+                  f'bound {fmt(t["serial_decode_plus_invoke_images_per_cpu_s"])} images/CPU-s, '
+                  f'imagelabel / that {fmt(t["imagelabel_over_serial_cpu"], 3)}')
+        if 'scaling' in self.results:
+            s = self.results['scaling']
+            print(f'scaling: N {s["compare"][1]} vs {s["compare"][0]}: time x{fmt(s["time_ratio"], 2)} '
+                  f'for x{fmt(s["n_ratio"], 1)} images (linear with start-up: a bit under '
+                  f'x{fmt(s["n_ratio"], 1)}); marginal-rate ratio {fmt(s["marginal_rate_ratio"], 3)}')
+        if 'bf16' in self.results:
+            b = self.results['bf16']
+            g = b['agreement']
+            print(f'bf16: speed-up vs f32 end to end x{fmt(b["speedup_vs_f32_end_to_end"], 2)}; '
+                  f'bf16 end to end / f32 ceiling {fmt(b["over_f32_ceiling"], 3)}; '
+                  f'/ bf16 ceiling {fmt(b["over_bf16_ceiling"], 3)}')
+            print(f'bf16 vs f32 on {g["compared"]} images: top-1 agreement '
+                  f'{fmt(g["top1_agreement"], 4)} (bf16 top-1 in f32 top-k '
+                  f'{fmt(g["bf16_top1_in_f32_topk"], 4)}), largest score difference '
+                  f'{fmt(g["max_abs_score_diff"], 6)} (top-1 scores '
+                  f'{fmt(g["max_abs_top1_score_diff"], 6)}); embeddings: largest difference '
+                  f'{fmt(g["max_abs_embedding_diff"], 6)}, {fmt(100 * g["max_rel_embedding_diff"], 2)}% '
+                  f'of the largest value, lowest cosine {fmt(g["min_embedding_cosine"], 6)}')
+            print(f'      f32: {g["distinct_top1_f32"]} distinct top-1 classes, mean top-1 score '
+                  f'{fmt(g["mean_top1_score_f32"], 5)}; top-1/top-2 exact ties: f32 '
+                  f'{g["top1_tied_f32"]}, bf16 {g["top1_tied_bf16"]}')
+            if g['degenerate']:
+                print('      WARNING: near-uniform outputs (random weights): top-1 agreement and '
+                      'score differences are meaningless here; trust the embedding figures, or '
+                      'pass --model with real weights')
+
+    def run(self) -> dict[str, Any]:
+        self.results['machine'] = {
+            'cores': cores(), 'cpu': cpu_name(), 'python': platform.python_version(),
+            'loadavg_before': [round(x, 2) for x in os.getloadavg()],
+            'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+        self.results['settings'] = {k: v for k, v in vars(self.args).items()
+                                    if not k.startswith('_')}
+        for section in SECTIONS:
+            if section in self.args.only:
+                start = time.monotonic()
+                getattr(self, section)()
+                self.say(f'{section}: done in {time.monotonic() - start:.0f} s')
+        self.results['machine']['loadavg_after'] = [round(x, 2) for x in os.getloadavg()]
+        self.results['model_path'] = self.model_path
+        summary = self.summary()
+        self.results['summary'] = summary
+        self.print_table(summary)
+        out = pathlib.Path(self.args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(self.results, indent=2, default=str))
+        print(f'\nresults -> {out}')
+        return self.results
+
+
+def cpu_name() -> str:
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def compare_labels(a_dir: pathlib.Path, b_dir: pathlib.Path) -> dict[str, Any]:
+    """Top-1 agreement and score differences of two runs' labels-*.parquet, joined by uri."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    def load(d):
+        rows = {}
+        for f in sorted(d.glob('labels-*.parquet')):
+            for r in pq.read_table(f, columns=['uri', 'labels', 'embedding']).to_pylist():
+                rows[r['uri']] = r
+        return rows
+
+    a, b = load(a_dir), load(b_dir)
+    common = sorted(set(a) & set(b))
+    agree = in_top_k = 0
+    top1_diff = score_diff = emb_diff = emb_rel = 0.0
+    top1s, top1_scores, tied = set(), [], {'f32': 0, 'bf16': 0}
+    cosines = []
+    for uri in common:
+        la, lb = a[uri]['labels'], b[uri]['labels']
+        agree += la[0]['index'] == lb[0]['index']
+        in_top_k += lb[0]['index'] in {x['index'] for x in la}
+        top1s.add(la[0]['index'])
+        top1_scores.append(la[0]['score'])
+        for name, lab in (('f32', la), ('bf16', lb)):  # top-1 and top-2 equal: a coin toss
+            tied[name] += len(lab) > 1 and lab[0]['score'] == lab[1]['score']
+        top1_diff = max(top1_diff, abs(la[0]['score'] - lb[0]['score']))
+        sb = {x['index']: x['score'] for x in lb}
+        for x in la:  # the same class in both top-k lists
+            if x['index'] in sb:
+                score_diff = max(score_diff, abs(x['score'] - sb[x['index']]))
+        ea, eb = a[uri]['embedding'], b[uri]['embedding']
+        if ea and eb and len(ea) == len(eb):
+            ea, eb = np.asarray(ea, np.float64), np.asarray(eb, np.float64)
+            d = float(np.max(np.abs(ea - eb)))
+            emb_diff = max(emb_diff, d)
+            emb_rel = max(emb_rel, d / max(float(np.max(np.abs(ea))), 1e-30))
+            cosines.append(float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-30)))
+    n = len(common)
+    mean_top1 = float(np.mean(top1_scores)) if top1_scores else None
+    return {'compared': n, 'only_in_f32': len(set(a) - set(b)),
+            'only_in_bf16': len(set(b) - set(a)),
+            'top1_agreement': round(agree / n, 5) if n else None,
+            'bf16_top1_in_f32_topk': round(in_top_k / n, 5) if n else None,
+            'max_abs_score_diff': round(score_diff, 6),
+            'max_abs_top1_score_diff': round(top1_diff, 6),
+            'max_abs_embedding_diff': round(emb_diff, 6),
+            'max_rel_embedding_diff': round(emb_rel, 6),
+            'min_embedding_cosine': round(min(cosines), 6) if cosines else None,
+            'distinct_top1_f32': len(top1s),
+            'mean_top1_score_f32': round(mean_top1, 6) if mean_top1 is not None else None,
+            'top1_tied_f32': tied['f32'], 'top1_tied_bf16': tied['bf16'],
+            # Random weights give near-uniform softmax outputs: top-1 is then decided by
+            # rounding noise and says nothing about bf16's accuracy.
+            'degenerate': bool(mean_top1 is not None and mean_top1 < 0.01)}
+
+
+# --- workers: in-process measurements, each run in its own child ----------------------------
+
+def _timed_passes(fn, items, passes: int) -> tuple[list[float], float, float]:
+    """(wall times, median wall, least CPU seconds) of `passes` passes of fn over items."""
+    import statistics
+    times, cpu = [], []
+    for _ in range(passes):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for item in items:
+            fn(item)
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return times, statistics.median(times), min(cpu)
+
+
+def worker_save_model(args) -> dict[str, Any]:
+    import keras
+    keras.utils.set_random_seed(args['seed'])
+    model = keras.applications.InceptionV3(weights=None)
+    path = pathlib.Path(args['path'])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.tmp-{os.getpid()}-{path.name}')
+    model.save(tmp)
+    tmp.replace(path)
+    return {'path': str(path), 'params': int(model.count_params())}
+
+
+def _predecode(paths, size) -> 'np.ndarray':
+    import numpy as np
+    from transforms.decode import ResizeRecipe, decode_image
+    return np.stack([decode_image(pathlib.Path(p).read_bytes(), size, recipe=ResizeRecipe.CROP)[0]
+                     for p in paths])
+
+
+def _bf16_clone(model):
+    """The same weights under Keras's mixed_bfloat16 policy (compute bf16, variables f32)."""
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        config['dtype'] = keras.DTypePolicy('mixed_bfloat16')
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def worker_ceiling(args) -> dict[str, Any]:
+    import keras
+    import numpy as np
+    model = keras.models.load_model(args['model'], compile=False)
+    if args['precision'] == 'bf16':
+        model = _bf16_clone(model)
+    size = tuple(int(d) for d in model.inputs[0].shape[1:3])
+    pixels = _predecode(args['images'], size)
+    x_all = pixels.astype(np.float32) / 127.5 - 1.0  # Inception preprocessing, outside the clock
+    out: dict[str, Any] = {'images': len(x_all), 'input_size': size,
+                           'precision': args['precision'], 'by_batch_size': {}}
+    fn = {'call': lambda x: model(x, training=False).numpy(),  # eager
+          'predict_on_batch': model.predict_on_batch}[args['method']]  # compiled tf.function
+    for bs in args['batch_sizes']:
+        reps = -(-max(len(x_all), bs) // bs)
+        idx = np.arange(reps * bs) % len(x_all)  # whole batches; wrap around when N < bs
+        batches = [np.ascontiguousarray(x_all[idx[i * bs:(i + 1) * bs]]) for i in range(reps)]
+        for b in batches[:2]:  # warm up: tracing, oneDNN primitive caches
+            fn(b)
+        times, median, cpu = _timed_passes(fn, batches, args['passes'])
+        n = reps * bs
+        out['by_batch_size'][str(bs)] = {
+            'images_per_s': round(n / min(times), 3), 'median_images_per_s': round(n / median, 3),
+            'images_per_cpu_s': round(n / cpu, 3), 'images': n, 'passes': args['passes']}
+    return out
+
+
+def worker_tflite_bare(args) -> dict[str, Any]:
+    import concurrent.futures
+
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from transforms.decode import ResizeRecipe, decode_image
+    datas = [pathlib.Path(p).read_bytes() for p in args['images']]
+    probe = Interpreter(model_path=args['model'])
+    size = tuple(int(d) for d in probe.get_input_details()[0]['shape'][1:3])
+    del probe
+
+    def decode(data):
+        return decode_image(data, size, recipe=ResizeRecipe.CROP)[0]
+
+    out: dict[str, Any] = {'images': len(datas), 'input_size': size, 'decode': {},
+                           'interpreter': {}}
+    for threads in (1, 2):
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(decode, datas[:16]))  # warm up
+            times, cpu = [], []
+            for _ in range(args['passes']):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                pixels = list(pool.map(decode, datas))
+                times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+        out['decode'][f'threads_{threads}'] = {
+            'images_per_s': round(len(datas) / min(times), 3),
+            'images_per_cpu_s': round(len(datas) / min(cpu), 3), 'passes': args['passes']}
+    pixels = np.stack(pixels)
+    for threads in (None, 2):  # None: LiteRT's default, what imagelabel passes by default
+        interp = Interpreter(model_path=args['model'], num_threads=threads)
+        interp.allocate_tensors()
+        inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+
+        def invoke(x):
+            interp.set_tensor(inp['index'], x[None])
+            interp.invoke()
+            return interp.get_tensor(outp['index'])
+
+        for x in pixels[:8]:
+            invoke(x)
+        times, median, cpu = _timed_passes(invoke, pixels, args['passes'])
+        out['interpreter'][str(threads if threads else 'default')] = {
+            'images_per_s': round(len(pixels) / min(times), 3),
+            'images_per_cpu_s': round(len(pixels) / cpu, 3),
+            'median_images_per_s': round(len(pixels) / median, 3), 'passes': args['passes']}
+    return out
+
+
+WORKERS = {'save_model': worker_save_model, 'ceiling': worker_ceiling,
+           'tflite_bare': worker_tflite_bare}
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--n', type=int, default=None,
+                        help='Synthetic images for ceiling/imagelabel/anchor/bf16 (the marginal '
+                        'rate uses N/4 and N). Default 512, or 64 with --quick.')
+    parser.add_argument('--quick', action='store_true',
+                        help='Smoke test: N=64, 1 timed pass, scaling at 64/128/256, 200 LiteRT '
+                        'photos. Checks that everything runs; its figures are not measurements.')
+    parser.add_argument('--only', default=','.join(SECTIONS),
+                        help=f'Comma-separated sections to run, of {",".join(SECTIONS)}.')
+    parser.add_argument('--batch_size', type=int, default=32,
+                        help='imagelabel --batch_size; the ceiling is measured at 32 and at this.')
+    parser.add_argument('--reps', type=int, default=1,
+                        help='End-to-end runs per input size; the fastest counts.')
+    parser.add_argument('--ceiling_passes', type=int, default=None,
+                        help='Timed passes over the inputs for bare-model figures (best counts). '
+                        'Default 3, or 1 with --quick.')
+    parser.add_argument('--scaling_ns', default=None,
+                        help='Input sizes for the scaling run. Default 256,1024,4096 '
+                        '(64,128,256 with --quick).')
+    parser.add_argument('--tflite_n', type=int, default=None,
+                        help='ImageNet sample photos for the tflite section (max 1000). '
+                        'Default 1000, or 200 with --quick.')
+    parser.add_argument('--model', default=None,
+                        help='A .keras Inception-v3-shaped classifier to use instead of the '
+                        'seeded random-weight one (e.g. one with real ImageNet weights, which '
+                        'makes the bf16 agreement figures meaningful).')
+    parser.add_argument('--anchor_write', action='store_true',
+                        help='Anchor writes its top classes with WriteToText (default: nothing).')
+    parser.add_argument('--assets', default=default_assets(),
+                        help='The shared pretrained assets folder (IMAGELABEL_ASSETS).')
+    parser.add_argument('--out', default=str(HERE / 'out' / 'results.json'),
+                        help='Where the results JSON goes.')
+    parser.add_argument('--workdir', default=str(HERE / 'out'),
+                        help='Where images, the random-weight model, manifests, run outputs '
+                        'and logs go (reused between runs).')
+    parser.add_argument('--_worker', default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--_args', default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._worker:
+        return args
+    args.n = args.n or (64 if args.quick else 512)
+    args.ceiling_passes = args.ceiling_passes or (1 if args.quick else 3)
+    args.scaling_ns = sorted(int(x) for x in (
+        args.scaling_ns or ('64,128,256' if args.quick else '256,1024,4096')).split(','))
+    args.tflite_n = min(args.tflite_n or (200 if args.quick else 1000), 1000)
+    args.only = [s.strip() for s in args.only.split(',') if s.strip()]
+    unknown = [s for s in args.only if s not in SECTIONS]
+    if unknown:
+        parser.error(f'--only: unknown section {unknown[0]}; choose from {", ".join(SECTIONS)}')
+    if args.n < 4 or args.batch_size < 1 or args.reps < 1 or len(args.scaling_ns) < 2:
+        parser.error('need --n >= 4, --batch_size >= 1, --reps >= 1 and two or more scaling Ns')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args._worker:
+        os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+        result = WORKERS[args._worker](json.loads(args._args))
+        print(RESULT_MARK + json.dumps(result), flush=True)
+        return 0
+    if 'tflite' in args.only and not (pathlib.Path(args.assets) / TFLITE_MODEL).exists():
+        print(f'bench: error: assets not found at {args.assets}: pass --assets or set '
+              'IMAGELABEL_ASSETS to the shared/assets folder', file=sys.stderr)
+        return 2
+    Bench(args).run()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
