@@ -168,3 +168,19 @@ def test_bf16_changes_numbers_slightly_and_leaves_float32_models_alone(tiny_kera
     # so close scores are not tied by rounding.
     low_bits = probs16.astype(np.float32).view(np.uint32) & 0xFFFF
     assert np.count_nonzero(low_bits) > 0.9 * low_bits.size
+
+
+def test_saved_model_directory_runs_its_serving_signature(tiny_keras_model, tmp_path):
+    k = keras.models.load_model(tiny_keras_model)
+    export_dir = tmp_path / 'saved'
+    k.export(str(export_dir), verbose=False)
+    spec = resolve_spec(str(export_dir))
+    assert spec.format == 'saved_model'
+    model = load_labeled_model(spec, batch_size=2, precision='float32', threads=None, recipe='crop')
+    assert model.runtime.input_size == (64, 64) and model.num_classes == 1000
+    pixels = np.random.default_rng(5).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    probs, emb = model.predict(pixels)
+    expected = k.predict(pixels.astype(np.float32) / 127.5 - 1, verbose=0)
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-6)
+    assert emb.shape == (2, 0)  # the signature exposes no embedding
+    assert len(model.model_id) > 16

@@ -122,6 +122,8 @@ def resolve_spec(model: str, *, weights: str | None = None, labels: str | None =
                          f'{", ".join(PREPROCESSORS)}')
     if outputs is not None and outputs not in OUTPUT_KINDS:
         raise ValueError(f'--model_outputs must be one of {OUTPUT_KINDS}')
+    if outputs == 'auto':
+        outputs = None  # keep what the spec declares; detect only where it declares nothing
     changes = {k: v for k, v in dict(weights=weights, labels=labels, preprocess=preprocess,
                                      outputs=outputs).items() if v is not None}
     return dataclasses.replace(spec, **changes)
@@ -170,14 +172,21 @@ def localize(path: str) -> str:
 
 
 def file_fingerprint(path: str) -> str:
-    """SHA-256 of a file, or of every file under a folder (sorted, with names)."""
+    """SHA-256 of a file, or of every file under a folder (sorted, with their names).
+
+    Goes through FileSystems, so a gs:// SavedModel folder is fingerprinted in place.
+    """
     h = hashlib.sha256()
-    paths = [path] if os.path.isfile(path) else sorted(
-        os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
+    if FileSystems.match([path])[0].metadata_list and not os.path.isdir(path):
+        paths = [path]
+    else:
+        pattern = FileSystems.join(path.rstrip('/'), '**')
+        paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list
+                       if not os.path.isdir(m.path))
     for p in paths:
         if p != path:
-            h.update(os.path.relpath(p, path).encode())
-        with open(p, 'rb') as f:
+            h.update(p[len(path):].lstrip('/').encode())
+        with FileSystems.open(p, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
