@@ -184,3 +184,17 @@ def test_saved_model_directory_runs_its_serving_signature(tiny_keras_model, tmp_
     np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-6)
     assert emb.shape == (2, 0)  # the signature exposes no embedding
     assert len(model.model_id) > 16
+
+
+def test_named_inception_v3_loads_weights_from_a_file(tmp_path):
+    keras.utils.set_random_seed(1)
+    weights = tmp_path / 'inception_v3.weights.h5'
+    keras.applications.InceptionV3(weights=None).save_weights(weights)
+    spec = resolve_spec('inception_v3', weights=str(weights))
+    model = load_labeled_model(spec, batch_size=2, precision='float32', threads=None, recipe='crop')
+    assert model.runtime.input_size == (299, 299) and model.runtime.embedding_dim == 2048
+    assert model.runtime.output_kind == 'probabilities' and model.num_classes == 1000
+    probs, emb = model.predict(np.full((1, 299, 299, 3), 128, np.uint8))
+    assert probs.shape == (1, 1000) and emb.shape == (1, 2048)
+    from transforms.models import file_fingerprint
+    assert model.model_id.startswith(file_fingerprint(str(weights))[:16])
