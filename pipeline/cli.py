@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from typing import Sequence
 
@@ -35,7 +36,7 @@ def _raise_usage(message: str):
 
 def _run_parser() -> argparse.ArgumentParser:
     parser = beam_options._BeamArgumentParser(  # noqa: SLF001 - supports Beam's value providers
-        prog='imagelabel run', formatter_class=_Formatter,
+        prog='imagelabel run', formatter_class=_Formatter, allow_abbrev=False,
         description='Label images with a Beam pipeline; write Parquet.',
         epilog='Any Beam pipeline option is accepted too, e.g. --runner DataflowRunner '
                '--project P --region R --temp_location gs://..., or '
@@ -83,10 +84,9 @@ def _classify_parser() -> argparse.ArgumentParser:
 
 
 def classify(args: argparse.Namespace) -> int:
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
     from transforms.label import load_labeled_model
     from transforms.postprocess import top_k
+    from transforms.read import DEFAULT_MAX_BYTES, read_image_bytes
 
     if not args.images:
         raise UsageError('give at least one image' + (
@@ -103,19 +103,14 @@ def classify(args: argparse.Namespace) -> int:
                          f'{model.num_classes} classes')
     status = 0
     for n, path in enumerate(args.images):
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                data = f.read()
-            pixels, _, _ = decode_image(data, model.runtime.input_size, recipe=recipe)
+        try:  # the pipeline's own read and decode, with their error classes
+            image = read_image_bytes(path, max_bytes=DEFAULT_MAX_BYTES)
+            pixels = decode_image(image.data, model.runtime.input_size, recipe=recipe).pixels
         except ImageError as e:
-            print(f'{path}: {e.error}: {e.message}', file=sys.stderr)
+            print(f'{path}: {e.stage}/{e.error}: {e.message}', file=sys.stderr)
             status = 1
             continue
-        except OSError as e:
-            print(f'{path}: cannot read: {e}', file=sys.stderr)
-            status = 1
-            continue
-        probs, _ = model.predict(pixels[None])
+        probs = model.predict(pixels[None]).probabilities
         indices, scores = top_k(probs[0], args.top_k)
         if len(args.images) > 1:
             print(f'{path}:')
@@ -132,34 +127,47 @@ def classify(args: argparse.Namespace) -> int:
     return status
 
 
+_JOB_LABEL = re.compile(r'^[a-z][a-z0-9_-]*=[^/]*$')
+
+
 def labels_alias(argv: Sequence[str]) -> list[str]:
     """`--labels FILE` means --labels_file; `--labels key=value` stays a Dataflow job label."""
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg == '--labels' and i + 1 < len(out) and '=' not in out[i + 1]:
+        if arg == '--labels' and i + 1 < len(out) and not _JOB_LABEL.match(out[i + 1]):
             out[i] = '--labels_file'
-        elif arg.startswith('--labels=') and '=' not in arg[len('--labels='):]:
+        elif arg.startswith('--labels=') and not _JOB_LABEL.match(arg[len('--labels='):]):
             out[i] = '--labels_file=' + arg[len('--labels='):]
     return out
 
 
 def run_command(argv: Sequence[str]) -> int:
-    from pipeline.run import run
+    from pipeline.run import execute, prepare
     argv = labels_alias(argv)
-    parser = _run_parser()
-    _, rest = parser.parse_known_args(list(argv))
-    _check_beam_flags(rest)
-    summary = run(list(argv))
+    try:
+        _, rest = _run_parser().parse_known_args(list(argv))
+        _check_beam_flags(rest)
+        launch = prepare(list(argv))
+    except ValueError as e:  # a bad flag, input, model or output: the user's to fix
+        return _usage_error(e)
+    summary = execute(launch)  # failures of the job itself keep their traceback
     if summary is None:
         return 0
     print(summary.render())
     return 0 if summary.balanced else 1
 
 
+def _usage_error(e: Exception) -> int:
+    print(f'imagelabel: error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _setup_logging() -> None:
+    log = logging.getLogger('imagelabel')
+    if log.handlers:  # main() may run many times in one process (tests, notebooks)
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter('%(asctime)s imagelabel: %(message)s', '%H:%M:%S'))
-    log = logging.getLogger('imagelabel')
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -177,18 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else EXIT_USAGE
     command, rest = argv[0], argv[1:]
     _setup_logging()
+    if command == 'run':
+        if '-h' in rest or '--help' in rest:
+            _run_parser().print_help()
+            return 0
+        return run_command(rest)  # catches its own validation errors, and only those
+    if command != 'classify':
+        return _usage_error(UsageError(f'unknown command {command!r}; use run or classify'))
     try:
-        if command == 'run':
-            if '-h' in rest or '--help' in rest:
-                _run_parser().print_help()
-                return 0
-            return run_command(rest)
-        if command == 'classify':
-            return classify(_classify_parser().parse_args(rest))
-        raise UsageError(f'unknown command {command!r}; use run or classify')
-    except ValueError as e:  # UsageError and every validation error
-        print(f'imagelabel: error: {e}', file=sys.stderr)
-        return EXIT_USAGE
+        return classify(_classify_parser().parse_args(rest))
+    except ValueError as e:  # UsageError, and the model's and flags' validation
+        return _usage_error(e)
 
 
 if __name__ == '__main__':

@@ -19,7 +19,8 @@ from transforms.decode import DecodeImages
 from transforms.label import ImageModelHandler, LabelImages
 from transforms.models import ModelSpec
 from transforms.postprocess import ToErrorRows, ToLabelRows
-from transforms.read import ERRORS_TAG, ListImages, ReadImages, RetryPolicy
+from transforms.errors import ERRORS_TAG
+from transforms.read import ListImages, ReadImages, RetryPolicy
 from transforms.sinks import WriteErrors, WriteLabels
 
 
@@ -47,7 +48,8 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, *,
         threads=s.decode_threads, lookahead=2 * s.batch_size)
 
     handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=s.precision,
-                                threads=s.model_threads, recipe=s.resize.value)
+                                threads=s.model_threads, recipe=s.resize.value,
+                                expected_model_id=model.model_id)
     labeled = decoded.decoded | 'LabelImages' >> LabelImages(handler)
 
     _ = (labeled['scores']

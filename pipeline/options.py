@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
 from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
+from transforms.read import DEFAULT_MAX_BYTES
 
 
 class ImageLabelOptions(PipelineOptions):
@@ -68,7 +69,7 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument('--max_pixels', type=int, default=DEFAULT_MAX_PIXELS,
                             help='Reject images declaring more pixels than this, before '
                             'decoding them (decompression bombs).')
-        parser.add_argument('--max_bytes', type=int, default=64 << 20,
+        parser.add_argument('--max_bytes', type=int, default=DEFAULT_MAX_BYTES,
                             help='Reject image files larger than this many bytes.')
         parser.add_argument('--read_retries', type=int, default=5,
                             help='Attempts per image on transient storage errors '

@@ -20,8 +20,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.graph import ModelFacts, build
 from pipeline.options import Settings, settings_from
 from transforms.label import load_labeled_model
-from transforms.models import resolve_spec
-from transforms.read import NAMESPACE, validate_source
+from transforms.models import REGISTRY, resolve_spec
+from transforms.errors import NAMESPACE
+from transforms.read import validate_source
 from transforms.sinks import ERRORS_PREFIX, LABELS_PREFIX, output_pattern
 
 _log = logging.getLogger('imagelabel')
@@ -141,28 +142,64 @@ def write_summary(summary: RunSummary, output: str) -> None:
         f.write(json.dumps(data, indent=2).encode())
 
 
-def run(argv: Sequence[str] | None = None) -> RunSummary | None:
-    """Validate, build and run the job; return the summary (None if not waited for)."""
+@dataclasses.dataclass
+class Launch:
+    """A validated job, ready to run: everything that can be checked before it starts."""
+    options: PipelineOptions
+    settings: Settings
+    model: ModelFacts
+    local: bool
+
+
+def _is_local_runner(options: PipelineOptions) -> bool:
+    runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
+    return 'Direct' in runner or 'Prism' in runner
+
+
+def _check_paths_reach_workers(s: Settings) -> None:
+    """On a remote runner, workers cannot read the launcher's local files."""
+    paths = {'--input': s.input, '--output': s.output, '--labels_file': s.labels,
+             '--weights': s.weights, '--model': None if s.model in REGISTRY else s.model}
+    local = [f'{flag} {path}' for flag, path in paths.items() if path and '://' not in path]
+    if local:
+        raise ValueError(f'{local[0]} is a local path, which workers on a remote runner '
+                         'cannot read; use a gs:// URI')
+
+
+def prepare(argv: Sequence[str] | None = None) -> Launch:
+    """Validate flags, input, model and output; ValueError (one clear line) if anything is off."""
     options = PipelineOptions(argv)
     s = settings_from(options)
+    local = _is_local_runner(options)
+    if not local:
+        _check_paths_reach_workers(s)
     validate_source(s.input)
     model = load_model_facts(s)
     prepare_output(s)
+    return Launch(options, s, model, local)
+
+
+def execute(launch: Launch) -> RunSummary | None:
+    """Run a prepared job; return the summary (None on a remote runner: not waited for)."""
+    s, model = launch.settings, launch.model
     _log.info('labeling %s with %s -> %s (run %s)', s.input, model.description, s.output,
               s.run_id)
-    runner = (options.view_as(StandardOptions).runner or 'DirectRunner')
-    local = 'Direct' in str(runner) or 'Prism' in str(runner)
     start = time.monotonic()
-    p = beam.Pipeline(options=options)
-    build(p, s, model, progress_every_s=10.0 if local else None)
+    p = beam.Pipeline(options=launch.options)
+    build(p, s, model, progress_every_s=10.0 if launch.local else None)
     result = p.run()
-    if not local:
-        _log.info('submitted; the job runs on %s', runner)
+    if not launch.local:
+        _log.info('submitted; the job runs on %s', launch.options.view_as(StandardOptions).runner)
         return None
     result.wait_until_finish()
     summary = summarize(result, s, model, time.monotonic() - start)
     write_summary(summary, s.output)
     return summary
+
+
+def run(argv: Sequence[str] | None = None) -> RunSummary | None:
+    """Validate, build and run the job (the library entry point)."""
+    return execute(prepare(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -198,3 +198,79 @@ def test_named_inception_v3_loads_weights_from_a_file(tmp_path):
     assert probs.shape == (1, 1000) and emb.shape == (1, 2048)
     from transforms.models import file_fingerprint
     assert model.model_id.startswith(file_fingerprint(str(weights))[:16])
+
+
+def _labels_file(tmp_path, n):
+    path = tmp_path / f'labels{n}.txt'
+    path.write_text('\n'.join(f'class {i}' for i in range(n)))
+    return str(path)
+
+
+def test_one_extra_output_is_only_a_background_class_for_imagenet(tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    path = tmp_path / 'eleven.keras'
+    keras.Model(inputs, keras.layers.Dense(11, activation='softmax')(x)).save(path)
+    with pytest.raises(ValueError, match='11 outputs but the label set has 10'):
+        load_labeled_model(resolve_spec(str(path), labels=_labels_file(tmp_path, 10)),
+                           batch_size=1, precision='float32', threads=None, recipe='crop')
+
+
+def test_saved_model_picks_scores_and_embedding_by_width(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    emb = keras.layers.GlobalAveragePooling2D()(x)
+    emb = keras.layers.Dense(24, name='features')(emb)  # wider than the 10 classes
+    probs = keras.layers.Dense(10, activation='softmax')(emb)
+    k = keras.Model(inputs, {'probs': probs, 'features': emb})
+    k.export(str(tmp_path / 'sm'), verbose=False)
+    model = load_labeled_model(resolve_spec(str(tmp_path / 'sm'), labels=_labels_file(tmp_path, 10)),
+                               batch_size=2, precision='float32', threads=None, recipe='crop')
+    assert model.runtime.output_kind == 'probabilities' and model.runtime.embedding_dim == 24
+    pixels = np.random.default_rng(6).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    scores = model.predict(pixels)
+    expected = k.predict(pixels.astype(np.float32) / 127.5 - 1, verbose=0)
+    np.testing.assert_allclose(scores.probabilities, expected['probs'], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scores.embeddings, expected['features'], rtol=1e-4, atol=1e-5)
+
+
+def test_int8_tflite_input_is_quantized_with_its_own_parameters(tiny_keras_model, tmp_path):
+    import tensorflow as tf
+    k = keras.models.load_model(tiny_keras_model)
+    rng = np.random.default_rng(7)
+
+    def representative():
+        for _ in range(8):
+            yield [rng.uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(k)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    path = tmp_path / 'tiny_int8.tflite'
+    path.write_bytes(converter.convert())
+    model = load_labeled_model(resolve_spec(str(path)), batch_size=2, precision='float32',
+                               threads=1, recipe='crop')
+    pixels = rng.integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    got = model.predict(pixels)
+    pool = keras.Model(k.inputs, k.get_layer('avg_pool').output)
+    want = pool.predict(pixels.astype(np.float32) / 127.5 - 1, verbose=0)
+    # Only int8 rounding separates the two (fed garbage, the correlation would collapse).
+    # (The softmax scores of this random model, ~0.001 each, are below int8's output step.)
+    assert got.embeddings.shape == (2, 16)
+    assert np.corrcoef(got.embeddings.ravel(), want.ravel())[0, 1] > 0.99
+    assert np.abs(got.embeddings - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_nan_outputs_become_model_error_rows(tiny_keras_model):
+    from transforms.decode import DecodedImage
+    from transforms.errors import Failure
+    from transforms.label import ImageModelHandler, LoadedModel, _checked
+    images = [DecodedImage('ok', 'h1', 1, 1, np.zeros((1, 1, 3), np.uint8)),
+              DecodedImage('nan', 'h2', 1, 1, np.zeros((1, 1, 3), np.uint8))]
+    ok = _checked(images[0], np.array([0.5, 0.5]), np.ones(2))
+    bad = _checked(images[1], np.array([np.nan, 0.5]), np.ones(2))
+    assert not isinstance(ok, Failure)
+    assert isinstance(bad, Failure) and (bad.stage, bad.error, bad.uri) == ('inference', 'model_error', 'nan')

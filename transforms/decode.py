@@ -12,6 +12,7 @@ import io
 import math
 import struct
 import warnings
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -20,14 +21,15 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from transforms.concurrency import LookaheadDoFn
 from transforms.errors import Failure, ImageError
-from transforms.read import ERRORS_TAG, NAMESPACE, ImageBytes
+from transforms.errors import ERRORS_TAG, NAMESPACE
+from transforms.read import ImageBytes
 
 # Our own --max_pixels check runs before Pillow's and is the one that counts:
 # Pillow's fixed limit (~179M pixels) would otherwise override a larger
 # --max_pixels, and would report its own limit instead of the flag.
 warnings.simplefilter('ignore', Image.DecompressionBombWarning)
 Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # explicit: a truncated file is an error, always
 
 #: Default pixel budget: 8000 x 8000. A decoded RGB image of this size is ~192 MB.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -61,11 +63,10 @@ class DecodedImage:
 
 # Magic numbers of formats we recognise but Pillow (without plugins) cannot decode.
 _UNSUPPORTED_SIGNATURES = (
-    (b'%PDF', 'PDF document'),
-    (b'<svg', 'SVG image'),
-    (b'<?xml', 'XML/SVG document'),
-    (b'8BPS', 'Photoshop document'),
+    (b'%pdf', 'PDF document'),
+    (b'8bps', 'Photoshop document'),
 )
+_MARKUP_STARTS = (b'<svg', b'<?xml', b'<!--', b'<!doctype svg')
 
 
 _HEIF_BRANDS = {b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'mif1', b'msf1'}
@@ -85,16 +86,19 @@ def _is_avif(data: bytes) -> bool:
 
 
 def _unsupported_kind(data: bytes) -> str | None:
-    head = data[:512].lstrip()
+    """A format we recognise but cannot decode; None for non-images (HTML, XML errors...)."""
+    head = data[:2048].lstrip().lower()
     for magic, name in _UNSUPPORTED_SIGNATURES:
         if head.startswith(magic):
             return name
+    # An SVG is markup whose root is <svg>; an HTML page or an XML error body from a
+    # store (<Error><Code>AccessDenied...) is not an image at all.
+    if head.startswith(_MARKUP_STARTS) and b'<svg' in head and b'<html' not in head:
+        return 'SVG image'
     brands = _ftyp_brands(data)
     if brands & (_HEIF_BRANDS | _AVIF_BRANDS) and not (
             _is_avif(data) and features.check('avif')):
         return f'{data[8:12].decode("latin-1")} (HEIF/AVIF) image'
-    if b'<svg' in data[:1024].lower():
-        return 'SVG image'
     return None
 
 
@@ -161,7 +165,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode == 'RGB':
         return im
     if im.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F'):
-        arr = np.asarray(im, dtype=np.float64)
+        arr = np.asarray(im, dtype=np.float32)  # float32: a max_pixels image stays < 300 MB
         top = 65535.0 if im.mode.startswith('I;16') or arr.max(initial=0) > 255 else 255.0
         if im.mode == 'F':
             lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
@@ -176,10 +180,25 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert('RGB')
 
 
+class Decoded(NamedTuple):
+    """decode_image's result: model-ready pixels and the image's displayed size."""
+    pixels: np.ndarray  # (height, width, 3) uint8 at the requested size
+    width: int          # original width, after EXIF rotation
+    height: int
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1 = upright). A broken EXIF block must not lose the image."""
+    try:
+        return int(im.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - only EXIF parsing runs here; pixels are loaded apart
+        return 1
+
+
 def decode_image(data: bytes, size: tuple[int, int], *,
                  recipe: ResizeRecipe = ResizeRecipe.CROP,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, int, int]:
-    """Bytes -> (pixels (h, w, 3) uint8 at `size`=(h, w), original width, height).
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Bytes -> pixels (h, w, 3) uint8 at `size`=(h, w), with the original width and height.
 
     Raises ImageError(stage='decode') with a stable class for every bad input.
     """
@@ -188,8 +207,6 @@ def decode_image(data: bytes, size: tuple[int, int], *,
         raise ImageError('decode', 'empty_file', 'the object has 0 bytes')
     try:
         im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:
-        raise ImageError('decode', 'too_large', str(e)) from e
     except UnidentifiedImageError as e:
         kind = _unsupported_kind(data)
         if kind:
@@ -204,27 +221,30 @@ def decode_image(data: bytes, size: tuple[int, int], *,
     except (OSError, ValueError, SyntaxError, struct.error) as e:
         raise _damaged(data, f'{type(e).__name__}: {e}') from e
 
-    width, height = im.size
-    if width <= 0 or height <= 0:
-        raise ImageError('decode', 'corrupt', f'image declares size {width}x{height}')
-    if width * height > max_pixels:
+    stored_w, stored_h = im.size
+    if stored_w <= 0 or stored_h <= 0:
+        raise ImageError('decode', 'corrupt', f'image declares size {stored_w}x{stored_h}')
+    if stored_w * stored_h > max_pixels:
         raise ImageError('decode', 'too_large',
-                         f'{width}x{height} = {width * height} pixels is over '
+                         f'{stored_w}x{stored_h} = {stored_w * stored_h} pixels is over '
                          f'--max_pixels={max_pixels}')
+    fmt = im.format
     try:
-        orientation = im.getexif().get(_ORIENTATION_TAG, 1) if im.format in ('JPEG', 'TIFF', 'WEBP', 'PNG') else 1
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
-        orientation = 1
-    if orientation in _SWAPS_AXES:
-        width, height = height, width
-    try:
-        if im.format == 'JPEG':
-            req_w, req_h = _draft_request(width, height, out_w, out_h, recipe)
-            if orientation in _SWAPS_AXES:
-                req_w, req_h = req_h, req_w
-            im.draft('RGB' if im.mode in ('RGB', 'YCbCr') else None, (req_w, req_h))
-        im.load()  # first frame of animations
-        if orientation not in (None, 1):
+        if fmt == 'JPEG':
+            # JPEG's EXIF was parsed at open: read it before decoding, because draft
+            # mode must know which way up the output will be.
+            orientation = _orientation(im)
+            swap = orientation in _SWAPS_AXES
+            shown_w, shown_h = (stored_h, stored_w) if swap else (stored_w, stored_h)
+            req_w, req_h = _draft_request(shown_w, shown_h, out_w, out_h, recipe)
+            im.draft('RGB' if im.mode in ('RGB', 'YCbCr') else None,
+                     (req_h, req_w) if swap else (req_w, req_h))
+        im.load()  # first frame of animations; decoder errors surface here
+        if fmt != 'JPEG':
+            orientation = _orientation(im)  # after load: reading it may load the image
+        if orientation in _SWAPS_AXES:
+            stored_w, stored_h = stored_h, stored_w
+        if orientation != 1:
             im = ImageOps.exif_transpose(im)
         im = to_rgb(im)
         if recipe is ResizeRecipe.PLAIN:
@@ -233,20 +253,18 @@ def decode_image(data: bytes, size: tuple[int, int], *,
             im = im.resize((out_w, out_h), Image.BILINEAR,
                            box=crop_box(im.width, im.height, out_w, out_h))
         pixels = np.asarray(im, dtype=np.uint8)
-    except Image.DecompressionBombError as e:
-        raise ImageError('decode', 'too_large', str(e)) from e
     except OSError as e:
         msg = str(e)
         if 'truncated' in msg or 'premature end' in msg.lower():
             raise ImageError('decode', 'truncated', msg) from e
         # 'broken data stream' is a decoder error: a cut-short file or a damaged one.
-        raise _damaged(data, f'{type(e).__name__}: {msg}', im.format) from e
+        raise _damaged(data, f'{type(e).__name__}: {msg}', fmt) from e
     except (ValueError, SyntaxError, IndexError, TypeError, EOFError, MemoryError,
             struct.error) as e:
-        raise _damaged(data, f'{type(e).__name__}: {e}', im.format) from e
+        raise _damaged(data, f'{type(e).__name__}: {e}', fmt) from e
     if pixels.shape != (out_h, out_w, 3):  # defensive: never hand the model a bad shape
         raise ImageError('decode', 'corrupt', f'decoded to shape {pixels.shape}')
-    return pixels, width, height
+    return Decoded(pixels, stored_w, stored_h)
 
 
 class _DecodeDoFn(LookaheadDoFn):

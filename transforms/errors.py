@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 
+#: Beam metrics namespace of every imagelabel counter.
+NAMESPACE = 'imagelabel'
+#: Tag of each stage's side output of Failures.
+ERRORS_TAG = 'errors'
+
 #: Stage names, in pipeline order.
 STAGES = ('read', 'decode', 'inference', 'write')
 
-#: Every error class, with what it means and what to do. The README's table is
-#: generated from this mapping, so the two cannot drift apart.
+#: Every error class, with what it means and what to do. A test checks that the
+#: README's table says exactly this, so the two cannot drift apart.
 ERROR_CLASSES: dict[str, str] = {
     'not_found': 'The URI does not exist (or vanished before it was read). '
                  'Check the path or the manifest.',

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -20,8 +20,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from transforms.decode import DecodedImage
 from transforms.errors import Failure
-from transforms.models import ModelSpec, Runtime, load_labels, load_runtime
-from transforms.read import ERRORS_TAG, NAMESPACE
+from transforms.models import ModelSpec, Runtime, Scores, load_labels, load_runtime
+from transforms.errors import ERRORS_TAG, NAMESPACE
 
 _log = logging.getLogger('imagelabel.label')
 
@@ -54,10 +54,11 @@ class LoadedModel:
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def predict(self, pixels: np.ndarray):
+    def predict(self, pixels: np.ndarray) -> Scores:
         scores = self.runtime.predict(pixels)
-        probs = scores.probabilities[:, 1:] if self.drop_background else scores.probabilities
-        return probs, scores.embeddings
+        if self.drop_background:
+            return Scores(scores.probabilities[:, 1:], scores.embeddings)
+        return scores
 
 
 def model_fingerprint(weights_sha256: str, **settings: Any) -> str:
@@ -69,18 +70,20 @@ def model_fingerprint(weights_sha256: str, **settings: Any) -> str:
 def load_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
                        threads: Optional[int], recipe: str) -> LoadedModel:
     """Load the model and check it against its label set; ValueError if they disagree."""
-    runtime = load_runtime(spec, batch_size=batch_size, precision=precision, threads=threads)
     labels = load_labels(spec.labels)
+    runtime = load_runtime(spec, batch_size=batch_size, precision=precision, threads=threads,
+                           num_classes=len(labels))
     n = runtime.num_outputs
-    if n == len(labels) + 1:
-        drop = True  # 1001 outputs: class 0 is "background" (TF-slim / quantized MobileNets)
-    elif n == len(labels):
-        drop = False
-    else:
+    # 1001 outputs with ImageNet's 1000 names: class 0 is "background" (TF-slim and the
+    # quantized MobileNets). Any other mismatch is an error, never a silent shift.
+    drop = n == len(labels) + 1 == 1001 and spec.labels is None
+    if n != len(labels) and not drop:
         raise ValueError(f'{spec.name} has {n} outputs but the label set has {len(labels)} '
                          'names; pass --labels with one name per output')
-    model_id = model_fingerprint(runtime.weights_sha256, size=runtime.input_size,
-                                 preprocess=spec.preprocess, recipe=recipe, precision=precision)
+    model_id = model_fingerprint(
+        runtime.weights_sha256, size=runtime.input_size, preprocess=spec.preprocess,
+        recipe=recipe, precision=precision, outputs=runtime.output_kind,
+        drop_background=drop, labels=hashlib.sha256('\n'.join(labels).encode()).hexdigest())
     return LoadedModel(runtime, labels, model_id, drop)
 
 
@@ -88,9 +91,11 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
     """RunInference handler for image classifiers: uint8 batches in, scores out."""
 
     def __init__(self, spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
-                 threads: Optional[int] = None, recipe: str = 'crop'):
-        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+                 threads: Optional[int] = None, recipe: str = 'crop',
+                 expected_model_id: Optional[str] = None):
+        super().__init__()
         self._spec = spec
+        self._expected_model_id = expected_model_id
         self._batch_size = batch_size
         self._precision = precision
         self._threads = threads
@@ -101,16 +106,25 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
         model = load_labeled_model(self._spec, batch_size=self._batch_size,
                                    precision=self._precision, threads=self._threads,
                                    recipe=self._recipe)
+        if self._expected_model_id and model.model_id != self._expected_model_id:
+            # e.g. a gs:// model overwritten after launch: never mix two models' rows
+            raise RuntimeError(f'worker loaded model_id {model.model_id}, but the job was '
+                               f'launched with {self._expected_model_id}; did the model change?')
         _log.info('loaded %s (model_id %s)', model.runtime.description, model.model_id)
         return model
+
+    def batch_elements_kwargs(self) -> Mapping[str, Any]:
+        # A fixed batch size: the compiled model function has fixed shapes.
+        return {'min_batch_size': self._batch_size, 'max_batch_size': self._batch_size}
 
     def run_inference(self, batch: Sequence[DecodedImage], model: LoadedModel,
                       inference_args: Optional[dict[str, Any]] = None
                       ) -> Iterable[PredictionResult]:
         infos = [ImageInfo(i.uri, i.content_sha256, i.width, i.height) for i in batch]
         try:
-            probs, embs = model.predict(np.stack([i.pixels for i in batch]))
-            outputs: list[Any] = [ImageScores(p, e) for p, e in zip(probs, embs)]
+            scores = model.predict(np.stack([i.pixels for i in batch]))
+            outputs: list[Any] = [_checked(image, p, e) for image, p, e in
+                                  zip(batch, scores.probabilities, scores.embeddings)]
         except Exception as batch_error:  # noqa: BLE001 - find the guilty image
             self._retried.inc()
             _log.warning('batch of %d failed (%s); retrying image by image',
@@ -121,11 +135,12 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
     @staticmethod
     def _one(model: LoadedModel, image: DecodedImage):
         try:
-            probs, embs = model.predict(image.pixels[np.newaxis])
-            return ImageScores(probs[0], embs[0])
+            scores = model.predict(image.pixels[np.newaxis])
+            return _checked(image, scores.probabilities[0], scores.embeddings[0])
         except Exception as e:  # noqa: BLE001 - becomes this image's error row
-            return Failure(image.uri, 'inference', 'model_error', f'{type(e).__name__}: {e}',
-                           image.content_sha256)
+            return Failure(uri=image.uri, stage='inference', error='model_error',
+                           message=f'{type(e).__name__}: {e}',
+                           content_sha256=image.content_sha256)
 
     def get_num_bytes(self, batch: Sequence[DecodedImage]) -> int:
         return sum(i.pixels.nbytes for i in batch)
@@ -134,13 +149,22 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
         return NAMESPACE
 
 
+def _checked(image: DecodedImage, probs: np.ndarray, emb: np.ndarray):
+    """ImageScores, or a model_error Failure if the model produced NaN or infinity."""
+    if np.isfinite(probs).all() and np.isfinite(emb).all():
+        return ImageScores(probs, emb)
+    return Failure(uri=image.uri, stage='inference', error='model_error',
+                   message='the model produced NaN or infinite outputs for this image',
+                   content_sha256=image.content_sha256)
+
+
 def _failed_batch_rows(failed) -> Iterable[Failure]:
     """RunInference's dead letters are whole batches: expand to one row per image."""
     batch, error = failed
     message = error[1] if isinstance(error, tuple) and len(error) > 1 else str(error)
     for image in batch:
-        yield Failure(image.uri, 'inference', 'model_error', str(message),
-                      image.content_sha256)
+        yield Failure(uri=image.uri, stage='inference', error='model_error',
+                      message=str(message), content_sha256=image.content_sha256)
 
 
 def _split(result: PredictionResult):

@@ -16,13 +16,14 @@ import logging
 import os
 import tempfile
 import threading
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-_log = logging.getLogger(__name__)
+from transforms.read import open_raw
+
+_log = logging.getLogger('imagelabel.models')
 
 # --- preprocessing (pure functions; numpy arrays and TF tensors alike) ----------
 
@@ -103,13 +104,9 @@ def resolve_spec(model: str, *, weights: str | None = None, labels: str | None =
         spec = REGISTRY[model]
     else:
         lower = model.lower().rstrip('/')
-        if lower.endswith('.tflite'):
-            fmt = 'tflite'
-        elif lower.endswith(('.keras', '.h5', '.hdf5')):
-            fmt = 'keras'
-        elif _is_saved_model_dir(model):
-            fmt = 'saved_model'
-        else:
+        fmt = next((name for name, f in FORMATS.items() if f.suffixes and lower.endswith(f.suffixes)),
+                   'saved_model' if _is_saved_model_dir(model) else None)
+        if fmt is None:
             raise ValueError(
                 f'--model {model!r} is neither a known model ({", ".join(sorted(REGISTRY))}) '
                 'nor a .keras/.h5/.tflite file or SavedModel directory')
@@ -143,7 +140,7 @@ def load_labels(path: str | None = None) -> list[str]:
     else:
         if not FileSystems.exists(path):
             raise ValueError(f'--labels file {path} does not exist')
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with open_raw(path) as f:
             text = f.read().decode('utf-8')
     names = [line.strip() for line in text.splitlines()]
     while names and not names[-1]:
@@ -164,8 +161,7 @@ def localize(path: str) -> str:
     if not FileSystems.exists(path):
         raise ValueError(f'model file {path} does not exist')
     fd, local = tempfile.mkstemp(suffix='-' + os.path.basename(path))
-    with os.fdopen(fd, 'wb') as out, FileSystems.open(
-            path, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+    with os.fdopen(fd, 'wb') as out, open_raw(path) as src:
         while chunk := src.read(1 << 24):
             out.write(chunk)
     return local
@@ -186,7 +182,7 @@ def file_fingerprint(path: str) -> str:
     for p in paths:
         if p != path:
             h.update(p[len(path):].lstrip('/').encode())
-        with FileSystems.open(p, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with open_raw(p) as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
@@ -198,8 +194,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-@dataclasses.dataclass
-class Scores:
+class Scores(NamedTuple):
     """A batch's model outputs: probabilities over the label set, and embeddings."""
     probabilities: np.ndarray  # (n, num_classes) float32
     embeddings: np.ndarray     # (n, dim) float32; dim may be 0 when unavailable
@@ -217,11 +212,8 @@ class Runtime(Protocol):
 
 
 def bucket_size(n: int, batch_size: int) -> int:
-    """Fixed shapes to pad a batch to: powers of two up to batch_size, then batch_size."""
-    size = 1
-    while size < n and size < batch_size:
-        size *= 2
-    return min(max(size, 1), batch_size) if n <= batch_size else batch_size
+    """Fixed shape to pad n images to: the next power of two, capped at batch_size."""
+    return min(1 << max(n - 1, 0).bit_length(), batch_size)
 
 
 # --- Keras -------------------------------------------------------------------------
@@ -234,7 +226,8 @@ def _configure_tensorflow_threads(threads: int | None) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # TF already initialised in this process: keep its pools
-        pass
+        _log.warning('TensorFlow is already initialised here; --model_threads %d ignored',
+                     threads)
 
 
 def _final_dense(model):
@@ -243,7 +236,8 @@ def _final_dense(model):
         if isinstance(layer, keras.layers.Dense):
             return layer
     raise ValueError(f'model {model.name} has no Dense classification layer to take '
-                     'the embedding from; pass --embedding_layer')
+                     'the embedding from; register it in transforms.models.REGISTRY with '
+                     'its embedding_layer')
 
 
 def _classifier_head(model, embedding):
@@ -253,8 +247,9 @@ def _classifier_head(model, embedding):
     rest = model.layers[model.layers.index(dense) + 1:]
     if dense.input is not embedding or any(
             not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
-        _log.warning('%s: classifier head is not Dense [+ softmax]; under bf16 its scores '
-                     'are computed in bf16 too', model.name)
+        _log.warning('%s: the classifier head is not Dense [+ softmax], so under bf16 the '
+                     'scores are computed in bf16 too (rounded to 8 bits of mantissa)',
+                     model.name)
         return None
 
     def head(x):
@@ -281,7 +276,8 @@ def onednn_bf16_calls():
     Keras's per-layer mixed_bfloat16 policy. Grappler's options travel with each
     function call in a thread-local FunctionCallOptions, so setting them here for
     our own calls leaves every other model in the process in float32. (TF has no
-    public per-function switch; tf.config.optimizer's is process-wide.)
+    public per-function switch, tf.config.optimizer's is process-wide, so this uses
+    the eager context's thread-local call options.)
     """
     from tensorflow.core.protobuf import rewriter_config_pb2
     from tensorflow.python.eager import context
@@ -289,13 +285,12 @@ def onednn_bf16_calls():
     config = ctx.config  # a fresh ConfigProto copy
     config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
         rewriter_config_pb2.RewriterConfig.ON)
-    local = ctx._thread_local_data  # noqa: SLF001 - see docstring
-    previous = local.function_call_options
-    local.function_call_options = context.FunctionCallOptions(config_proto=config)
+    previous = ctx.function_call_options  # this thread's
+    ctx.function_call_options = context.FunctionCallOptions(config_proto=config)
     try:
         yield
     finally:
-        local.function_call_options = previous
+        ctx.function_call_options = previous
 
 
 class KerasRuntime:
@@ -400,7 +395,8 @@ class KerasRuntime:
                     e = self._function(size)(chunk_in)
                 p = self._head(e)  # float32, outside the bf16 rewrite
             else:
-                p, e = self._function(size)(chunk_in)
+                with onednn_bf16_calls() if self.precision == 'bf16' else contextlib.nullcontext():
+                    p, e = self._function(size)(chunk_in)
             probs.append(p.numpy()[:len(chunk)])
             embs.append(e.numpy()[:len(chunk)])
         return Scores(np.concatenate(probs), np.concatenate(embs))
@@ -438,13 +434,17 @@ def _keras_weights_fingerprint(model) -> str:
 
 
 class SavedModelRuntime:
-    """A TF SavedModel's serving signature: scores only (no embedding is exposed)."""
+    """A TF SavedModel's serving_default signature.
 
-    def __init__(self, spec: ModelSpec, *, batch_size: int):
+    Outputs are chosen by width: the scores are the output with one column per
+    class (or per class plus background); a second rank-2 output, if there is
+    exactly one, is the embedding.
+    """
+
+    def __init__(self, spec: ModelSpec, *, num_classes: int):
         import tensorflow as tf
-        local = spec.path
         try:
-            loaded = tf.saved_model.load(local)
+            loaded = tf.saved_model.load(spec.path)
             sig = loaded.signatures['serving_default']
         except Exception as e:  # noqa: BLE001
             raise ValueError(f'{spec.path} is not a loadable SavedModel with a serving_default '
@@ -456,28 +456,42 @@ class SavedModelRuntime:
         h, w = spec.input_size or tuple(arg_spec.shape[1:3])
         if h is None or w is None:
             raise ValueError(f'{spec.name}: the model does not fix its input size')
-        outputs = sig.structured_outputs
-        out_names = sorted(outputs, key=lambda k: -int(outputs[k].shape[-1]))
+        outputs = {k: v for k, v in sig.structured_outputs.items() if len(v.shape) == 2}
+        widths = {k: v.shape[-1] for k, v in outputs.items()}
+        scores = [k for k, width in widths.items() if width in (num_classes, num_classes + 1)]
+        if len(scores) != 1:
+            raise ValueError(f'{spec.name}: cannot tell which output holds the {num_classes} '
+                             f'class scores (rank-2 outputs and widths: {widths}); pass --labels '
+                             'with one name per class')
+        others = [k for k in outputs if k != scores[0]]
         self._loaded, self._sig, self._arg = loaded, sig, arg_name
-        self._scores_key = out_names[0]
-        self._emb_key = out_names[1] if len(out_names) > 1 else None
-        self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        self._scores_key = scores[0]
+        self._emb_key = others[0] if len(others) == 1 else None
+        self._integer_input = arg_spec.dtype.is_integer
+        self._preprocess = PREPROCESSORS[spec.preprocess or
+                                         ('raw' if self._integer_input else 'inception')]
         self._dtype = arg_spec.dtype
-        self._kind = spec.outputs
         self.name = spec.name
-        self.weights_sha256 = file_fingerprint(local)
+        self.weights_sha256 = file_fingerprint(spec.path)
         self.input_size = (int(h), int(w))
-        self.num_outputs = int(outputs[self._scores_key].shape[-1])
-        self.embedding_dim = int(outputs[self._emb_key].shape[-1]) if self._emb_key else 0
-        self.batch_size = batch_size
-        self.description = f'{spec.name}: SavedModel, input {h}x{w}, {self.num_outputs} outputs'
+        self.num_outputs = int(widths[self._scores_key])
+        self.embedding_dim = int(widths[self._emb_key]) if self._emb_key else 0
+        self.output_kind = spec.outputs
+        if self.output_kind == 'auto':  # decide once, on a probe, never per batch
+            probe = self._raw_scores(np.full((1, *self.input_size, 3), 128, np.uint8))[0]
+            self.output_kind = 'probabilities' if _looks_like_probabilities(probe) else 'logits'
+        self.description = (f'{spec.name}: SavedModel, input {h}x{w}, {self.num_outputs} '
+                            f'{self.output_kind}, embedding {self.embedding_dim}-d')
 
-    def predict(self, pixels: np.ndarray) -> Scores:
+    def _raw_scores(self, pixels: np.ndarray):
         import tensorflow as tf
         x = tf.cast(self._preprocess(tf.cast(pixels, tf.float32)), self._dtype)
         out = self._sig(**{self._arg: x})
-        scores = out[self._scores_key].numpy().astype(np.float32)
-        if self._kind == 'logits' or (self._kind == 'auto' and not _looks_like_probabilities(scores)):
+        return out[self._scores_key].numpy().astype(np.float32), out
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        scores, out = self._raw_scores(pixels)
+        if self.output_kind == 'logits':
             scores = softmax(scores)
         emb = (out[self._emb_key].numpy().reshape(len(pixels), -1).astype(np.float32)
                if self._emb_key else np.zeros((len(pixels), 0), np.float32))
@@ -494,8 +508,15 @@ _PASSTHROUGH_OPS = {'RESHAPE', 'SQUEEZE', 'SOFTMAX', 'DEQUANTIZE', 'QUANTIZE'}
 _CLASSIFIER_OPS = {'CONV_2D', 'FULLY_CONNECTED'}
 
 
-def expose_penultimate(content: bytes) -> tuple[bytes, bool, bool]:
-    """(model with the classifier's input added as an output, found, ends in softmax).
+class PatchedModel(NamedTuple):
+    """A .tflite model with its classifier's input added as an output (if found)."""
+    content: bytes
+    has_embedding: bool
+    ends_in_softmax: bool | None  # None: the graph could not be read
+
+
+def expose_penultimate(content: bytes) -> PatchedModel:
+    """Add the classifier's input (the embedding) to the model's outputs.
 
     The XNNPACK delegate keeps intermediate tensors internal, so the embedding
     can only be read if it is a model output. We walk back from the output through
@@ -523,15 +544,15 @@ def expose_penultimate(content: bytes) -> tuple[bytes, bool, bool]:
         tensor = int(op.inputs[0])
     ends_in_softmax = 'SOFTMAX' in chain
     if embedding is None:
-        return content, False, ends_in_softmax
+        return PatchedModel(content, False, ends_in_softmax)
     graph.outputs = np.append(graph.outputs, embedding).astype(np.int32)
     builder = flatbuffers.Builder(len(content) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b'TFL3')
-    return bytes(builder.Output()), True, ends_in_softmax
+    return PatchedModel(bytes(builder.Output()), True, ends_in_softmax)
 
 
 class TFLiteRuntime:
-    """A .tflite classifier on LiteRT (float or uint8-quantized), one image per invoke.
+    """A .tflite classifier on LiteRT (float, uint8- or int8-quantized), one image per invoke.
 
     Quantized models with fixed-shape reshapes cannot be batch-resized under
     XNNPACK, and at batch 1 the interpreter already runs at full speed, so a batch
@@ -546,9 +567,12 @@ class TFLiteRuntime:
             content = f.read()
         self.weights_sha256 = hashlib.sha256(content).hexdigest()
         try:
-            patched, has_embedding, softmax_end = expose_penultimate(content)
-        except Exception:  # noqa: BLE001 - unparseable: let the interpreter say why
-            patched, has_embedding, softmax_end = content, False, False
+            graph = expose_penultimate(content)
+        except Exception as e:  # noqa: BLE001 - unparseable: the interpreter will say why
+            _log.warning('%s: could not read the model graph (%s): no embedding, and '
+                         'logits/probabilities will be decided by a probe', spec.name, e)
+            graph = PatchedModel(content, has_embedding=False, ends_in_softmax=None)
+        patched, has_embedding = graph.content, graph.has_embedding
         try:
             self._interp = Interpreter(model_content=patched,
                                        num_threads=threads or os.cpu_count() or 1)
@@ -564,18 +588,25 @@ class TFLiteRuntime:
         self._in = inp
         self._out = outs[0]
         self._emb = outs[-1] if has_embedding and len(outs) > 1 else None
-        self._quantized_input = inp['dtype'] == np.uint8
-        self._preprocess = PREPROCESSORS[spec.preprocess or ('raw' if self._quantized_input else 'inception')]
+        self._quantized_input = bool(np.issubdtype(inp['dtype'], np.integer))
+        # uint8 models take raw pixels (their input scale is 1/128 around 128); others
+        # (float, int8) take [-1, 1], quantized with the input tensor's own parameters.
+        self._preprocess = PREPROCESSORS[spec.preprocess or (
+            'raw' if inp['dtype'] == np.uint8 else 'inception')]
         kind = spec.outputs
-        if kind == 'auto':
-            kind = 'probabilities' if softmax_end else 'logits'
-        self.output_kind = kind
         self._lock = threading.Lock()
         self.name = spec.name
         self.input_size = (int(inp['shape'][1]), int(inp['shape'][2]))
         self.num_outputs = int(self._out['shape'][-1])
         self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
-        self.description = (f'{spec.name}: TFLite {"uint8" if self._quantized_input else "float32"}, '
+        if kind == 'auto':
+            if graph.ends_in_softmax is None:  # unknown graph: probe once
+                probe = self._invoke(np.full((1, *self.input_size, 3), 128, np.uint8))[0]
+                kind = 'probabilities' if _looks_like_probabilities(probe) else 'logits'
+            else:
+                kind = 'probabilities' if graph.ends_in_softmax else 'logits'
+        self.output_kind = kind
+        self.description = (f'{spec.name}: TFLite {np.dtype(inp["dtype"]).name}, '
                             f'input {self.input_size[0]}x{self.input_size[1]}, {self.num_outputs} {kind}, '
                             f'embedding {self.embedding_dim}-d')
 
@@ -587,15 +618,18 @@ class TFLiteRuntime:
         return values.astype(np.float32)
 
     def _model_input(self, pixels: np.ndarray) -> np.ndarray:
-        x = self._preprocess(pixels.astype(np.float32) if self._preprocess is not _raw else pixels)
+        dtype = self._in['dtype']
+        if self._preprocess is _raw:
+            return pixels.astype(dtype)
+        x = self._preprocess(pixels.astype(np.float32))
         if self._quantized_input:
-            if self._preprocess is _raw:
-                return pixels.astype(np.uint8)
             scale, zero = self._in['quantization']
-            return np.clip(np.round(x / scale + zero), 0, 255).astype(np.uint8)
-        return np.asarray(x, dtype=self._in['dtype'])
+            info = np.iinfo(dtype)
+            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        return np.asarray(x, dtype=dtype)
 
-    def predict(self, pixels: np.ndarray) -> Scores:
+    def _invoke(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (dequantized) outputs and embeddings, one invoke per image."""
         n = len(pixels)
         raw = np.empty((n, self.num_outputs), np.float32)
         emb = np.empty((n, self.embedding_dim), np.float32)
@@ -603,29 +637,60 @@ class TFLiteRuntime:
             for i in range(n):
                 self._interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
                 self._interp.invoke()
-                raw[i] = self._dequantize(self._interp.get_tensor(self._out['index']), self._out).reshape(-1)
+                raw[i] = self._dequantize(self._interp.get_tensor(self._out['index']),
+                                          self._out).reshape(-1)
                 if self._emb:
-                    emb[i] = self._dequantize(self._interp.get_tensor(self._emb['index']), self._emb).reshape(-1)
-        probs = softmax(raw) if self.output_kind == 'logits' else raw
-        return Scores(probs, emb)
+                    emb[i] = self._dequantize(self._interp.get_tensor(self._emb['index']),
+                                              self._emb).reshape(-1)
+        return raw, emb
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        raw, emb = self._invoke(pixels)
+        return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)
 
 
 # --- entry point ----------------------------------------------------------------------
 
+def _load_keras(spec: ModelSpec, *, batch_size: int, precision: str, **_) -> Runtime:
+    model, fingerprint = _load_keras_model(spec)
+    return KerasRuntime(model, spec, fingerprint, batch_size=batch_size, precision=precision)
+
+
+def _load_saved_model(spec: ModelSpec, *, num_classes: int, **_) -> Runtime:
+    return SavedModelRuntime(spec, num_classes=num_classes)
+
+
+def _load_tflite(spec: ModelSpec, *, threads: int | None, **_) -> Runtime:
+    return TFLiteRuntime(spec, threads=threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFormat:
+    """How one kind of model is recognised and run."""
+    suffixes: tuple[str, ...]        # file name endings that select it ('' = never by name)
+    load: Callable[..., Runtime]
+    supports_bf16: bool
+    uses_tensorflow: bool
+
+
+FORMATS: dict[str, ModelFormat] = {
+    'keras_application': ModelFormat((), _load_keras, True, True),
+    'keras': ModelFormat(('.keras', '.h5', '.hdf5'), _load_keras, True, True),
+    'saved_model': ModelFormat((), _load_saved_model, False, True),  # a folder with saved_model.pb
+    'tflite': ModelFormat(('.tflite',), _load_tflite, False, False),
+}
+
+
 def load_runtime(spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
-                 threads: int | None = None) -> Runtime:
+                 threads: int | None = None, num_classes: int = 1000) -> Runtime:
     """Load a spec's model once; every failure is a ValueError with one clear line."""
     if precision not in PRECISIONS:
         raise ValueError(f'--precision must be one of {PRECISIONS}')
-    if spec.format == 'tflite':
-        if precision != 'float32':
-            raise ValueError('--precision bf16 applies to Keras models; a .tflite model '
-                             'runs at the precision it was converted with')
-        return TFLiteRuntime(spec, threads=threads)
-    _configure_tensorflow_threads(threads)
-    if spec.format == 'saved_model':
-        if precision != 'float32':
-            raise ValueError('--precision bf16 applies to Keras models, not SavedModels')
-        return SavedModelRuntime(spec, batch_size=batch_size)
-    model, fingerprint = _load_keras_model(spec)
-    return KerasRuntime(model, spec, fingerprint, batch_size=batch_size, precision=precision)
+    fmt = FORMATS[spec.format]
+    if precision == 'bf16' and not fmt.supports_bf16:
+        raise ValueError(f'--precision bf16 applies to Keras models; a {spec.format} model '
+                         'runs at the precision it was converted with')
+    if fmt.uses_tensorflow:
+        _configure_tensorflow_threads(threads)
+    return fmt.load(spec, batch_size=batch_size, precision=precision, threads=threads,
+                    num_classes=num_classes)

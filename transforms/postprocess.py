@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult
 
 from transforms.errors import Failure
-from transforms.read import NAMESPACE
+from transforms.errors import NAMESPACE
 
 _log = logging.getLogger('imagelabel.progress')
 

@@ -13,7 +13,6 @@ import dataclasses
 import enum
 import hashlib
 import io
-import logging
 import os
 import random
 import socket
@@ -26,11 +25,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.concurrency import LookaheadDoFn
-from transforms.errors import Failure, ImageError
+from transforms.errors import ERRORS_TAG, NAMESPACE, Failure, ImageError
 
-NAMESPACE = 'imagelabel'
-ERRORS_TAG = 'errors'
-_log = logging.getLogger(__name__)
+DEFAULT_MAX_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +76,12 @@ def parse_manifest(text: str, kind: SourceKind) -> Iterator[str]:
                 yield line
         return
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or 'uri' not in [f.strip() for f in reader.fieldnames]:
+    if reader.fieldnames:
+        reader.fieldnames = [f.strip() for f in reader.fieldnames]
+    if not reader.fieldnames or 'uri' not in reader.fieldnames:
         raise ValueError(
             f'manifest CSV has no "uri" column (columns: {reader.fieldnames}); '
-            'add a header line whose first field is uri')
+            'add a header line with a uri column')
     for row in reader:
         uri = (row.get('uri') or '').strip()
         if uri:
@@ -97,13 +96,25 @@ def resolve_relative(uri: str, manifest: str) -> str:
     return FileSystems.join(base, uri)
 
 
-def read_text(uri: str) -> str:
-    with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return f.read().decode('utf-8-sig')
+def open_raw(uri: str):
+    """FileSystems.open without guessing compression from the name (an image is not a .gz)."""
+    return FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def expand_source(src: str) -> Iterator[str]:
-    """Every URI that --input names, in listing order (duplicates included)."""
+def read_text(uri: str, max_bytes: int = -1) -> str:
+    """A UTF-8 text file (or its first max_bytes, cut at the last whole line)."""
+    with open_raw(uri) as f:
+        data = f.read(max_bytes)
+    if 0 < max_bytes <= len(data):
+        data = data[:data.rfind(b'\n') + 1]
+    return data.decode('utf-8-sig')
+
+
+def expand_source(src: str, limit: int | None = None) -> Iterator[str]:
+    """Every URI that --input names, in listing order (duplicates included).
+
+    `limit` caps each pattern's listing (the launcher only needs to know it is not empty).
+    """
     kind = source_kind(src)
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
         for uri in parse_manifest(read_text(src), kind):
@@ -113,9 +124,10 @@ def expand_source(src: str) -> Iterator[str]:
     # Beam's "**/" needs at least one folder; users mean "this folder and below".
     patterns = [pattern] + ([pattern.replace('**/', '', 1)] if '**/' in pattern else [])
     seen = set()
-    for result in FileSystems.match(patterns):
+    for result in FileSystems.match(patterns, limits=[limit] * len(patterns) if limit else None):
         for meta in result.metadata_list:
-            if meta.path not in seen and not _is_directory(meta.path):
+            # "folder/" placeholder objects (made by consoles on object stores) are not images
+            if meta.path not in seen and not meta.path.endswith('/') and not _is_directory(meta.path):
                 seen.add(meta.path)
                 yield meta.path
 
@@ -137,11 +149,11 @@ def _check_source(src: str) -> None:
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
         if not FileSystems.exists(src):
             raise ValueError(f'--input manifest {src} does not exist')
-        first = next(iter(parse_manifest(read_text(src), kind)), None)
+        first = next(iter(parse_manifest(read_text(src, max_bytes=1 << 20), kind)), None)
         if first is None:
             raise ValueError(f'--input manifest {src} lists no URI')
         return
-    if next(expand_source(src), None) is None:
+    if next(expand_source(src, limit=1000), None) is None:
         raise ValueError(
             f'--input {src} matches no file; give a directory, a glob such as '
             '"photos/**/*.jpg", or a .txt/.csv manifest')
@@ -176,6 +188,24 @@ class ListImages(beam.PTransform):
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
+def _transport_errors() -> tuple[type, ...]:
+    """The HTTP stack's own network errors (they do not subclass the builtin ones)."""
+    found: list[type] = []
+    for module, names in (('requests.exceptions', ('ConnectionError', 'Timeout',
+                                                   'ChunkedEncodingError')),
+                          ('urllib3.exceptions', ('ProtocolError', 'TimeoutError')),
+                          ('google.auth.exceptions', ('TransportError',))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        found.extend(getattr(mod, n) for n in names if hasattr(mod, n))
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
 def _status_code(e: BaseException) -> int | None:
     for attr in ('code', 'status_code', 'status'):
         value = getattr(e, attr, None)
@@ -201,7 +231,8 @@ def classify_read_exception(e: BaseException) -> ImageError | None:
         return ImageError('read', 'permission_denied', str(e))
     if isinstance(e, (IsADirectoryError, NotADirectoryError)):
         return ImageError('read', 'not_a_file', str(e))
-    if isinstance(e, (TimeoutError, socket.timeout, ConnectionError)) or status in _TRANSIENT_STATUS:
+    if (isinstance(e, (TimeoutError, socket.timeout, ConnectionError) + _TRANSPORT_ERRORS)
+            or status in _TRANSIENT_STATUS):
         return None
     return ImageError('read', 'read_failed', f'{name}: {e}')
 
@@ -227,7 +258,7 @@ def read_image_bytes(uri: str, *, max_bytes: int, retry: RetryPolicy = RetryPoli
     delays = retry.delays()
     while True:
         try:
-            with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            with open_raw(uri) as f:
                 data = f.read(max_bytes + 1)
             break
         except Exception as e:  # noqa: BLE001 - classified below
@@ -283,7 +314,7 @@ class _ReadDoFn(LookaheadDoFn):
 class ReadImages(beam.PTransform):
     """URIs -> ImageBytes; unreadable URIs -> Failure rows on the `errors` output."""
 
-    def __init__(self, *, max_bytes: int = 64 << 20, retry: RetryPolicy = RetryPolicy(),
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, retry: RetryPolicy = RetryPolicy(),
                  threads: int = 8, lookahead: int = 64):
         super().__init__()
         self._dofn = _ReadDoFn(max_bytes=max_bytes, retry=retry, threads=threads,

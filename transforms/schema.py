@@ -21,7 +21,8 @@ def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = False) -> p
 
 
 LABELS_SCHEMA = pa.schema([
-    _field('uri', pa.string(), 'The input URI, exactly as listed.'),
+    _field('uri', pa.string(), 'The image URI: as listed in a manifest (relative ones '
+           'joined to the manifest\'s folder), or as matched by a directory or glob.'),
     _field('labels', pa.list_(pa.field('item', LABEL_STRUCT, nullable=False)),
            'Top-k classes, best first: class index (0-999 for ImageNet), '
            'human-readable name, probability.'),
@@ -39,7 +40,8 @@ LABELS_SCHEMA = pa.schema([
 ])
 
 ERRORS_SCHEMA = pa.schema([
-    _field('uri', pa.string(), 'The input URI, exactly as listed.'),
+    _field('uri', pa.string(), 'The image URI: as listed in a manifest (relative ones '
+           'joined to the manifest\'s folder), or as matched by a directory or glob.'),
     _field('stage', pa.string(), 'read, decode, inference or write.'),
     _field('error', pa.string(), 'Stable error class (see the README table).'),
     _field('message', pa.string(), 'Human explanation, with the cause.'),
