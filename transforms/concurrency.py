@@ -7,7 +7,10 @@ while they run. Keeping up to `lookahead` elements in flight lets the pool work
 on the next batch while the downstream RunInference call is busy with this one.
 
 Outputs keep their input's timestamp and window, and order is preserved, so a
-stage built on this behaves like a plain `Map` to everything around it.
+stage built on this behaves like a plain `Map` to everything around it, and
+batches downstream hold the same images from run to run. The price: an element
+stuck in retries holds back those behind it once `lookahead` more are waiting.
+Memory is bounded by `lookahead` results per DoFn instance.
 """
 from __future__ import annotations
 
@@ -49,14 +52,14 @@ class LookaheadDoFn(beam.DoFn):
     def start_bundle(self):
         self._pending = collections.deque()
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam):
+    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> Iterator[Any]:
         self._pending.append((self._pool.submit(self.work, element), timestamp, window))
         while len(self._pending) > self._lookahead or (
                 self._pending and self._pending[0][0].done()):
             yield from self._emit(self._pending.popleft())
 
-    def finish_bundle(self):
+    def finish_bundle(self) -> Iterator[Any]:
         while self._pending:
             yield from self._emit(self._pending.popleft())
 
@@ -65,7 +68,7 @@ class LookaheadDoFn(beam.DoFn):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def _emit(self, item) -> Iterator[Any]:
+    def _emit(self, item: tuple) -> Iterator[Any]:
         future, timestamp, window = item
         for out in self.outputs(future.result()):
             if isinstance(out, beam.pvalue.TaggedOutput):
