@@ -167,8 +167,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F'):
         arr = np.asarray(im, dtype=np.float32)  # float32: a max_pixels image stays < 300 MB
         top = 65535.0 if im.mode.startswith('I;16') or arr.max(initial=0) > 255 else 255.0
-        if im.mode == 'F':
-            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+        if im.mode == 'F':  # float data has no fixed range: stretch its own min..max
+            lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
             arr, top = arr - lo, max(hi - lo, 1e-12)
         gray = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(gray).convert('RGB')
