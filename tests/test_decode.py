@@ -41,13 +41,102 @@ def test_plain_resize_keeps_the_whole_image_crop_keeps_the_centre():
     assert green(crop) > 1.5 * green(plain)
 
 
-@pytest.mark.parametrize('mode', ['L', 'LA', 'RGBA', 'P', 'CMYK', 'I;16', 'I', 'F', '1'])
-def test_every_mode_becomes_rgb(mode):
-    im = Image.new('RGB', (10, 10), (200, 100, 50)).convert(mode) if mode not in ('I;16', 'I', 'F') \
-        else Image.fromarray(np.full((10, 10), 40000 if mode != 'F' else 0.5,
-                                     {'I;16': np.uint16, 'I': np.int32, 'F': np.float32}[mode]))
+COLOUR = (200, 100, 50)
+#: ITU-R 601 luma, what Pillow's RGB -> L uses: 0.299 R + 0.587 G + 0.114 B.
+LUMA = round(0.299 * COLOUR[0] + 0.587 * COLOUR[1] + 0.114 * COLOUR[2])  # 124
+GREY = (LUMA,) * 3
+
+
+def _colour(mode: str, **convert) -> Image.Image:
+    return Image.new('RGB', (10, 10), COLOUR).convert(mode, **convert)
+
+
+def _composited(value: tuple, alpha: int) -> tuple:
+    """`value` at `alpha` over a white background."""
+    return tuple(v * alpha / 255 + 255 * (1 - alpha / 255) for v in value)
+
+
+def _grey(array: np.ndarray) -> np.ndarray:
+    """The grey level of an RGB array whose three channels must be equal."""
+    assert (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all()
+    return array[..., 0].astype(float)
+
+
+@pytest.mark.parametrize('mode, make, expected, tolerance', [
+    pytest.param('RGB', lambda: _colour('RGB'), COLOUR, 0, id='RGB'),
+    pytest.param('L', lambda: _colour('L'), GREY, 1, id='L'),
+    pytest.param('LA', lambda: _colour('LA'), GREY, 1, id='LA-opaque'),
+    pytest.param('LA', lambda: Image.new('LA', (10, 10), (LUMA, 128)), _composited(GREY, 128),
+                 1, id='LA-half-transparent'),
+    pytest.param('RGBA', lambda: _colour('RGBA'), COLOUR, 0, id='RGBA-opaque'),
+    pytest.param('RGBA', lambda: Image.new('RGBA', (10, 10), (*COLOUR, 128)),
+                 _composited(COLOUR, 128), 1, id='RGBA-half-transparent'),
+    pytest.param('CMYK', lambda: _colour('CMYK'), COLOUR, 3, id='CMYK'),
+    # An adaptive palette holds the colour itself: the lookup must give it back.
+    pytest.param('P', lambda: _colour('P', palette=Image.ADAPTIVE, colors=16), COLOUR, 0,
+                 id='P'),
+    pytest.param('PA', lambda: _colour('P', palette=Image.ADAPTIVE, colors=16).convert('PA'),
+                 COLOUR, 0, id='PA-opaque'),
+    pytest.param('I;16', lambda: Image.fromarray(np.full((10, 10), 40000, np.uint16)),
+                 (40000 / 65535 * 255,) * 3, 1, id='I;16'),
+    pytest.param('I', lambda: Image.fromarray(np.full((10, 10), 40000, np.int32)),
+                 (40000 / 65535 * 255,) * 3, 1, id='I-over-255'),
+    pytest.param('I', lambda: Image.fromarray(np.full((10, 10), 100, np.int32)), (100,) * 3, 0,
+                 id='I-within-255'),
+])
+def test_every_mode_becomes_rgb(mode, make, expected, tolerance):
+    im = make()
+    assert im.mode == mode
     rgb = to_rgb(im)
-    assert rgb.mode == 'RGB' and rgb.size == (10, 10)
+    assert rgb.mode == 'RGB' and rgb.size == im.size
+    error = np.abs(np.asarray(rgb).reshape(-1, 3).astype(float) - expected).max()
+    assert error <= tolerance, (mode, np.asarray(rgb)[0, 0], expected)
+
+
+def test_web_palette_colour_stays_close():
+    im = _colour('P')  # the web palette, Floyd-Steinberg dithered
+    pixels = np.asarray(to_rgb(im)).reshape(-1, 3).astype(float)
+    # The nearest entry is (204, 102, 51); dithering mixes in neighbours 51 apart.
+    assert np.abs(pixels.mean(axis=0) - COLOUR).max() <= 6
+    assert np.abs(pixels - COLOUR).max() <= 51
+
+
+def test_one_bit_images_become_black_and_white():
+    im = _colour('1')  # Floyd-Steinberg dithering of grey LUMA
+    assert im.mode == '1'
+    grey = _grey(np.asarray(to_rgb(im)))
+    assert set(np.unique(grey)) <= {0, 255}
+    assert 0.35 <= (grey == 255).mean() <= 0.65  # about LUMA / 255 of the pixels are white
+
+
+def test_palette_transparency_becomes_white():
+    index = np.zeros((4, 4), np.uint8)
+    index[:2] = 1
+    im = Image.fromarray(index, 'P')
+    im.putpalette([10, 20, 30, *COLOUR])
+    im.info['transparency'] = 0
+    rgb = np.asarray(to_rgb(im))
+    assert (rgb[:2] == COLOUR).all() and (rgb[2:] == 255).all()
+
+
+def test_32_bit_integers_within_0_255_stay_as_they_are():
+    ramp = np.arange(256, dtype=np.int32).reshape(16, 16)
+    grey = _grey(np.asarray(to_rgb(Image.fromarray(ramp))))
+    np.testing.assert_array_equal(grey, ramp)
+
+
+def test_32_bit_integers_over_255_are_scaled_as_16_bit():
+    values = np.array([[0, 1000], [40000, 65535]], np.int32)
+    grey = _grey(np.asarray(to_rgb(Image.fromarray(values))))
+    np.testing.assert_allclose(grey, values * 255 / 65535, atol=1)
+
+
+def test_float_images_are_normalised_from_min_to_max():
+    # The ramp spans [0, 1], so the normalisation range is its own min..max.
+    ramp = np.linspace(-1.0, 3.0, 64, dtype=np.float32).reshape(8, 8)
+    grey = _grey(np.asarray(to_rgb(Image.fromarray(ramp))))
+    np.testing.assert_allclose(grey, (ramp + 1) / 4 * 255, atol=1)
+    assert grey.min() == 0 and grey.max() == 255
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped():
