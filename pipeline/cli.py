@@ -13,10 +13,10 @@ from typing import Sequence
 
 from apache_beam.options import pipeline_options as beam_options
 
-from pipeline.options import ImageLabelOptions
+from pipeline.options import MODEL_HELP, ImageLabelOptions
 from transforms.decode import ResizeRecipe, decode_image
 from transforms.errors import ImageError
-from transforms.models import REGISTRY, resolve_spec
+from transforms.models import resolve_spec
 
 SELF_TEST_LABEL = 'military uniform'  # TF label_image's check on Grace Hopper's photo
 EXIT_USAGE = 2
@@ -67,9 +67,7 @@ def _classify_parser() -> argparse.ArgumentParser:
         description='Classify images directly (no pipeline) and print the top labels, '
                     'like TensorFlow\'s label_image.')
     parser.add_argument('images', nargs='*', help='Image files (local or gs://).')
-    parser.add_argument('--model', default='inception_v3',
-                        help=f'A named model ({", ".join(sorted(REGISTRY))}) or a '
-                        '.keras/.h5/.tflite file or SavedModel directory.')
+    parser.add_argument('--model', default='inception_v3', help=MODEL_HELP)
     parser.add_argument('--weights', default=None, help='Weights file for a named model.')
     parser.add_argument('--labels', default=None, help='Class names file, one per line.')
     parser.add_argument('--top_k', type=int, default=5, help='How many labels to print.')

@@ -18,6 +18,10 @@ from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
 from transforms.read import DEFAULT_MAX_BYTES
 
 
+MODEL_HELP = (f'A named model ({", ".join(sorted(REGISTRY))}) or a .keras/.h5/.tflite file '
+              'or SavedModel directory (local or gs://).')
+
+
 class ImageLabelOptions(PipelineOptions):
     """imagelabel's own flags; any other Beam flag (--runner, --project...) passes through."""
 
@@ -30,10 +34,7 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument(
             '--output', help='Output directory (local or gs://) for labels-*.parquet and '
             'errors-*.parquet.')
-        parser.add_argument(
-            '--model', default='inception_v3',
-            help=f'A named model ({", ".join(sorted(REGISTRY))}) or a .keras/.h5/.tflite '
-            'file or SavedModel directory.')
+        parser.add_argument('--model', default='inception_v3', help=MODEL_HELP)
         parser.add_argument(
             '--weights', default=None,
             help='Weights file for a named model (local or gs://); default: Keras '

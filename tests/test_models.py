@@ -274,3 +274,28 @@ def test_nan_outputs_become_model_error_rows(tiny_keras_model):
     bad = _checked(images[1], np.array([np.nan, 0.5]), np.ones(2))
     assert not isinstance(ok, Failure)
     assert isinstance(bad, Failure) and (bad.stage, bad.error, bad.uri) == ('inference', 'model_error', 'nan')
+
+
+def test_bf16_calls_on_one_thread_leave_float32_calls_on_another_exact(tiny_keras_model):
+    import threading
+    spec = resolve_spec(str(tiny_keras_model))
+    pixels = np.random.default_rng(8).integers(0, 256, (4, 64, 64, 3)).astype(np.uint8)
+    fp32 = load_labeled_model(spec, batch_size=4, precision='float32', threads=None, recipe='crop')
+    bf16 = load_labeled_model(spec, batch_size=4, precision='bf16', threads=None, recipe='crop')
+    reference = fp32.predict(pixels).embeddings
+    stop, mismatches = threading.Event(), []
+
+    def bf16_loop():
+        while not stop.is_set():
+            bf16.predict(pixels)
+
+    worker = threading.Thread(target=bf16_loop)
+    worker.start()
+    try:
+        for _ in range(20):
+            if not np.array_equal(fp32.predict(pixels).embeddings, reference):
+                mismatches.append(1)
+    finally:
+        stop.set()
+        worker.join()
+    assert not mismatches
