@@ -276,17 +276,18 @@ class _DecodeDoFn(LookaheadDoFn):
         self._max_pixels = max_pixels
         self._decoded = Metrics.counter(NAMESPACE, 'decoded')
 
-    def work(self, image: ImageBytes):
+    def work(self, image: ImageBytes) -> DecodedImage | Failure:
         try:
-            pixels, width, height = decode_image(image.data, self._size, recipe=self._recipe,
-                                                 max_pixels=self._max_pixels)
+            d = decode_image(image.data, self._size, recipe=self._recipe,
+                             max_pixels=self._max_pixels)
         except ImageError as e:
             return Failure.from_error(image.uri, e, image.content_sha256)
         except Exception as e:  # noqa: BLE001 - never lose an element
-            return Failure(image.uri, 'decode', 'corrupt', f'{type(e).__name__}: {e}',
-                           image.content_sha256)
+            return Failure(uri=image.uri, stage='decode', error='corrupt',
+                           message=f'unexpected {type(e).__name__}: {e}',
+                           content_sha256=image.content_sha256)
         return DecodedImage(uri=image.uri, content_sha256=image.content_sha256,
-                            width=width, height=height, pixels=pixels)
+                            width=d.width, height=d.height, pixels=d.pixels)
 
     def outputs(self, result):
         if isinstance(result, Failure):

@@ -17,7 +17,7 @@ import os
 import random
 import socket
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
@@ -280,6 +280,12 @@ def read_image_bytes(uri: str, *, max_bytes: int, retry: RetryPolicy = RetryPoli
     return ImageBytes(uri=uri, data=data, content_sha256=hashlib.sha256(data).hexdigest())
 
 
+class _ReadResult(NamedTuple):
+    """One URI's outcome, and how many transient failures it met on the way."""
+    outcome: ImageBytes | Failure
+    retries: int
+
+
 class _ReadDoFn(LookaheadDoFn):
     def __init__(self, *, max_bytes: int, retry: RetryPolicy, threads: int, lookahead: int):
         super().__init__(threads=threads, lookahead=lookahead)
@@ -288,27 +294,29 @@ class _ReadDoFn(LookaheadDoFn):
         self._retries = Metrics.counter(NAMESPACE, 'read_retries')
         self._bytes = Metrics.counter(NAMESPACE, 'bytes_read')
 
-    def work(self, uri: str):
+    def work(self, uri: str) -> _ReadResult:
         # Runs on a pool thread, where Beam has no metrics container: count the
         # retries here and report them from `outputs`, on the bundle's thread.
         retries: list[None] = []
         try:
-            return read_image_bytes(uri, max_bytes=self._max_bytes, retry=self._retry,
-                                    on_retry=lambda: retries.append(None)), len(retries)
+            outcome: ImageBytes | Failure = read_image_bytes(
+                uri, max_bytes=self._max_bytes, retry=self._retry,
+                on_retry=lambda: retries.append(None))
         except ImageError as e:
-            return Failure.from_error(uri, e), len(retries)
+            outcome = Failure.from_error(uri, e)
         except Exception as e:  # noqa: BLE001 - never lose an element
-            return Failure(uri, 'read', 'read_failed', f'{type(e).__name__}: {e}'), len(retries)
+            outcome = Failure(uri=uri, stage='read', error='read_failed',
+                              message=f'{type(e).__name__}: {e}')
+        return _ReadResult(outcome, len(retries))
 
-    def outputs(self, result) -> Iterable:
-        result, retries = result
-        if retries:
-            self._retries.inc(retries)
-        if isinstance(result, Failure):
-            yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
+    def outputs(self, result: _ReadResult) -> Iterable:
+        if result.retries:
+            self._retries.inc(result.retries)
+        if isinstance(result.outcome, Failure):
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, result.outcome)
         else:
-            self._bytes.inc(len(result.data))
-            yield result
+            self._bytes.inc(len(result.outcome.data))
+            yield result.outcome
 
 
 class ReadImages(beam.PTransform):
