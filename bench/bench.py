@@ -278,6 +278,11 @@ class Bench:
                     extra=['--batch_size', str(self.args.batch_size), *extra]))
         return marginal(runs[n_small], runs[n_big])
 
+    def end_to_end_row(self, label: str, res: dict[str, Any], note: str) -> None:
+        """A table row for a marginal-rate run (imagelabel, the anchor, tflite, bf16)."""
+        self.rows.append((label, res['images_per_s'], res.get('images_per_cpu_s'),
+                          res['startup_s'], res['peak_rss_mb'], note))
+
     def n_small(self) -> int:
         return max(1, self.args.n // 4)
 
@@ -322,11 +327,10 @@ class Bench:
         res = self.imagelabel_marginal('imagelabel-f32', self.n_small(), self.args.n, [],
                                        keep='imagelabel-f32-full')
         self.results['imagelabel'] = res
-        self.rows.append((f'imagelabel run, Inception-v3 f32 (.keras), batch {self.args.batch_size}',
-                          res['images_per_s'], res.get('images_per_cpu_s'), res['startup_s'],
-                          res['peak_rss_mb'],
-                          f'marginal {res["n_small"]}->{res["n_big"]}; wall rate at N '
-                          f'{fmt(res["wall_rate_big"])}; cores busy {fmt(res.get("marginal_cpu_utilisation"), 2)}'))
+        self.end_to_end_row(
+            f'imagelabel run, Inception-v3 f32 (.keras), batch {self.args.batch_size}', res,
+            f'marginal {res["n_small"]}->{res["n_big"]}; wall rate at N '
+            f'{fmt(res["wall_rate_big"])}; cores busy {fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
     # 3. anchor
     def anchor(self) -> None:
@@ -340,11 +344,10 @@ class Bench:
                                           log=self.log(f'anchor-{n}-{rep}'), output=output))
         res = marginal(runs[self.n_small()], runs[self.args.n])
         self.results['anchor'] = res
-        self.rows.append(('anchor: Beam RunInference + TFModelHandlerTensor, f32',
-                          res['images_per_s'], res.get('images_per_cpu_s'), res['startup_s'],
-                          res['peak_rss_mb'],
-                          f'marginal {res["n_small"]}->{res["n_big"]}; default batching; '
-                          f'{"WriteToText" if self.args.anchor_write else "writes nothing"}'))
+        self.end_to_end_row(
+            'anchor: Beam RunInference + TFModelHandlerTensor, f32', res,
+            f'marginal {res["n_small"]}->{res["n_big"]}; default batching; '
+            f'{"WriteToText" if self.args.anchor_write else "writes nothing"}')
 
     # 5. tflite
     def tflite(self) -> None:
@@ -389,11 +392,10 @@ class Bench:
             self.rows.append((f'decode_image alone (224 crop), {threads.replace("_", " ")}',
                               v['images_per_s'], v['images_per_cpu_s'], None, bare['peak_rss_mb'],
                               f'{n} sample photos, bytes in memory'))
-        self.rows.append(('tflite imagelabel run, MobileNetV2 quant',
-                          e2e['images_per_s'], e2e.get('images_per_cpu_s'), e2e['startup_s'],
-                          e2e['peak_rss_mb'],
-                          f'marginal {n_small}->{n}; wall rate at N {fmt(e2e["wall_rate_big"])}; '
-                          f'cores busy {fmt(e2e.get("marginal_cpu_utilisation"), 2)}'))
+        self.end_to_end_row(
+            'tflite imagelabel run, MobileNetV2 quant', e2e,
+            f'marginal {n_small}->{n}; wall rate at N {fmt(e2e["wall_rate_big"])}; '
+            f'cores busy {fmt(e2e.get("marginal_cpu_utilisation"), 2)}')
 
     # scaling
     def scaling(self) -> None:
@@ -450,11 +452,10 @@ class Bench:
             'over_bf16_ceiling': ratio(res['images_per_s'],
                                        self.ceiling_rate('ceiling_bf16_onednn')),
             'agreement': agreement}
-        self.rows.append((f'imagelabel run --precision bf16, batch {self.args.batch_size}',
-                          res['images_per_s'], res.get('images_per_cpu_s'), res['startup_s'],
-                          res['peak_rss_mb'],
-                          f'marginal {res["n_small"]}->{res["n_big"]}; cores busy '
-                          f'{fmt(res.get("marginal_cpu_utilisation"), 2)}'))
+        self.end_to_end_row(
+            f'imagelabel run --precision bf16, batch {self.args.batch_size}', res,
+            f'marginal {res["n_small"]}->{res["n_big"]}; cores busy '
+            f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
     # 4. ratios, table, JSON
     def summary(self) -> dict[str, Any]:
