@@ -288,7 +288,6 @@ class Bench:
 
     # 1. ceiling
     def ceiling(self) -> None:
-        inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
         res = self.bare_keras('float32', self.batch_sizes())
         self.results['ceiling'] = res
         for bs, r in res['by_batch_size'].items():

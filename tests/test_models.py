@@ -267,7 +267,7 @@ def test_int8_tflite_input_is_quantized_with_its_own_parameters(tiny_keras_model
 def test_nan_outputs_become_model_error_rows(tiny_keras_model):
     from transforms.decode import DecodedImage
     from transforms.errors import Failure
-    from transforms.label import ImageModelHandler, LoadedModel, _checked
+    from transforms.label import _checked
     images = [DecodedImage('ok', 'h1', 1, 1, np.zeros((1, 1, 3), np.uint8)),
               DecodedImage('nan', 'h2', 1, 1, np.zeros((1, 1, 3), np.uint8))]
     ok = _checked(images[0], np.array([0.5, 0.5]), np.ones(2))
