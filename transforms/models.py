@@ -206,6 +206,7 @@ class Runtime(Protocol):
     input_size: tuple[int, int]
     num_outputs: int
     embedding_dim: int
+    output_kind: str  # 'probabilities' or 'logits' (what the model emits; predict() softmaxes)
     description: str
 
     def predict(self, pixels: np.ndarray) -> Scores: ...
