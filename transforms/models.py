@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple, Protocol
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.cpu import this_cpu
 from transforms.read import open_raw
 
 _log = logging.getLogger('imagelabel.models')
@@ -207,6 +208,7 @@ class Runtime(Protocol):
     num_outputs: int
     embedding_dim: int
     output_kind: str  # 'probabilities' or 'logits' (what the model emits; predict() softmaxes)
+    precision: str    # the arithmetic really used (bf16 falls back to float32 without units)
     description: str
 
     def predict(self, pixels: np.ndarray) -> Scores: ...
@@ -322,6 +324,12 @@ class KerasRuntime:
         if kind == 'auto':
             kind = 'probabilities' if _emits_probabilities(model) else 'logits'
         preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        if precision == 'bf16' and not this_cpu().has_bf16:
+            # oneDNN would silently leave the graph in float32: say so, and record
+            # the precision really used (it goes into model_id and summary.json).
+            _log.warning('--precision bf16: this CPU (%s) has no bf16 units, so the model '
+                         'runs in float32', this_cpu().describe())
+            precision = 'float32'
         head = _classifier_head(model, embedding) if precision == 'bf16' else None
         self._head: Callable | None = None
 
@@ -474,6 +482,7 @@ class SavedModelRuntime:
         self._dtype = arg_spec.dtype
         self.name = spec.name
         self.weights_sha256 = file_fingerprint(spec.path)
+        self.precision = 'float32'
         self.input_size = (int(h), int(w))
         self.num_outputs = int(widths[self._scores_key])
         self.embedding_dim = int(widths[self._emb_key]) if self._emb_key else 0
@@ -597,6 +606,7 @@ class TFLiteRuntime:
         kind = spec.outputs
         self._lock = threading.Lock()
         self.name = spec.name
+        self.precision = 'float32'  # as requested; the file's own quantization is in model_id
         self.input_size = (int(inp['shape'][1]), int(inp['shape'][2]))
         self.num_outputs = int(self._out['shape'][-1])
         self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
