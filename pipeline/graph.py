@@ -1,12 +1,13 @@
 """The whole data flow, top to bottom.
 
-    ListImages -> ReadImages -> DecodeImages -> LabelImages -> ToLabelRows -> WriteLabels
-                      |             |              |
-                      +-------------+--------------+--> ToErrorRows -> WriteErrors
+    ListImages -> ReadImages -> DecodeImages -> LabelImages -> ToLabelRows --+--> each sink
+                      |             |              |                          |   (Parquet,
+                      +-------------+--------------+--> ToErrorRows ----------+    BigQuery)
 
 Every stage has a main output and an `errors` output of `Failure`s; the errors of
 all stages are flattened into one table, so each input URI ends as exactly one
-labels row or exactly one errors row.
+labels row or exactly one errors row. Every sink gets the same two tables of
+common rows and converts them itself.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from transforms.models import ModelSpec
 from transforms.postprocess import ToErrorRows, ToLabelRows
 from transforms.errors import ERRORS_TAG
 from transforms.read import ListImages, ReadImages, RetryPolicy
-from transforms.sinks import WriteErrors, WriteLabels
+from transforms.sinks import ERRORS, LABELS, Sink
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ModelFacts:
     description: str
 
 
-def build(p: beam.Pipeline, s: Settings, model: ModelFacts, *,
+def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *,
           progress_every_s: float | None = None, retry: RetryPolicy | None = None) -> None:
     """Add the labeling job to pipeline `p`."""
     uris = p | 'ListImages' >> ListImages(s.input)
@@ -52,12 +53,13 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, *,
                                 expected_model_id=model.model_id)
     labeled = decoded.decoded | 'LabelImages' >> LabelImages(handler)
 
-    _ = (labeled['scores']
-         | 'ToLabelRows' >> ToLabelRows(k=s.top_k, labels=model.labels, model=model.spec.name,
-                                        run_id=s.run_id, progress_every_s=progress_every_s)
-         | 'WriteLabels' >> WriteLabels(s.output))
+    label_rows = labeled['scores'] | 'ToLabelRows' >> ToLabelRows(
+        k=s.top_k, labels=model.labels, model=model.spec.name, run_id=s.run_id,
+        progress_every_s=progress_every_s)
 
-    _ = ((read[ERRORS_TAG], decoded[ERRORS_TAG], labeled[ERRORS_TAG])
-         | 'CollectErrors' >> beam.Flatten()
-         | 'ToErrorRows' >> ToErrorRows(model_id=model.model_id, run_id=s.run_id)
-         | 'WriteErrors' >> WriteErrors(s.output))
+    error_rows = ((read[ERRORS_TAG], decoded[ERRORS_TAG], labeled[ERRORS_TAG])
+                  | 'CollectErrors' >> beam.Flatten()
+                  | 'ToErrorRows' >> ToErrorRows(model_id=model.model_id, run_id=s.run_id))
+
+    for sink in sinks:
+        _ = {LABELS: label_rows, ERRORS: error_rows} | f'Write{type(sink).__name__}' >> sink

@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
 from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
 from transforms.read import DEFAULT_MAX_BYTES
+from transforms.sinks import RunInfo, Sink, add_sink_flags, sinks_for
 
 
 MODEL_HELP = (f'A named model ({", ".join(sorted(REGISTRY))}) or a .keras/.h5/.tflite file '
@@ -31,9 +32,6 @@ class ImageLabelOptions(PipelineOptions):
             '--input', help='Images to label: a directory (recursive), a glob such as '
             '"photos/**/*.jpg", or a manifest (.txt one URI per line, .csv with a uri column). '
             'Local paths or gs://.')
-        parser.add_argument(
-            '--output', help='Output directory (local or gs://) for labels-*.parquet and '
-            'errors-*.parquet.')
         parser.add_argument('--model', default='inception_v3', help=MODEL_HELP)
         parser.add_argument(
             '--weights', default=None,
@@ -75,19 +73,20 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument('--read_retries', type=int, default=5,
                             help='Attempts per image on transient storage errors '
                             '(timeouts, 429, 5xx), with exponential backoff.')
-        parser.add_argument('--overwrite', action='store_true', default=False,
-                            help='Replace the outputs of an earlier run in --output '
-                            '(refused otherwise).')
         parser.add_argument('--run_id', default=None,
                             help='Identifier written to every row; default: UTC time + '
                             'random suffix.')
+        parser.add_argument('--run_date', default=None,
+                            help='The run\'s date, YYYY-MM-DD: the BigQuery partition its '
+                            'rows go to; default: today (UTC).')
+        add_sink_flags(parser)
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Validated imagelabel flags: what the graph is built from."""
     input: str
-    output: str
+    output: str | None
     model: str
     weights: str | None
     labels: str | None
@@ -104,6 +103,7 @@ class Settings:
     read_retries: int
     overwrite: bool
     run_id: str
+    run_date: str
 
 
 def new_run_id() -> str:
@@ -116,8 +116,6 @@ def settings_from(options: PipelineOptions) -> Settings:
     o = options.view_as(ImageLabelOptions)
     if not o.input:
         raise ValueError('--input is required: a directory, a glob or a manifest of image URIs')
-    if not o.output:
-        raise ValueError('--output is required: the directory to write Parquet files to')
     positive = dict(top_k=o.top_k, batch_size=o.batch_size, max_pixels=o.max_pixels,
                     max_bytes=o.max_bytes, read_retries=o.read_retries,
                     decode_threads=o.decode_threads)
@@ -127,10 +125,27 @@ def settings_from(options: PipelineOptions) -> Settings:
     if o.model_threads is not None and o.model_threads < 0:
         raise ValueError(f'--model_threads must be >= 0, got {o.model_threads}')
     return Settings(
-        input=o.input, output=o.output.rstrip('/') or '/', model=o.model, weights=o.weights,
+        input=o.input, output=(o.output.rstrip('/') or '/') if o.output else None, model=o.model, weights=o.weights,
         labels=o.labels_file, top_k=o.top_k, resize=ResizeRecipe(o.resize),
         preprocess=o.preprocess, model_outputs=o.model_outputs, batch_size=o.batch_size,
         precision=o.precision, model_threads=o.model_threads or None,
         decode_threads=o.decode_threads, max_pixels=o.max_pixels, max_bytes=o.max_bytes,
         read_retries=o.read_retries, overwrite=bool(o.overwrite),
-        run_id=o.run_id or new_run_id())
+        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date))
+
+
+def parse_run_date(value: str | None) -> str:
+    """YYYY-MM-DD, checked; today in UTC when not given."""
+    if not value:
+        return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    try:
+        return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError(f'--run_date {value!r} is not a date; use YYYY-MM-DD') from None
+
+
+def sinks_from(options: PipelineOptions, s: Settings, *, local: bool) -> list[Sink]:
+    """The sinks the options ask for, each validating its own flags."""
+    return sinks_for(options.view_as(ImageLabelOptions),
+                     RunInfo(run_id=s.run_id, run_date=s.run_date, overwrite=s.overwrite,
+                             local=local))

@@ -29,8 +29,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import read_parquet_rows, write_jpeg
 from pipeline.graph import build
-from pipeline.options import settings_from
-from pipeline.run import load_model_facts, summarize
+from pipeline.launch import load_model_facts
+from pipeline.options import settings_from, sinks_from
+from pipeline.summary import counter_values, summarize
 from transforms.decode import DecodedImage
 from transforms.errors import ImageError
 from transforms.label import ImageModelHandler, LabelImages, load_labeled_model
@@ -260,11 +261,13 @@ def test_pipeline_retries_transient_reads_and_labels_every_image(tmp_path, mobil
     settings = settings_from(options)
     facts = load_model_facts(settings)
     p = beam.Pipeline(options=options)
-    build(p, settings, facts, retry=RetryPolicy(attempts=4, initial_backoff_s=0.01))
+    build(p, settings, facts, sinks_from(options, settings, local=True),
+          retry=RetryPolicy(attempts=4, initial_backoff_s=0.01))
     start = time.monotonic()
     result = p.run()
     result.wait_until_finish()
-    summary = summarize(result, settings, facts, time.monotonic() - start)
+    summary = summarize(counter_values(result), run_id=settings.run_id, model=facts.spec.name,
+                        model_id=facts.model_id, seconds=time.monotonic() - start, outputs={})
 
     labels = {r['uri']: r for r in read_parquet_rows(out, 'labels')}
     errors = {r['uri']: r for r in read_parquet_rows(out, 'errors')}

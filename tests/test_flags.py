@@ -99,7 +99,7 @@ BAD_FLAGS = [
     ('local_paths_on_a_remote_runner', {'--runner': 'DataflowRunner'},
      ['is a local path, which workers on a remote runner cannot read']),
     ('missing_input', {'--input': None}, ['--input is required']),
-    ('missing_output', {'--output': None}, ['--output is required']),
+    ('missing_output', {'--output': None}, ['nowhere to write: give --output']),
     ('labels_file_missing', {'--labels': '{root}/no_labels.txt'},
      ['--labels file', 'does not exist']),
 ]

@@ -16,12 +16,12 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from transforms.concurrency import LookaheadDoFn
 from transforms.errors import Failure, ImageError
-from transforms.errors import ERRORS_TAG, NAMESPACE
+from transforms import metrics
+from transforms.errors import ERRORS_TAG
 from transforms.read import ImageBytes
 
 # Our own --max_pixels check runs before Pillow's and is the one that counts:
@@ -274,7 +274,7 @@ class _DecodeDoFn(LookaheadDoFn):
         self._size = size
         self._recipe = recipe
         self._max_pixels = max_pixels
-        self._decoded = Metrics.counter(NAMESPACE, 'decoded')
+        self._decoded = metrics.counter(metrics.DECODED)
 
     def work(self, image: ImageBytes) -> DecodedImage | Failure:
         try:

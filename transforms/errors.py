@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-#: Beam metrics namespace of every imagelabel counter.
-NAMESPACE = 'imagelabel'
 #: Tag of each stage's side output of Failures.
 ERRORS_TAG = 'errors'
 

@@ -15,13 +15,13 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from transforms.decode import DecodedImage
 from transforms.errors import Failure
 from transforms.models import ModelSpec, Runtime, Scores, load_labels, load_runtime
-from transforms.errors import ERRORS_TAG, NAMESPACE
+from transforms import metrics
+from transforms.errors import ERRORS_TAG
 
 _log = logging.getLogger('imagelabel.label')
 
@@ -82,7 +82,7 @@ def load_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
                          'names; pass --labels with one name per output')
     model_id = model_fingerprint(
         runtime.weights_sha256, size=runtime.input_size, preprocess=spec.preprocess,
-        recipe=recipe, precision=precision, outputs=runtime.output_kind,
+        recipe=recipe, precision=runtime.precision, outputs=runtime.output_kind,
         drop_background=drop, labels=hashlib.sha256('\n'.join(labels).encode()).hexdigest())
     return LoadedModel(runtime, labels, model_id, drop)
 
@@ -100,7 +100,7 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
         self._precision = precision
         self._threads = threads
         self._recipe = recipe
-        self._retried = Metrics.counter(NAMESPACE, 'inference_batches_retried')
+        self._retried = metrics.counter(metrics.INFERENCE_BATCHES_RETRIED)
 
     def load_model(self) -> LoadedModel:
         model = load_labeled_model(self._spec, batch_size=self._batch_size,
@@ -146,7 +146,7 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
         return sum(i.pixels.nbytes for i in batch)
 
     def get_metrics_namespace(self) -> str:
-        return NAMESPACE
+        return metrics.NAMESPACE
 
 
 def _checked(image: DecodedImage, probs: np.ndarray, emb: np.ndarray):
@@ -187,7 +187,7 @@ class LabelImages(beam.PTransform):
 
     def expand(self, decoded):
         results, dead = decoded | 'RunInference' >> RunInference(
-            self._handler, metrics_namespace=NAMESPACE).with_exception_handling()
+            self._handler, metrics_namespace=metrics.NAMESPACE).with_exception_handling()
         split = results | 'SplitModelErrors' >> beam.FlatMap(_split).with_outputs(
             ERRORS_TAG, main='scores')
         failed_batches = dead.failed_inferences | 'ExpandFailedBatches' >> beam.FlatMap(

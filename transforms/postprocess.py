@@ -12,11 +12,10 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult
 
 from transforms.errors import Failure
-from transforms.errors import NAMESPACE
+from transforms import metrics
 
 _log = logging.getLogger('imagelabel.progress')
 
@@ -50,6 +49,7 @@ def label_row(result: PredictionResult, *, k: int, labels: list[str], model: str
         'uri': info.uri,
         'labels': [{'index': int(i), 'label': labels[i], 'score': float(s)}
                    for i, s in zip(indices, values)],
+        'top_label': labels[indices[0]],
         'embedding': np.asarray(scores.embedding, np.float32),
         'model': model,
         'model_id': result.model_id,
@@ -80,7 +80,7 @@ class _LabelRowDoFn(beam.DoFn):
                  progress_every_s: float | None):
         self._k, self._labels, self._model, self._run_id = k, labels, model, run_id
         self._every = progress_every_s
-        self._labeled = Metrics.counter(NAMESPACE, 'labeled')
+        self._labeled = metrics.counter(metrics.LABELED)
 
     def setup(self):
         self._count = 0
@@ -122,8 +122,8 @@ class ToErrorRows(beam.PTransform):
         model_id, run_id = self._model_id, self._run_id
 
         def to_row(failure: Failure) -> dict[str, Any]:
-            Metrics.counter(NAMESPACE, 'errors').inc()
-            Metrics.counter(NAMESPACE, f'errors_{failure.stage}_{failure.error}').inc()
+            metrics.counter(metrics.ERRORS).inc()
+            metrics.error_class_counter(failure.stage, failure.error).inc()
             return error_row(failure, model_id=model_id, run_id=run_id)
 
         return failures | 'ErrorRow' >> beam.Map(to_row)

@@ -22,10 +22,10 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from transforms.concurrency import LookaheadDoFn
-from transforms.errors import ERRORS_TAG, NAMESPACE, Failure, ImageError
+from transforms import metrics
+from transforms.errors import ERRORS_TAG, Failure, ImageError
 
 DEFAULT_MAX_BYTES = 64 << 20
 
@@ -167,8 +167,8 @@ class ListImages(beam.PTransform):
         self._source = source
 
     def expand(self, pbegin):
-        listed = Metrics.counter(NAMESPACE, 'listed')
-        inputs = Metrics.counter(NAMESPACE, 'inputs')
+        listed = metrics.counter(metrics.LISTED)
+        inputs = metrics.counter(metrics.INPUTS)
 
         def count(uri: str, counter) -> str:
             counter.inc()
@@ -291,8 +291,8 @@ class _ReadDoFn(LookaheadDoFn):
         super().__init__(threads=threads, lookahead=lookahead)
         self._max_bytes = max_bytes
         self._retry = retry
-        self._retries = Metrics.counter(NAMESPACE, 'read_retries')
-        self._bytes = Metrics.counter(NAMESPACE, 'bytes_read')
+        self._retries = metrics.counter(metrics.READ_RETRIES)
+        self._bytes = metrics.counter(metrics.BYTES_READ)
 
     def work(self, uri: str) -> _ReadResult:
         # Runs on a pool thread, where Beam has no metrics container: count the

@@ -1,6 +1,6 @@
 """The output tables, defined once.
 
-Every sink (Parquet now, BigQuery later) and the README's schema table are
+Every sink (Parquet, BigQuery) and the README's schema table are
 derived from these pyarrow schemas, so a column cannot be added in one place and
 forgotten in another. Field descriptions live in the schema metadata so they
 travel with the files and feed the docs.
@@ -26,6 +26,8 @@ LABELS_SCHEMA = pa.schema([
     _field('labels', pa.list_(pa.field('item', LABEL_STRUCT, nullable=False)),
            'Top-k classes, best first: class index (0-999 for ImageNet), '
            'human-readable name, probability.'),
+    _field('top_label', pa.string(), 'The best label (labels[0].label), for grouping and '
+           'clustering.'),
     _field('embedding', pa.list_(pa.field('item', pa.float32(), nullable=False)),
            'The penultimate layer (Inception-v3: 2048-d avg_pool).'),
     _field('model', pa.string(), 'Model name (registry name or file name).'),

@@ -1,0 +1,111 @@
+"""Launch a labeling run: validate everything cheap first, then run the graph.
+
+`prepare` checks flags, input, model and outputs, and raises ValueError (one
+clear line) for anything the user must fix, before any worker starts. `execute`
+runs the prepared job and writes `summary.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import time
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline.graph import ModelFacts, build
+from pipeline.options import Settings, settings_from, sinks_from
+from pipeline.summary import RunSummary, counter_values, summarize, write_summary
+from transforms.label import load_labeled_model
+from transforms.models import REGISTRY, resolve_spec
+from transforms.read import validate_source
+from transforms.sinks import Sink
+
+_log = logging.getLogger('imagelabel')
+
+
+def load_model_facts(s: Settings) -> ModelFacts:
+    """Load the model once in the launcher: a bad model fails here, before any image is read."""
+    spec = resolve_spec(s.model, weights=s.weights, labels=s.labels, preprocess=s.preprocess,
+                        outputs=s.model_outputs)
+    model = load_labeled_model(spec, batch_size=s.batch_size, precision=s.precision,
+                               threads=s.model_threads, recipe=s.resize.value)
+    if s.top_k > model.num_classes:
+        raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
+    facts = ModelFacts(spec=spec, input_size=model.runtime.input_size, labels=model.labels,
+                       model_id=model.model_id, description=model.runtime.description)
+    del model
+    gc.collect()
+    return facts
+
+
+@dataclasses.dataclass
+class Launch:
+    """A validated job, ready to run: everything that can be checked before it starts."""
+    options: PipelineOptions
+    settings: Settings
+    model: ModelFacts
+    sinks: list[Sink]
+    local: bool
+
+
+def is_local_runner(options: PipelineOptions) -> bool:
+    runner = str(options.view_as(StandardOptions).runner or 'DirectRunner')
+    return 'Direct' in runner or 'Prism' in runner
+
+
+def _check_paths_reach_workers(s: Settings) -> None:
+    """On a remote runner, workers cannot read the launcher's local files."""
+    paths = {'--input': s.input, '--output': s.output, '--labels_file': s.labels,
+             '--weights': s.weights, '--model': None if s.model in REGISTRY else s.model}
+    local = [f'{flag} {path}' for flag, path in paths.items() if path and '://' not in path]
+    if local:
+        raise ValueError(f'{local[0]} is a local path, which workers on a remote runner '
+                         'cannot read; use a gs:// URI')
+
+
+def prepare(argv: Sequence[str] | None = None) -> Launch:
+    """Validate flags, input, model and outputs; ValueError (one clear line) if anything is off."""
+    options = PipelineOptions(argv)
+    s = settings_from(options)
+    local = is_local_runner(options)
+    if not local:
+        _check_paths_reach_workers(s)
+    sinks = sinks_from(options, s, local=local)
+    validate_source(s.input)
+    model = load_model_facts(s)
+    for sink in sinks:
+        sink.prepare()
+    return Launch(options, s, model, sinks, local)
+
+
+def execute(launch: Launch) -> RunSummary | None:
+    """Run a prepared job; return the summary (None on a remote runner: not waited for)."""
+    s, model = launch.settings, launch.model
+    _log.info('labeling %s with %s -> %s (run %s)', s.input, model.description,
+              ', '.join(sink.describe() for sink in launch.sinks), s.run_id)
+    start = time.monotonic()
+    p = beam.Pipeline(options=launch.options)
+    build(p, s, model, launch.sinks, progress_every_s=10.0 if launch.local else None)
+    result = p.run()
+    if not launch.local:
+        _log.info('submitted; the job runs on %s', launch.options.view_as(StandardOptions).runner)
+        return None
+    result.wait_until_finish()
+    outputs: dict[str, list[str]] = {}
+    for sink in launch.sinks:
+        for table, places in sink.written().items():
+            outputs.setdefault(table, []).extend(places)
+    summary = summarize(counter_values(result), run_id=s.run_id, model=model.spec.name,
+                        model_id=model.model_id, seconds=time.monotonic() - start,
+                        outputs=outputs)
+    if s.output:
+        write_summary(summary, s.output)
+    return summary
+
+
+def run(argv: Sequence[str] | None = None) -> RunSummary | None:
+    """Validate, build and run the job (the library entry point)."""
+    return execute(prepare(argv))

@@ -1,0 +1,98 @@
+"""The end-of-run account, and `summary.json`: the machine interface of a run.
+
+Tools, bench scripts and tests read `summary.json`, never the printed text,
+so the printed lines can change for people without breaking programs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import metrics
+
+SUMMARY_FILE = 'summary.json'
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """The end-of-run account: inputs = labeled + errors, always."""
+    run_id: str
+    model: str
+    model_id: str
+    listed: int
+    inputs: int
+    labeled: int
+    errors: int
+    errors_by_class: dict[str, int]
+    read_retries: int
+    seconds: float
+    outputs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.inputs == self.labeled + self.errors
+
+    @property
+    def images_per_second(self) -> float:
+        return self.inputs / self.seconds if self.seconds > 0 else 0.0
+
+    def render(self) -> str:
+        classes = ', '.join(f'{k} {v}' for k, v in sorted(self.errors_by_class.items()))
+        lines = [
+            f'imagelabel run {self.run_id}',
+            f'  model      {self.model} (model_id {self.model_id})',
+            f'  inputs     {self.inputs}  (listed {self.listed}, duplicate URIs dropped '
+            f'{self.listed - self.inputs})',
+            f'  labeled    {self.labeled}',
+            f'  errors     {self.errors}' + (f'  ({classes})' if classes else ''),
+            f'  retries    {self.read_retries} transient read failures retried',
+            f'  time       {self.seconds:.1f} s, {self.images_per_second:.1f} images/s',
+        ]
+        for table, places in self.outputs.items():
+            lines.extend(f'  {table:<7} -> {place}' for place in places)
+        if not self.balanced:
+            lines.append(f'  MISMATCH: inputs {self.inputs} != labeled {self.labeled} + '
+                         f'errors {self.errors}')
+        return '\n'.join(lines)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {'images_per_second': self.images_per_second,
+                                           'balanced': self.balanced}
+
+
+def counter_values(result) -> dict[str, int]:
+    """Every imagelabel counter of a finished pipeline, by name."""
+    counters = result.metrics().query(
+        beam.metrics.MetricsFilter().with_namespace(metrics.NAMESPACE))['counters']
+    by_name: dict[str, int] = {}
+    for c in counters:
+        by_name[c.key.metric.name] = by_name.get(c.key.metric.name, 0) + int(
+            c.committed if c.committed is not None else c.attempted or 0)
+    return by_name
+
+
+def summarize(counts: dict[str, int], *, run_id: str, model: str, model_id: str,
+              seconds: float, outputs: dict[str, list[str]]) -> RunSummary:
+    return RunSummary(
+        run_id=run_id, model=model, model_id=model_id,
+        listed=counts.get(metrics.LISTED, 0), inputs=counts.get(metrics.INPUTS, 0),
+        labeled=counts.get(metrics.LABELED, 0), errors=counts.get(metrics.ERRORS, 0),
+        errors_by_class=metrics.errors_by_class(counts),
+        read_retries=counts.get(metrics.READ_RETRIES, 0), seconds=seconds, outputs=outputs)
+
+
+def write_summary(summary: RunSummary, output: str) -> str:
+    path = FileSystems.join(output, SUMMARY_FILE)
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(summary.to_json(), indent=2).encode())
+    return path
+
+
+def read_summary(output: str) -> dict:
+    """summary.json of a finished run (local or gs://)."""
+    from transforms.read import open_raw
+    with open_raw(FileSystems.join(output, SUMMARY_FILE)) as f:
+        return json.loads(f.read())

@@ -1,0 +1,61 @@
+"""The sink contract: every output (Parquet, BigQuery, the next one) looks the same.
+
+A sink takes the same common rows as every other sink (plain dicts, built by
+`transforms.postprocess`, with numpy arrays and datetimes in them) and converts
+them itself to what its store wants. The launcher only calls the methods below,
+in this order: `from_options` (is it asked for? flags valid?), `prepare` (at
+launch: create or check the destination, fail fast), `expand` inside the graph,
+and `written` after the run for the summary.
+"""
+from __future__ import annotations
+
+import abc
+import argparse
+import dataclasses
+from typing import Any, ClassVar
+
+import apache_beam as beam
+
+LABELS = 'labels'
+ERRORS = 'errors'
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What every sink may need to know about the run, beyond the rows."""
+    run_id: str
+    run_date: str          # YYYY-MM-DD (UTC): BigQuery's partition
+    overwrite: bool
+    local: bool            # a local runner (the launcher waits for the job)
+
+
+class Sink(beam.PTransform, abc.ABC):
+    """Writes {'labels': rows, 'errors': rows} somewhere, converting the rows itself."""
+
+    #: The flag that turns this sink on (used in "give --output or ..." messages).
+    enabling_flag: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def add_flags(cls, parser: argparse.ArgumentParser) -> None:
+        """Declare this sink's flags (all of them, so --help and metadata.json list them)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_options(cls, flags: Any, run: RunInfo) -> 'Sink | None':
+        """The sink, if its enabling flag is set; ValueError for contradictory flags."""
+
+    def prepare(self) -> None:
+        """At launch, before the pipeline starts: create or check the destination."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the rows go, for people."""
+
+    def written(self) -> dict[str, list[str]]:
+        """After a local run: table name -> the files or tables written."""
+        return {}
+
+    @abc.abstractmethod
+    def expand(self, tables: dict[str, beam.PCollection]):
+        """tables['labels'] and tables['errors'] -> written."""
