@@ -42,11 +42,12 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
 
     read = uris | 'ReadImages' >> ReadImages(
         max_bytes=s.max_bytes, retry=retry or RetryPolicy(attempts=s.read_retries),
-        lookahead=2 * s.batch_size)
+        lookahead=2 * s.batch_size, max_inflight_bytes=s.max_inflight_bytes)
 
     decoded = read.images | 'DecodeImages' >> DecodeImages(
         model.input_size, recipe=s.resize, max_pixels=s.max_pixels,
-        threads=s.decode_threads, lookahead=2 * s.batch_size)
+        threads=s.decode_threads, lookahead=2 * s.batch_size,
+        max_inflight_bytes=s.max_inflight_bytes)
 
     handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=s.precision,
                                 threads=s.model_threads, recipe=s.resize.value,

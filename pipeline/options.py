@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
 from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
-from transforms.read import DEFAULT_MAX_BYTES
+from transforms.read import DEFAULT_MAX_BYTES, DEFAULT_MAX_INFLIGHT_BYTES
 from transforms.sinks import RunInfo, Sink, add_sink_flags, sinks_for
 
 
@@ -70,6 +70,10 @@ class ImageLabelOptions(PipelineOptions):
                             'decoding them (decompression bombs).')
         parser.add_argument('--max_bytes', type=int, default=DEFAULT_MAX_BYTES,
                             help='Reject image files larger than this many bytes.')
+        parser.add_argument('--max_inflight_bytes', type=int, default=DEFAULT_MAX_INFLIGHT_BYTES,
+                            help='Bytes of images each read-ahead (read, then decode) may '
+                            'hold per worker thread before it waits: bounds memory on '
+                            'folders of huge images.')
         parser.add_argument('--read_retries', type=int, default=5,
                             help='Attempts per image on transient storage errors '
                             '(timeouts, 429, 5xx), with exponential backoff.')
@@ -101,6 +105,7 @@ class Settings:
     max_pixels: int
     max_bytes: int
     read_retries: int
+    max_inflight_bytes: int
     overwrite: bool
     run_id: str
     run_date: str
@@ -118,6 +123,7 @@ def settings_from(options: PipelineOptions) -> Settings:
         raise ValueError('--input is required: a directory, a glob or a manifest of image URIs')
     positive = dict(top_k=o.top_k, batch_size=o.batch_size, max_pixels=o.max_pixels,
                     max_bytes=o.max_bytes, read_retries=o.read_retries,
+                    max_inflight_bytes=o.max_inflight_bytes,
                     decode_threads=o.decode_threads)
     for name, value in positive.items():
         if value is None or value < 1:
@@ -130,7 +136,8 @@ def settings_from(options: PipelineOptions) -> Settings:
         preprocess=o.preprocess, model_outputs=o.model_outputs, batch_size=o.batch_size,
         precision=o.precision, model_threads=o.model_threads or None,
         decode_threads=o.decode_threads, max_pixels=o.max_pixels, max_bytes=o.max_bytes,
-        read_retries=o.read_retries, overwrite=bool(o.overwrite),
+        read_retries=o.read_retries, max_inflight_bytes=o.max_inflight_bytes,
+        overwrite=bool(o.overwrite),
         run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date))
 
 

@@ -1,1 +1,7 @@
 """One module per pipeline stage: read, decode, label (with models), postprocess, sinks."""
+
+from transforms.gcp import configure_emulators as _configure_emulators
+
+# Every process that runs our code (the launcher, each worker) honours
+# STORAGE_EMULATOR_HOST / BIGQUERY_EMULATOR_HOST before it builds a client.
+_configure_emulators()

@@ -10,7 +10,11 @@ Outputs keep their input's timestamp and window, and order is preserved, so a
 stage built on this behaves like a plain `Map` to everything around it, and
 batches downstream hold the same images from run to run. The price: an element
 stuck in retries holds back those behind it once `lookahead` more are waiting.
-Memory is bounded by `lookahead` results per DoFn instance.
+Memory is bounded per DoFn instance by `lookahead` elements and, when given,
+by `max_inflight_bytes`: once the elements held (inputs waiting, results not yet
+emitted) weigh more than that, the stage emits before it takes more work. So a
+folder of 40 MB images holds about `max_inflight_bytes` plus one image per
+thread, not `lookahead` x 40 MB.
 """
 from __future__ import annotations
 
@@ -29,13 +33,19 @@ class LookaheadDoFn(beam.DoFn):
     expected failures) and `outputs` (turns a result into zero or more outputs,
     possibly `TaggedOutput`s; runs on the bundle's thread). Beam metrics only
     count on the bundle's thread: `work` returns what to count, `outputs` counts it.
+    Subclasses that hold big payloads say how big with `element_bytes` and
+    `result_bytes`, for the byte bound.
     """
 
-    def __init__(self, *, threads: int, lookahead: int):
+    def __init__(self, *, threads: int, lookahead: int, max_inflight_bytes: int | None = None):
         if threads < 1 or lookahead < 0:
             raise ValueError('threads must be >= 1 and lookahead >= 0')
+        if max_inflight_bytes is not None and max_inflight_bytes < 1:
+            raise ValueError('max_inflight_bytes must be positive')
         self._threads = threads
         self._lookahead = lookahead
+        self._max_bytes = max_inflight_bytes
+        self.peak_inflight_bytes = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: collections.deque = collections.deque()
 
@@ -44,6 +54,28 @@ class LookaheadDoFn(beam.DoFn):
 
     def outputs(self, result: Any) -> Iterator[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def element_bytes(self, element: Any) -> int:
+        """Bytes an input holds while it waits for its result (0: not counted)."""
+        return 0
+
+    def result_bytes(self, result: Any) -> int:
+        """Bytes a finished result holds until it is emitted (0: not counted)."""
+        return 0
+
+    def inflight_bytes(self) -> int:
+        """What the pending elements weigh now: inputs, plus results already done."""
+        total = 0
+        for future, _, _, held in self._pending:
+            total += held + (self.result_bytes(future.result()) if future.done() else 0)
+        return total
+
+    def _over_budget(self) -> bool:
+        if self._max_bytes is None or not self._pending:
+            return False
+        held = self.inflight_bytes()
+        self.peak_inflight_bytes = max(self.peak_inflight_bytes, held)
+        return held > self._max_bytes
 
     def setup(self):
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -54,9 +86,10 @@ class LookaheadDoFn(beam.DoFn):
 
     def process(self, element: Any, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
-        self._pending.append((self._pool.submit(self.work, element), timestamp, window))
+        self._pending.append((self._pool.submit(self.work, element), timestamp, window,
+                              self.element_bytes(element) if self._max_bytes else 0))
         while len(self._pending) > self._lookahead or (
-                self._pending and self._pending[0][0].done()):
+                self._pending and self._pending[0][0].done()) or self._over_budget():
             yield from self._emit(self._pending.popleft())
 
     def finish_bundle(self) -> Iterator[Any]:
@@ -69,7 +102,7 @@ class LookaheadDoFn(beam.DoFn):
             self._pool = None
 
     def _emit(self, item: tuple) -> Iterator[Any]:
-        future, timestamp, window = item
+        future, timestamp, window, _ = item
         for out in self.outputs(future.result()):
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(

@@ -269,12 +269,19 @@ def decode_image(data: bytes, size: tuple[int, int], *,
 
 class _DecodeDoFn(LookaheadDoFn):
     def __init__(self, size: tuple[int, int], recipe: ResizeRecipe, max_pixels: int,
-                 *, threads: int, lookahead: int):
-        super().__init__(threads=threads, lookahead=lookahead)
+                 *, threads: int, lookahead: int, max_inflight_bytes: int | None = None):
+        super().__init__(threads=threads, lookahead=lookahead,
+                         max_inflight_bytes=max_inflight_bytes)
         self._size = size
         self._recipe = recipe
         self._max_pixels = max_pixels
         self._decoded = metrics.counter(metrics.DECODED)
+
+    def element_bytes(self, image: ImageBytes) -> int:
+        return len(image.data)
+
+    def result_bytes(self, result) -> int:
+        return result.pixels.nbytes if isinstance(result, DecodedImage) else 0
 
     def work(self, image: ImageBytes) -> DecodedImage | Failure:
         try:
@@ -301,10 +308,12 @@ class DecodeImages(beam.PTransform):
     """ImageBytes -> DecodedImage at `size` (h, w); undecodable -> `errors` output."""
 
     def __init__(self, size: tuple[int, int], *, recipe: ResizeRecipe = ResizeRecipe.CROP,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, threads: int = 2, lookahead: int = 64):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, threads: int = 2, lookahead: int = 64,
+                 max_inflight_bytes: int | None = None):
         super().__init__()
         self._dofn = _DecodeDoFn(tuple(size), ResizeRecipe(recipe), max_pixels,
-                                 threads=threads, lookahead=lookahead)
+                                 threads=threads, lookahead=lookahead,
+                                 max_inflight_bytes=max_inflight_bytes)
 
     def expand(self, images):
         return images | 'DecodeResize' >> beam.ParDo(self._dofn).with_outputs(

@@ -15,17 +15,21 @@ INPUTS = 'inputs'                  # distinct URIs
 LABELED = 'labeled'                # label rows made
 ERRORS = 'errors'                  # error rows made
 READ_RETRIES = 'read_retries'      # transient read failures retried
-READ_ATTEMPTS = 'read_attempts'    # object opens, first tries and retries
 BYTES_READ = 'bytes_read'
 DECODED = 'decoded'
 INFERENCE_BATCHES_RETRIED = 'inference_batches_retried'
 STORAGE_CLIENTS = 'storage_clients'  # gs:// clients made by the read stage
+INFLIGHT_BYTES = 'inflight_bytes'    # distribution: bytes held by a read-ahead, its max the peak
 
 _ERROR_PREFIX = 'errors_'
 
 
 def counter(name: str):
     return Metrics.counter(NAMESPACE, name)
+
+
+def distribution(name: str):
+    return Metrics.distribution(NAMESPACE, name)
 
 
 def error_class_counter(stage: str, error: str):

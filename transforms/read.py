@@ -20,14 +20,17 @@ import time
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.concurrency import LookaheadDoFn
 from transforms import metrics
 from transforms.errors import ERRORS_TAG, Failure, ImageError
+from transforms.storage import ObjectReader, open_raw
 
 DEFAULT_MAX_BYTES = 64 << 20
+#: Default byte bound of each read-ahead (per DoFn instance): see transforms.concurrency.
+DEFAULT_MAX_INFLIGHT_BYTES = 128 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +97,6 @@ def resolve_relative(uri: str, manifest: str) -> str:
         return uri
     base = manifest.rsplit('/', 1)[0] if '/' in manifest else '.'
     return FileSystems.join(base, uri)
-
-
-def open_raw(uri: str):
-    """FileSystems.open without guessing compression from the name (an image is not a .gz)."""
-    return FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def read_text(uri: str, max_bytes: int = -1) -> str:
@@ -253,13 +251,17 @@ class RetryPolicy:
 
 def read_image_bytes(uri: str, *, max_bytes: int, retry: RetryPolicy = RetryPolicy(),
                      on_retry: Callable[[], None] = lambda: None,
-                     sleep: Callable[[float], None] = time.sleep) -> ImageBytes:
-    """Read one object whole, retrying transient failures; raise ImageError."""
+                     sleep: Callable[[float], None] = time.sleep,
+                     reader: ObjectReader | None = None) -> ImageBytes:
+    """Read one object whole, retrying transient failures; raise ImageError.
+
+    `retry.attempts` is the total number of requests: the reader itself never retries.
+    """
+    reader = reader or ObjectReader()
     delays = retry.delays()
     while True:
         try:
-            with open_raw(uri) as f:
-                data = f.read(max_bytes + 1)
+            data = reader.read(uri, max_bytes)
             break
         except Exception as e:  # noqa: BLE001 - classified below
             err = classify_read_exception(e)
@@ -287,12 +289,24 @@ class _ReadResult(NamedTuple):
 
 
 class _ReadDoFn(LookaheadDoFn):
-    def __init__(self, *, max_bytes: int, retry: RetryPolicy, threads: int, lookahead: int):
-        super().__init__(threads=threads, lookahead=lookahead)
+    def __init__(self, *, max_bytes: int, retry: RetryPolicy, threads: int, lookahead: int,
+                 max_inflight_bytes: int | None):
+        super().__init__(threads=threads, lookahead=lookahead,
+                         max_inflight_bytes=max_inflight_bytes)
         self._max_bytes = max_bytes
         self._retry = retry
         self._retries = metrics.counter(metrics.READ_RETRIES)
         self._bytes = metrics.counter(metrics.BYTES_READ)
+        self._clients = metrics.counter(metrics.STORAGE_CLIENTS)
+        self._peak = metrics.distribution(metrics.INFLIGHT_BYTES)
+
+    def setup(self):
+        super().setup()
+        self._reader = ObjectReader()  # one storage client for this instance's lifetime
+        self._clients_counted = 0
+
+    def result_bytes(self, result: '_ReadResult') -> int:
+        return len(result.outcome.data) if isinstance(result.outcome, ImageBytes) else 0
 
     def work(self, uri: str) -> _ReadResult:
         # Runs on a pool thread, where Beam has no metrics container: count the
@@ -301,7 +315,7 @@ class _ReadDoFn(LookaheadDoFn):
         try:
             outcome: ImageBytes | Failure = read_image_bytes(
                 uri, max_bytes=self._max_bytes, retry=self._retry,
-                on_retry=lambda: retries.append(None))
+                on_retry=lambda: retries.append(None), reader=self._reader)
         except ImageError as e:
             outcome = Failure.from_error(uri, e)
         except Exception as e:  # noqa: BLE001 - never lose an element
@@ -312,6 +326,10 @@ class _ReadDoFn(LookaheadDoFn):
     def outputs(self, result: _ReadResult) -> Iterable:
         if result.retries:
             self._retries.inc(result.retries)
+        if self._reader.clients_made > self._clients_counted:
+            self._clients.inc(self._reader.clients_made - self._clients_counted)
+            self._clients_counted = self._reader.clients_made
+        self._peak.update(self.peak_inflight_bytes)
         if isinstance(result.outcome, Failure):
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, result.outcome)
         else:
@@ -323,10 +341,11 @@ class ReadImages(beam.PTransform):
     """URIs -> ImageBytes; unreadable URIs -> Failure rows on the `errors` output."""
 
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, retry: RetryPolicy = RetryPolicy(),
-                 threads: int = 8, lookahead: int = 64):
+                 threads: int = 8, lookahead: int = 64,
+                 max_inflight_bytes: int | None = DEFAULT_MAX_INFLIGHT_BYTES):
         super().__init__()
         self._dofn = _ReadDoFn(max_bytes=max_bytes, retry=retry, threads=threads,
-                               lookahead=lookahead)
+                               lookahead=lookahead, max_inflight_bytes=max_inflight_bytes)
 
     def expand(self, uris):
         return uris | 'ReadBytes' >> beam.ParDo(self._dofn).with_outputs(

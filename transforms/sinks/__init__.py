@@ -9,11 +9,13 @@ import argparse
 from typing import Any
 
 from transforms.sinks.base import ERRORS, LABELS, RunInfo, Sink
+from transforms.sinks.bigquery import BigQuerySink
 from transforms.sinks.parquet import ParquetSink
 
 #: Every sink, in the order they are described. A run writes to each one asked for.
 SINKS: tuple[type[Sink], ...] = (
     ParquetSink,
+    BigQuerySink,
 )
 
 
