@@ -29,6 +29,7 @@ class RunSummary:
     errors_by_class: dict[str, int]
     read_retries: int
     seconds: float
+    storage_clients: int = 0
     outputs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -81,7 +82,8 @@ def summarize(counts: dict[str, int], *, run_id: str, model: str, model_id: str,
         listed=counts.get(metrics.LISTED, 0), inputs=counts.get(metrics.INPUTS, 0),
         labeled=counts.get(metrics.LABELED, 0), errors=counts.get(metrics.ERRORS, 0),
         errors_by_class=metrics.errors_by_class(counts),
-        read_retries=counts.get(metrics.READ_RETRIES, 0), seconds=seconds, outputs=outputs)
+        read_retries=counts.get(metrics.READ_RETRIES, 0), seconds=seconds, outputs=outputs,
+        storage_clients=counts.get(metrics.STORAGE_CLIENTS, 0))
 
 
 def write_summary(summary: RunSummary, output: str) -> str:

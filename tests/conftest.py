@@ -115,12 +115,48 @@ def write_jpeg(path: pathlib.Path, size=(120, 90), seed=0, **save) -> pathlib.Pa
     return path
 
 
-def read_parquet_rows(output_dir: pathlib.Path, prefix: str) -> list[dict]:
+def read_parquet_rows(output_dir, prefix: str) -> list[dict]:
+    """Every row of a run's labels or errors files, local or gs:// (through FileSystems)."""
     import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+    from transforms.storage import open_raw
     rows = []
-    for f in sorted(output_dir.glob(f'{prefix}-*.parquet')):
-        rows.extend(pq.read_table(f).to_pylist())
+    pattern = FileSystems.join(str(output_dir), f'{prefix}-*.parquet')
+    for m in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+        with open_raw(m.path) as f:
+            rows.extend(pq.read_table(io.BytesIO(f.read())).to_pylist())
     return rows
 
 
 sys.path.insert(0, str(ROOT))
+
+
+# --- emulators: started once per session, on 127.0.0.1, stopped at the end -------------
+
+@pytest.fixture(scope='session')
+def gcs_emulator(tmp_path_factory):
+    from emulators import GcsEmulator
+    server = GcsEmulator(tmp_path_factory.mktemp('gcs') / 'data')
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='session')
+def bq_emulator(tmp_path_factory, gcs_emulator):
+    from emulators import BigQueryEmulator
+    server = BigQueryEmulator(tmp_path_factory.mktemp('bq'), gcs_emulator)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def cloud(monkeypatch, gcs_emulator, bq_emulator):
+    """Both emulators, and the two standard settings that point a whole run at them."""
+    from emulators import PROJECT
+    from transforms.gcp import configure_emulators
+    monkeypatch.setenv('STORAGE_EMULATOR_HOST', gcs_emulator.url)
+    monkeypatch.setenv('BIGQUERY_EMULATOR_HOST', bq_emulator.url)
+    monkeypatch.setenv('GOOGLE_CLOUD_PROJECT', PROJECT)
+    configure_emulators()
+    return dataclasses.make_dataclass('Cloud', ['gcs', 'bq', 'project'])(
+        gcs_emulator, bq_emulator, PROJECT)

@@ -14,9 +14,10 @@ import hashlib
 import importlib.resources
 import logging
 import os
+import shutil
 import tempfile
 import threading
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -153,19 +154,45 @@ def load_labels(path: str | None = None) -> list[str]:
 
 # --- shared helpers -----------------------------------------------------------------
 
-def localize(path: str) -> str:
-    """A local copy of a model or weights file given as any FileSystems URI."""
+@contextlib.contextmanager
+def localized(path: str) -> Iterator[str]:
+    """A local path for a model file or SavedModel folder given as any FileSystems URI.
+
+    A remote file (gs://...) is copied to a temporary place and deleted when the
+    block ends: the runtimes hold the model in memory once loaded, so no copy of
+    a model outlives its load on a worker's disk.
+    """
     if '://' not in path:
         if not os.path.exists(path):
             raise ValueError(f'model file {path} does not exist')
-        return path
-    if not FileSystems.exists(path):
+        yield path
+        return
+    folder = FileSystems.join(path.rstrip('/'), '')
+    files = [] if FileSystems.exists(path) and not _is_saved_model_dir(path) else sorted(
+        m.path for r in FileSystems.match([FileSystems.join(path.rstrip('/'), '**')])
+        for m in r.metadata_list if not m.path.endswith('/'))
+    if not files and not FileSystems.exists(path):
         raise ValueError(f'model file {path} does not exist')
-    fd, local = tempfile.mkstemp(suffix='-' + os.path.basename(path))
-    with os.fdopen(fd, 'wb') as out, open_raw(path) as src:
+    tmp = tempfile.mkdtemp(prefix='imagelabel-model-')
+    try:
+        if not files:  # one file
+            local = os.path.join(tmp, os.path.basename(path))
+            _copy_to_local(path, local)
+        else:  # a folder (SavedModel): keep the layout under it
+            local = os.path.join(tmp, os.path.basename(path.rstrip('/')))
+            for f in files:
+                target = os.path.join(local, f[len(folder):])
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                _copy_to_local(f, target)
+        yield local
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_to_local(uri: str, local: str) -> None:
+    with open(local, 'wb') as out, open_raw(uri) as src:
         while chunk := src.read(1 << 24):
             out.write(chunk)
-    return local
 
 
 def file_fingerprint(path: str) -> str:
@@ -417,21 +444,20 @@ def _load_keras_model(spec: ModelSpec):
     if spec.format == 'keras_application':
         constructor = getattr(keras.applications, spec.application)
         if spec.weights:
-            local = localize(spec.weights)
-            model = constructor(weights=local)
-            return model, file_fingerprint(local)
+            with localized(spec.weights) as local:
+                return constructor(weights=local), file_fingerprint(local)
         # Real users: Keras downloads the ImageNet weights on first use, checks
         # their hash and caches them under ~/.keras/models.
         model = constructor(weights='imagenet')
         return model, _keras_weights_fingerprint(model)
     if spec.format == 'keras':
-        local = localize(spec.path)
-        try:
-            model = keras.models.load_model(local, compile=False)
-        except Exception as e:  # noqa: BLE001 - reported as one clear line
-            raise ValueError(f'{spec.path} is not a loadable Keras model: '
-                             f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from e
-        return model, file_fingerprint(local)
+        with localized(spec.path) as local:
+            try:
+                model = keras.models.load_model(local, compile=False)
+            except Exception as e:  # noqa: BLE001 - reported as one clear line
+                raise ValueError(f'{spec.path} is not a loadable Keras model: {type(e).__name__}: '
+                                 f'{str(e).splitlines()[0] if str(e) else ""}') from e
+            return model, file_fingerprint(local)
     raise ValueError(f'{spec.format} is not a Keras format')
 
 
@@ -452,12 +478,13 @@ class SavedModelRuntime:
 
     def __init__(self, spec: ModelSpec, *, num_classes: int):
         import tensorflow as tf
-        try:
-            loaded = tf.saved_model.load(spec.path)
-            sig = loaded.signatures['serving_default']
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f'{spec.path} is not a loadable SavedModel with a serving_default '
-                             f'signature: {type(e).__name__}') from e
+        with localized(spec.path) as local:  # TF's own gs:// ignores the emulator setting
+            try:
+                loaded = tf.saved_model.load(local)
+                sig = loaded.signatures['serving_default']
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(f'{spec.path} is not a loadable SavedModel with a '
+                                 f'serving_default signature: {type(e).__name__}') from e
         (arg_name, arg_spec), = sig.structured_input_signature[1].items()
         if len(arg_spec.shape) != 4 or arg_spec.shape[-1] != 3:
             raise ValueError(f'{spec.name}: expected an image input (batch, height, width, 3), '
@@ -572,8 +599,7 @@ class TFLiteRuntime:
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
-        local = localize(spec.path)
-        with open(local, 'rb') as f:
+        with localized(spec.path) as local, open(local, 'rb') as f:
             content = f.read()
         self.weights_sha256 = hashlib.sha256(content).hexdigest()
         try:

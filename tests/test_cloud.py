@@ -1,0 +1,267 @@
+"""gs:// end to end and BigQuery tables, against real emulators on 127.0.0.1.
+
+The same 12 real photos and 2 broken files are labeled twice: from local disk,
+and from the GCS emulator (input, model and output all gs://, plus BigQuery).
+The two runs must agree row for row.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import read_parquet_rows, run_cli
+
+PHOTOS = 12
+BROKEN = {'broken.jpg': b'this is not an image', 'truncated.jpg': None}
+
+
+def _inputs(assets, folder: pathlib.Path) -> dict[str, bytes]:
+    photos = sorted((assets / 'imagenet_sample' / 'images').glob('*.JPEG'))[::83][:PHOTOS]
+    files = {p.name: p.read_bytes() for p in photos}
+    files['broken.jpg'] = BROKEN['broken.jpg']
+    files['truncated.jpg'] = photos[0].read_bytes()[:2000]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def _upload(bucket, prefix: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        bucket.blob(f'{prefix}/{name}').upload_from_string(data)
+
+
+@pytest.fixture(scope='module')
+def runs(request, assets, mobilenet_v2_quant, tmp_path_factory):
+    """A local run and a gs:// + BigQuery run over the same files, made once for this module."""
+    cloud = request.getfixturevalue('cloud_module')
+    tmp = tmp_path_factory.mktemp('cloud')
+    files = _inputs(assets, tmp / 'in')
+    local = run_cli('run', '--input', tmp / 'in', '--output', tmp / 'out',
+                    '--model', mobilenet_v2_quant, '--run_id', 'local')
+    assert local.code == 0, local.err
+
+    bucket = cloud.gcs.client().bucket('imagelabel-test')
+    _upload(bucket, 'e2e/in', files)
+    bucket.blob('e2e/m.tflite').upload_from_filename(str(mobilenet_v2_quant))
+    table = f'{cloud.project}:e2e.labels'
+    remote = run_cli('run', '--input', 'gs://imagelabel-test/e2e/in/',
+                     '--output', 'gs://imagelabel-test/e2e/out/',
+                     '--model', 'gs://imagelabel-test/e2e/m.tflite',
+                     '--bigquery_table', table, '--bigquery_temp', 'gs://imagelabel-test/tmp',
+                     '--run_id', 'remote', '--run_date', '2026-11-20')
+    assert remote.code == 0, remote.err
+    return dict(cloud=cloud, local_out=tmp / 'out', files=files, table=table, tmp=tmp,
+                local=local, remote=remote)
+
+
+@pytest.fixture(scope='module')
+def cloud_module(gcs_emulator, bq_emulator):
+    """The `cloud` settings, for a module-scoped fixture."""
+    from emulators import PROJECT
+    from transforms.gcp import configure_emulators
+    mp = pytest.MonkeyPatch()
+    mp.setenv('STORAGE_EMULATOR_HOST', gcs_emulator.url)
+    mp.setenv('BIGQUERY_EMULATOR_HOST', bq_emulator.url)
+    mp.setenv('GOOGLE_CLOUD_PROJECT', PROJECT)
+    configure_emulators()
+
+    class Cloud:
+        gcs, bq, project = gcs_emulator, bq_emulator, PROJECT
+    yield Cloud
+    mp.undo()
+
+
+def _by_name(rows: list[dict]) -> dict[str, dict]:
+    return {r['uri'].rsplit('/', 1)[1]: r for r in rows}
+
+
+def test_a_gs_run_writes_the_same_label_rows_as_a_local_run_on_the_same_files(runs):
+    local = _by_name(read_parquet_rows(runs['local_out'], 'labels'))
+    remote_rows = read_parquet_rows('gs://imagelabel-test/e2e/out', 'labels')
+    remote = _by_name(remote_rows)
+    assert len(local) == PHOTOS and set(remote) == set(local)
+    for row in remote_rows:
+        assert row['uri'].startswith('gs://imagelabel-test/e2e/in/')
+    for name, l in local.items():
+        r = remote[name]
+        assert r['uri'].replace('gs://imagelabel-test/e2e/in/', '') == name
+        assert r['top_label'] == l['top_label'] == l['labels'][0]['label']
+        assert [x['index'] for x in r['labels']] == [x['index'] for x in l['labels']]
+        for a, b in zip(r['labels'], l['labels']):
+            assert abs(a['score'] - b['score']) <= 1e-5
+        assert r['content_sha256'] == l['content_sha256'] and r['model_id'] == l['model_id']
+        assert len(r['embedding']) == 1280
+
+
+def test_broken_files_are_error_rows_in_parquet_and_in_the_errors_table(runs):
+    parquet = {n: r['error'] for n, r in _by_name(
+        read_parquet_rows('gs://imagelabel-test/e2e/out', 'errors')).items()}
+    assert parquet == {'broken.jpg': 'not_an_image', 'truncated.jpg': 'truncated'}
+    client = runs['cloud'].bq.client()
+    table = runs['table'].replace(':', '.')
+    rows = client.query(f'SELECT uri, stage, error, run_id, CAST(run_date AS STRING) AS d '
+                        f'FROM `{table}_errors` ORDER BY uri').result()
+    got = {r['uri'].rsplit('/', 1)[1]: (r['stage'], r['error'], r['run_id'], r['d'])
+           for r in rows}
+    assert got == {'broken.jpg': ('decode', 'not_an_image', 'remote', '2026-11-20'),
+                   'truncated.jpg': ('decode', 'truncated', 'remote', '2026-11-20')}
+
+
+def test_the_bigquery_table_holds_the_same_rows_as_the_parquet_files(runs):
+    client = runs['cloud'].bq.client()
+    table = runs['table'].replace(':', '.')
+    result = client.query(
+        f'SELECT uri, top_label, labels, embedding, model_id, run_id, '
+        f'CAST(run_date AS STRING) AS d FROM `{table}`').result()
+    bq = {r['uri']: r for r in result}
+    parquet = {r['uri']: r for r in read_parquet_rows('gs://imagelabel-test/e2e/out', 'labels')}
+    assert set(bq) == set(parquet) and len(bq) == PHOTOS
+    for uri, p in parquet.items():
+        b = bq[uri]
+        assert b['top_label'] == p['top_label'] and b['model_id'] == p['model_id']
+        assert b['run_id'] == 'remote' and b['d'] == '2026-11-20'
+        assert [(x['index'], x['label']) for x in b['labels']] == [
+            (x['index'], x['label']) for x in p['labels']]
+        assert max(abs(x['score'] - y['score']) for x, y in zip(b['labels'], p['labels'])) < 1e-6
+        assert len(b['embedding']) == len(p['embedding']) == 1280
+        assert max(abs(x - y) for x, y in zip(b['embedding'], p['embedding'])) < 1e-6
+
+
+def test_the_table_is_partitioned_by_run_date_and_clustered_by_top_label(runs):
+    client = runs['cloud'].bq.client()
+    for name, first in (('labels', 'top_label'), ('labels_errors', 'error')):
+        t = client.get_table(f'{runs["cloud"].project}.e2e.{name}')
+        assert t.time_partitioning.field == 'run_date'
+        assert t.clustering_fields[0] == first and 'model_id' in t.clustering_fields
+        fields = {f.name: f for f in t.schema}
+        assert fields['run_date'].field_type == 'DATE'
+        if name == 'labels':
+            assert fields['labels'].mode == 'REPEATED'
+            assert fields['labels'].field_type in ('RECORD', 'STRUCT')
+            assert [f.name for f in fields['labels'].fields] == ['index', 'label', 'score']
+            assert fields['embedding'].mode == 'REPEATED'
+            assert fields['embedding'].field_type in ('FLOAT', 'FLOAT64')
+
+
+def test_summary_json_lands_in_the_gs_output_folder_and_balances(runs):
+    from pipeline.summary import read_summary
+    s = read_summary('gs://imagelabel-test/e2e/out')
+    assert s['inputs'] == PHOTOS + 2 and s['labeled'] == PHOTOS and s['errors'] == 2
+    assert s['balanced'] and s['run_id'] == 'remote'
+    assert s['storage_clients'] >= 1
+    assert any(p.startswith('bigquery:') for p in s['outputs']['labels'])
+    assert s['outputs']['labels'][0].startswith('gs://imagelabel-test/e2e/out/labels-')
+
+
+def test_the_readme_bigquery_query_runs_on_the_emulator(runs):
+    """The README's BigQuery SQL, verbatim but for the table name, against the emulator."""
+    from test_docs import readme_sql_blocks
+    client = runs['cloud'].bq.client()
+    table = runs['table'].replace(':', '.')
+    blocks = readme_sql_blocks('bigquery')
+    assert blocks, 'the README has no ```sql bigquery example'
+    parquet = read_parquet_rows('gs://imagelabel-test/e2e/out', 'labels')
+    expected_top = {}
+    for r in parquet:
+        expected_top[r['top_label']] = expected_top.get(r['top_label'], 0) + 1
+    for sql in blocks:
+        rows = list(client.query(sql.replace('PROJECT.DATASET.TABLE', table)).result())
+        assert rows, sql
+        if 'top_label' in sql and 'COUNT' in sql.upper():
+            assert {r[0]: r[1] for r in rows}.items() <= expected_top.items()
+
+
+def test_a_manifest_mixing_gs_uris_and_relative_names_with_a_gs_keras_model_and_labels(
+        runs, tiny_keras_model):
+    """--input manifest, --model .keras, --labels_file: all gs://; relative names resolve."""
+    cloud = runs['cloud']
+    bucket = cloud.gcs.client().bucket('imagelabel-test')
+    names = sorted(n for n in runs['files'] if n.endswith('.JPEG'))[:3]
+    _upload(bucket, 'mix/here', {n: runs['files'][n] for n in names[:2]})
+    bucket.blob('mix/tiny.keras').upload_from_filename(str(tiny_keras_model))
+    bucket.blob('mix/labels.txt').upload_from_string(
+        '\n'.join(f'class {i}' for i in range(1000)))
+    manifest = f'uri\nhere/{names[0]}\nhere/{names[1]}\ngs://imagelabel-test/e2e/in/{names[2]}\n'
+    bucket.blob('mix/manifest.csv').upload_from_string(manifest)
+    tmp_dir = {f.name for f in pathlib.Path(os.environ.get('TMPDIR', '/tmp')).glob(
+        'imagelabel-model-*')}
+    result = run_cli('run', '--input', 'gs://imagelabel-test/mix/manifest.csv',
+                     '--output', 'gs://imagelabel-test/mix/out',
+                     '--model', 'gs://imagelabel-test/mix/tiny.keras',
+                     '--labels', 'gs://imagelabel-test/mix/labels.txt')
+    assert result.code == 0, result.err
+    rows = read_parquet_rows('gs://imagelabel-test/mix/out', 'labels')
+    assert sorted(r['uri'] for r in rows) == sorted([
+        f'gs://imagelabel-test/mix/here/{names[0]}', f'gs://imagelabel-test/mix/here/{names[1]}',
+        f'gs://imagelabel-test/e2e/in/{names[2]}'])
+    assert all(r['top_label'].startswith('class ') for r in rows)
+    # The model copied from gs:// to local disk was deleted once loaded.
+    assert {f.name for f in pathlib.Path(os.environ.get('TMPDIR', '/tmp')).glob(
+        'imagelabel-model-*')} == tmp_dir
+
+
+def test_storage_emulator_host_alone_points_python_m_pipeline_run_at_the_emulator(
+        runs, mobilenet_v2_quant):
+    """A fresh process, no flags about emulators or credentials: the one setting suffices."""
+    cloud = runs['cloud']
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('BIGQUERY_EMULATOR_HOST', 'GOOGLE_CLOUD_PROJECT', 'NO_GCE_CHECK')}
+    env['STORAGE_EMULATOR_HOST'] = cloud.gcs.url
+    env['PYTHONPATH'] = str(pathlib.Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pipeline.run', '--input', 'gs://imagelabel-test/e2e/in/',
+         '--output', 'gs://imagelabel-test/e2e/out-sub', '--model',
+         'gs://imagelabel-test/e2e/m.tflite'],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from pipeline.summary import read_summary
+    s = read_summary('gs://imagelabel-test/e2e/out-sub')
+    assert s['labeled'] == PHOTOS and s['errors'] == 2
+
+
+def test_an_existing_table_with_another_schema_fails_the_launch_naming_the_fields(
+        runs, mobilenet_v2_quant):
+    from google.cloud import bigquery
+    cloud = runs['cloud']
+    client = cloud.bq.client()
+    client.create_dataset('old', exists_ok=True)
+    client.create_table(bigquery.Table(f'{cloud.project}.old.labels', schema=[
+        bigquery.SchemaField('uri', 'STRING', mode='REQUIRED'),
+        bigquery.SchemaField('top_label', 'INTEGER'),
+    ]))
+    result = run_cli('run', '--input', runs['tmp'] / 'in', '--model', mobilenet_v2_quant,
+                     '--bigquery_table', f'{cloud.project}.old.labels',
+                     '--bigquery_method', 'streaming_inserts')
+    assert result.code == 2
+    (line,) = result.err.strip().splitlines()
+    assert 'incompatible schema' in line and 'labels is missing' in line
+    assert 'top_label is NULLABLE INTEGER, expected REQUIRED STRING' in line
+    assert client.query(f'SELECT COUNT(*) FROM `{cloud.project}.old.labels`').result().total_rows
+
+
+def test_bigquery_alone_with_streaming_inserts_needs_no_output_folder(runs):
+    cloud = runs['cloud']
+    result = run_cli('run', '--input', runs['tmp'] / 'in',
+                     '--model', 'gs://imagelabel-test/e2e/m.tflite',
+                     '--bigquery_table', f'{cloud.project}.stream.labels',
+                     '--bigquery_method', 'streaming_inserts', '--run_date', '2026-11-21')
+    assert result.code == 0, result.err
+    client = cloud.bq.client()
+    n = list(client.query(f'SELECT COUNT(*) FROM `{cloud.project}.stream.labels` '
+                          "WHERE run_date = '2026-11-21'").result())[0][0]
+    e = list(client.query(f'SELECT COUNT(*) FROM `{cloud.project}.stream.labels_errors`'
+                          ).result())[0][0]
+    assert (n, e) == (PHOTOS, 2)
+    assert 'bigquery:' in result.out and 'Parquet' not in result.err.split('labeling')[0]
+
+
+def test_summary_json_is_valid_json_with_the_storage_client_count(runs):
+    text = runs['cloud'].gcs.client().bucket('imagelabel-test').blob(
+        'e2e/out/summary.json').download_as_text()
+    assert json.loads(text)['storage_clients'] <= 4
