@@ -160,3 +160,71 @@ def test_lookahead_overlaps_work_within_a_bundle():
         fn.teardown()
     assert out == [2 * x for x in range(N)]
     assert 2 <= InFlight.peak <= 4
+
+
+# --- the byte bound -----------------------------------------------------------------
+
+class Held:
+    """Bytes really held right now by finished, not yet emitted results (and the peak)."""
+    lock = threading.Lock()
+    now = 0
+    peak = 0
+
+    @classmethod
+    def add(cls, n: int):
+        with cls.lock:
+            cls.now += n
+            cls.peak = max(cls.peak, cls.now)
+
+
+class BigResults(LookaheadDoFn):
+    """work: a size -> a bytes object that large (after a short random wait)."""
+
+    def work(self, size):
+        time.sleep(random.random() * 0.01)
+        data = bytes(size)
+        Held.add(len(data))
+        return data
+
+    def outputs(self, data):
+        Held.add(-len(data))
+        yield len(data)
+
+    def result_bytes(self, data):
+        return len(data)
+
+
+def _run_directly(dofn: LookaheadDoFn, elements):
+    dofn.setup()
+    dofn.start_bundle()
+    out = []
+    for e in elements:
+        out.extend(w.value for w in dofn.process(e, timestamp=0, window=None))
+    out.extend(w.value for w in dofn.finish_bundle())
+    dofn.teardown()
+    return out
+
+
+def test_a_byte_budget_bounds_what_huge_results_hold_whatever_the_lookahead():
+    mb40 = 40 << 20
+    Held.now = Held.peak = 0
+    out = _run_directly(BigResults(threads=8, lookahead=64, max_inflight_bytes=100 << 20),
+                        [mb40] * 12)
+    assert out == [mb40] * 12
+    # Without the byte bound, 8 threads and a lookahead of 64 could hold all 12 (480 MB).
+    # With it: the budget, plus the one result that crossed it, plus what was running.
+    assert Held.peak <= (100 << 20) + 2 * mb40, Held.peak / 2**20
+
+
+def test_without_a_byte_budget_the_same_results_pile_up_to_the_lookahead():
+    mb4 = 4 << 20
+    Held.now = Held.peak = 0
+    dofn = BigResults(threads=4, lookahead=64)
+    dofn.setup()
+    dofn.start_bundle()
+    for _ in range(12):  # never emitted: the head is waiting, as behind a slow element
+        list(dofn.process(mb4, timestamp=0, window=None))
+    time.sleep(0.3)
+    assert Held.peak > 8 * mb4  # the contrast: nothing stopped them
+    list(dofn.finish_bundle())
+    dofn.teardown()

@@ -45,6 +45,7 @@ class LookaheadDoFn(beam.DoFn):
         self._threads = threads
         self._lookahead = lookahead
         self._max_bytes = max_inflight_bytes
+        self._size_hint = 0
         self.peak_inflight_bytes = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: collections.deque = collections.deque()
@@ -64,15 +65,28 @@ class LookaheadDoFn(beam.DoFn):
         return 0
 
     def inflight_bytes(self) -> int:
-        """What the pending elements weigh now: inputs, plus results already done."""
+        """What the pending elements weigh: inputs, results done, and results to come.
+
+        A result still being computed is counted at the largest size seen so far:
+        otherwise every queued read would count as 0 until it lands, and a slow
+        head of the queue would let the rest pile up unbounded.
+        """
         total = 0
         for future, _, _, held in self._pending:
-            total += held + (self.result_bytes(future.result()) if future.done() else 0)
+            if future.done():
+                size = self.result_bytes(future.result())
+                self._size_hint = max(self._size_hint, size)
+            else:
+                size = self._size_hint
+            total += held + size
         return total
 
     def _over_budget(self) -> bool:
         if self._max_bytes is None or not self._pending:
             return False
+        if self._size_hint == 0 and len(self._pending) > 1 and (
+                type(self).result_bytes is not LookaheadDoFn.result_bytes):
+            return True  # no result sized yet: learn one before queueing more
         held = self.inflight_bytes()
         self.peak_inflight_bytes = max(self.peak_inflight_bytes, held)
         return held > self._max_bytes
