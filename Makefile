@@ -1,14 +1,24 @@
 # imagelabel developer targets.
-#   make test                      the test suite
+#   make install                   everything the tests need (the README's first command)
+#   make test                      the test suite (the README's second command)
 #   make bench                     the throughput benchmark (bench/README.md); a few minutes
 #   make bench BENCH_ARGS=--quick  a smoke test of the benchmark scripts
 PYTHON ?= python3
 BENCH_ARGS ?=
 
-.PHONY: test bench
+.PHONY: install test bench
+
+# .venv: imagelabel with its test tools (the GCS emulator among them).
+# .venv-bq: the BigQuery emulator, whose exact pins clash with ours.
+# chromium: Debian's, for the report's browser test (installed only where missing).
+install:
+	$(PYTHON) -m venv .venv && .venv/bin/pip install -e '.[test]'
+	$(PYTHON) -m venv .venv-bq && .venv-bq/bin/pip install -r tests/bqemulator-requirements.txt
+	.venv-bq/bin/python tests/install_duckdb_extensions.py
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 test:
-	$(PYTHON) -m pytest
+	.venv/bin/python -m pytest
 
 bench:
-	$(PYTHON) bench/bench.py $(BENCH_ARGS)
+	.venv/bin/python bench/bench.py $(BENCH_ARGS)
