@@ -189,8 +189,7 @@ def test_a_manifest_mixing_gs_uris_and_relative_names_with_a_gs_keras_model_and_
         '\n'.join(f'class {i}' for i in range(1000)))
     manifest = f'uri\nhere/{names[0]}\nhere/{names[1]}\ngs://imagelabel-test/e2e/in/{names[2]}\n'
     bucket.blob('mix/manifest.csv').upload_from_string(manifest)
-    tmp_dir = {f.name for f in pathlib.Path(os.environ.get('TMPDIR', '/tmp')).glob(
-        'imagelabel-model-*')}
+    copies = model_copies('tiny.keras')
     result = run_cli('run', '--input', 'gs://imagelabel-test/mix/manifest.csv',
                      '--output', 'gs://imagelabel-test/mix/out',
                      '--model', 'gs://imagelabel-test/mix/tiny.keras',
@@ -202,8 +201,7 @@ def test_a_manifest_mixing_gs_uris_and_relative_names_with_a_gs_keras_model_and_
         f'gs://imagelabel-test/e2e/in/{names[2]}'])
     assert all(r['top_label'].startswith('class ') for r in rows)
     # The model copied from gs:// to local disk was deleted once loaded.
-    assert {f.name for f in pathlib.Path(os.environ.get('TMPDIR', '/tmp')).glob(
-        'imagelabel-model-*')} == tmp_dir
+    assert model_copies('tiny.keras') == copies
 
 
 def test_storage_emulator_host_alone_points_python_m_pipeline_run_at_the_emulator(
@@ -265,3 +263,38 @@ def test_summary_json_is_valid_json_with_the_storage_client_count(runs):
     text = runs['cloud'].gcs.client().bucket('imagelabel-test').blob(
         'e2e/out/summary.json').download_as_text()
     assert json.loads(text)['storage_clients'] <= 4
+
+
+def test_a_gs_glob_input_labels_just_the_matching_objects(runs):
+    result = run_cli('run', '--input', 'gs://imagelabel-test/e2e/in/*.JPEG',
+                     '--output', 'gs://imagelabel-test/e2e/out-glob',
+                     '--model', 'gs://imagelabel-test/e2e/m.tflite')
+    assert result.code == 0, result.err
+    from pipeline.summary import read_summary
+    s = read_summary('gs://imagelabel-test/e2e/out-glob')
+    assert (s['inputs'], s['labeled'], s['errors']) == (PHOTOS, PHOTOS, 0)  # no .jpg matched
+
+
+def test_named_model_weights_load_from_gs_and_leave_no_local_copy(runs, tmp_path):
+    import keras
+
+    from transforms.label import load_labeled_model
+    from transforms.models import file_fingerprint, resolve_spec
+    keras.utils.set_random_seed(3)
+    local = tmp_path / 'mobilenet_v2.weights.h5'
+    keras.applications.MobileNetV2(weights=None).save_weights(local)
+    runs['cloud'].gcs.client().bucket('imagelabel-test').blob(
+        'weights/mobilenet_v2.weights.h5').upload_from_filename(str(local))
+    before = model_copies('mobilenet_v2.weights.h5')
+    model = load_labeled_model(
+        resolve_spec('mobilenet_v2', weights='gs://imagelabel-test/weights/mobilenet_v2.weights.h5'),
+        batch_size=1, precision='float32', threads=None, recipe='crop')
+    assert model.model_id.startswith(file_fingerprint(str(local))[:16])
+    assert model_copies('mobilenet_v2.weights.h5') == before
+
+
+def model_copies(name: str) -> set[pathlib.Path]:
+    """Local copies of a gs:// model file anywhere in the temp folder (the old way or ours)."""
+    import tempfile
+    root = pathlib.Path(tempfile.gettempdir())
+    return set(root.glob(f'*{name}')) | set(root.glob(f'imagelabel-model-*/**/{name}'))

@@ -121,14 +121,14 @@ def test_the_error_row_of_an_exhausted_object_says_how_many_attempts(cloud, prox
     assert proxy.gets['always_503_b.jpg'] == 3
 
 
-def test_a_1000_object_read_makes_a_handful_of_storage_clients_not_one_per_object(
+def test_a_300_object_read_makes_a_handful_of_storage_clients_not_one_per_object(
         cloud, monkeypatch):
     from google.cloud import storage
     import concurrent.futures
     bucket = cloud.gcs.client().bucket(BUCKET)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: bucket.blob(f'many/{i:04d}.jpg').upload_from_string(
-            i.to_bytes(2, 'big') * 8), range(1000)))
+            i.to_bytes(2, 'big') * 8), range(300)))
 
     made = []
     real_init = storage.Client.__init__
@@ -141,12 +141,12 @@ def test_a_1000_object_read_makes_a_handful_of_storage_clients_not_one_per_objec
     p = TestPipeline()
     read = (p | ListImages(f'gs://{BUCKET}/many/')
             | ReadImages(retry=RetryPolicy(attempts=2, initial_backoff_s=0.01)))
-    assert_that(read.images | beam.combiners.Count.Globally(), equal_to([1000]))
+    assert_that(read.images | beam.combiners.Count.Globally(), equal_to([300]))
     result = p.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(
         beam.metrics.MetricsFilter().with_namespace(metrics.NAMESPACE))['counters']}
-    print(f'storage clients for a 1000-object read: {len(made)} in all '
+    print(f'storage clients for a 300-object read: {len(made)} in all '
           f'({counters[metrics.STORAGE_CLIENTS]} by the readers)')
     # Beam's listing makes its own few; our readers one each (one DoFn instance here).
     assert counters[metrics.STORAGE_CLIENTS] == 1
