@@ -22,7 +22,10 @@ from transforms.models import ModelSpec
 from transforms.postprocess import ToErrorRows, ToLabelRows
 from transforms.errors import ERRORS_TAG
 from transforms.read import ListImages, ReadImages, RetryPolicy
+from transforms.incremental import (ERROR_INDEX_COLUMNS, INDEX_COLUMNS, AttachSource,
+                                    ReuseByContent, SkipUnchanged)
 from transforms.sinks import ERRORS, LABELS, Sink
+from transforms.sinks.parquet import EarlierRuns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +39,33 @@ class ModelFacts:
 
 
 def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *,
-          progress_every_s: float | None = None, retry: RetryPolicy | None = None) -> None:
-    """Add the labeling job to pipeline `p`."""
-    uris = p | 'ListImages' >> ListImages(s.input)
+          earlier: EarlierRuns | None = None, progress_every_s: float | None = None,
+          retry: RetryPolicy | None = None) -> None:
+    """Add the labeling job to pipeline `p`; with `earlier`, an incremental run over it."""
+    listed = p | 'ListImages' >> ListImages(s.input, with_stat=earlier is not None)
 
-    read = uris | 'ReadImages' >> ReadImages(
+    to_read, previous_labels = listed, None
+    if earlier is not None:
+        previous_labels = p | 'EarlierLabels' >> ReadEarlier(earlier.labels)
+        previous_errors = p | 'EarlierErrors' >> ReadEarlier(
+            earlier.errors, columns=ERROR_INDEX_COLUMNS)
+        index = ((previous_labels | 'IndexColumns' >> beam.Map(
+                     lambda r: {c: r[c] for c in INDEX_COLUMNS}), previous_errors)
+                 | 'EarlierIndex' >> beam.Flatten())
+        to_read = listed | 'SkipUnchanged' >> SkipUnchanged(
+            index, model_id=model.model_id, retry_errors=s.retry_errors)
+
+    read = to_read | 'ReadImages' >> ReadImages(
         max_bytes=s.max_bytes, retry=retry or RetryPolicy(attempts=s.read_retries),
         lookahead=2 * s.batch_size, max_inflight_bytes=s.max_inflight_bytes)
 
-    decoded = read.images | 'DecodeImages' >> DecodeImages(
+    images, reused = read.images, None
+    if previous_labels is not None:
+        fresh = images | 'ReuseByContent' >> ReuseByContent(
+            previous_labels, model_id=model.model_id, run_id=s.run_id)
+        images, reused = fresh.images, fresh.reused
+
+    decoded = images | 'DecodeImages' >> DecodeImages(
         model.input_size, recipe=s.resize, max_pixels=s.max_pixels,
         threads=s.decode_threads, lookahead=2 * s.batch_size,
         max_inflight_bytes=s.max_inflight_bytes)
@@ -62,5 +83,24 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
                   | 'CollectErrors' >> beam.Flatten()
                   | 'ToErrorRows' >> ToErrorRows(model_id=model.model_id, run_id=s.run_id))
 
+    if earlier is not None:  # rows remember their object's size and time, for the next run
+        label_rows = ((label_rows, reused) | 'LabeledAndReused' >> beam.Flatten()
+                      | 'LabelsWithSource' >> AttachSource(listed))
+        error_rows = error_rows | 'ErrorsWithSource' >> AttachSource(listed)
+
     for sink in sinks:
         _ = {LABELS: label_rows, ERRORS: error_rows} | f'Write{type(sink).__name__}' >> sink
+
+
+class ReadEarlier(beam.PTransform):
+    """Rows of earlier runs' Parquet files (a listed set; none on a first run)."""
+
+    def __init__(self, files: list[str], columns: list[str] | None = None):
+        super().__init__()
+        self._files = files
+        self._columns = columns
+
+    def expand(self, pbegin):
+        from apache_beam.io.parquetio import ReadAllFromParquet
+        return (pbegin | 'Files' >> beam.Create(self._files)
+                | 'Read' >> ReadAllFromParquet(columns=self._columns))

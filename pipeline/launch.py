@@ -22,6 +22,7 @@ from transforms.label import load_labeled_model
 from transforms.models import REGISTRY, resolve_spec
 from transforms.read import validate_source
 from transforms.sinks import Sink
+from transforms.sinks.parquet import earlier_runs, partition_dir
 
 _log = logging.getLogger('imagelabel')
 
@@ -88,7 +89,12 @@ def execute(launch: Launch) -> RunSummary | None:
               ', '.join(sink.describe() for sink in launch.sinks), s.run_id)
     start = time.monotonic()
     p = beam.Pipeline(options=launch.options)
-    build(p, s, model, launch.sinks, progress_every_s=10.0 if launch.local else None)
+    earlier = earlier_runs(s.output, s.run_date) if s.skip_existing else None
+    if earlier is not None:
+        _log.info('--skip_existing: comparing with %d labels and %d errors files of earlier '
+                  'dates', len(earlier.labels), len(earlier.errors))
+    build(p, s, model, launch.sinks, earlier=earlier,
+          progress_every_s=10.0 if launch.local else None)
     result = p.run()
     if not launch.local:
         _log.info('submitted; the job runs on %s', launch.options.view_as(StandardOptions).runner)
@@ -100,9 +106,9 @@ def execute(launch: Launch) -> RunSummary | None:
             outputs.setdefault(table, []).extend(places)
     summary = summarize(counter_values(result), run_id=s.run_id, model=model.spec.name,
                         model_id=model.model_id, seconds=time.monotonic() - start,
-                        outputs=outputs)
+                        outputs=outputs, run_date=s.run_date)
     if s.output:
-        write_summary(summary, s.output)
+        write_summary(summary, partition_dir(s.output, s.run_date))
     return summary
 
 

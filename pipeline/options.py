@@ -81,8 +81,16 @@ class ImageLabelOptions(PipelineOptions):
                             help='Identifier written to every row; default: UTC time + '
                             'random suffix.')
         parser.add_argument('--run_date', default=None,
-                            help='The run\'s date, YYYY-MM-DD: the BigQuery partition its '
-                            'rows go to; default: today (UTC).')
+                            help='The run\'s date, YYYY-MM-DD: the partition its rows go to '
+                            '(OUTPUT/run_date=.../, and BigQuery\'s run_date); re-running a '
+                            'date replaces that partition. Default: today (UTC).')
+        parser.add_argument('--skip_existing', action='store_true', default=False,
+                            help='Label only what is new since the earlier dates under '
+                            '--output: unchanged objects are not read, copies of labeled '
+                            'content are copied, earlier transient failures are retried.')
+        parser.add_argument('--retry_errors', action='store_true', default=False,
+                            help='With --skip_existing, also retry earlier permanent failures '
+                            '(undecodable, too large) whose object has not changed.')
         add_sink_flags(parser)
 
 
@@ -106,9 +114,10 @@ class Settings:
     max_bytes: int
     read_retries: int
     max_inflight_bytes: int
-    overwrite: bool
     run_id: str
     run_date: str
+    skip_existing: bool
+    retry_errors: bool
 
 
 def new_run_id() -> str:
@@ -125,6 +134,12 @@ def settings_from(options: PipelineOptions) -> Settings:
                     max_bytes=o.max_bytes, read_retries=o.read_retries,
                     max_inflight_bytes=o.max_inflight_bytes,
                     decode_threads=o.decode_threads)
+    if o.retry_errors and not o.skip_existing:
+        raise ValueError('--retry_errors only applies with --skip_existing (without it, '
+                         'every image is read and labeled anyway)')
+    if o.skip_existing and not o.output:
+        raise ValueError('--skip_existing compares with the earlier runs under --output; '
+                         'give --output')
     for name, value in positive.items():
         if value is None or value < 1:
             raise ValueError(f'--{name} must be a positive integer, got {value}')
@@ -137,8 +152,8 @@ def settings_from(options: PipelineOptions) -> Settings:
         precision=o.precision, model_threads=o.model_threads or None,
         decode_threads=o.decode_threads, max_pixels=o.max_pixels, max_bytes=o.max_bytes,
         read_retries=o.read_retries, max_inflight_bytes=o.max_inflight_bytes,
-        overwrite=bool(o.overwrite),
-        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date))
+        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date),
+        skip_existing=bool(o.skip_existing), retry_errors=bool(o.retry_errors))
 
 
 def parse_run_date(value: str | None) -> str:
@@ -154,5 +169,4 @@ def parse_run_date(value: str | None) -> str:
 def sinks_from(options: PipelineOptions, s: Settings, *, local: bool) -> list[Sink]:
     """The sinks the options ask for, each validating its own flags."""
     return sinks_for(options.view_as(ImageLabelOptions),
-                     RunInfo(run_id=s.run_id, run_date=s.run_date, overwrite=s.overwrite,
-                             local=local))
+                     RunInfo(run_id=s.run_id, run_date=s.run_date, local=local))

@@ -30,11 +30,15 @@ class RunSummary:
     read_retries: int
     seconds: float
     storage_clients: int = 0
+    run_date: str = ''
+    skipped: int = 0
+    reused: int = 0
+    retried: int = 0
     outputs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
-        return self.inputs == self.labeled + self.errors
+        return self.inputs == self.skipped + self.reused + self.labeled + self.errors
 
     @property
     def images_per_second(self) -> float:
@@ -43,11 +47,17 @@ class RunSummary:
     def render(self) -> str:
         classes = ', '.join(f'{k} {v}' for k, v in sorted(self.errors_by_class.items()))
         lines = [
-            f'imagelabel run {self.run_id}',
+            f'imagelabel run {self.run_id}' + (f' (run_date {self.run_date})'
+                                                if self.run_date else ''),
             f'  model      {self.model} (model_id {self.model_id})',
             f'  inputs     {self.inputs}  (listed {self.listed}, duplicate URIs dropped '
             f'{self.listed - self.inputs})',
-            f'  labeled    {self.labeled}',
+            *([f'  skipped    {self.skipped}  (unchanged since an earlier run)',
+               f'  reused     {self.reused}  (content labeled before; rows copied)']
+              if self.skipped or self.reused else []),
+            f'  labeled    {self.labeled}' + (
+                f'  ({self.retried} retried after an earlier transient failure)'
+                if self.retried else ''),
             f'  errors     {self.errors}' + (f'  ({classes})' if classes else ''),
             f'  retries    {self.read_retries} transient read failures retried',
             f'  time       {self.seconds:.1f} s, {self.images_per_second:.1f} images/s',
@@ -55,8 +65,8 @@ class RunSummary:
         for table, places in self.outputs.items():
             lines.extend(f'  {table:<7} -> {place}' for place in places)
         if not self.balanced:
-            lines.append(f'  MISMATCH: inputs {self.inputs} != labeled {self.labeled} + '
-                         f'errors {self.errors}')
+            lines.append(f'  MISMATCH: inputs {self.inputs} != skipped {self.skipped} + '
+                         f'reused {self.reused} + labeled {self.labeled} + errors {self.errors}')
         return '\n'.join(lines)
 
     def to_json(self) -> dict:
@@ -76,25 +86,40 @@ def counter_values(result) -> dict[str, int]:
 
 
 def summarize(counts: dict[str, int], *, run_id: str, model: str, model_id: str,
-              seconds: float, outputs: dict[str, list[str]]) -> RunSummary:
+              seconds: float, outputs: dict[str, list[str]], run_date: str = '') -> RunSummary:
     return RunSummary(
         run_id=run_id, model=model, model_id=model_id,
         listed=counts.get(metrics.LISTED, 0), inputs=counts.get(metrics.INPUTS, 0),
         labeled=counts.get(metrics.LABELED, 0), errors=counts.get(metrics.ERRORS, 0),
         errors_by_class=metrics.errors_by_class(counts),
         read_retries=counts.get(metrics.READ_RETRIES, 0), seconds=seconds, outputs=outputs,
-        storage_clients=counts.get(metrics.STORAGE_CLIENTS, 0))
+        storage_clients=counts.get(metrics.STORAGE_CLIENTS, 0), run_date=run_date,
+        skipped=counts.get(metrics.SKIPPED, 0), reused=counts.get(metrics.REUSED, 0),
+        retried=counts.get(metrics.RETRIED, 0))
 
 
-def write_summary(summary: RunSummary, output: str) -> str:
-    path = FileSystems.join(output, SUMMARY_FILE)
+def write_summary(summary: RunSummary, folder: str) -> str:
+    """FOLDER/summary.json (a run's own partition, OUTPUT/run_date=D/)."""
+    path = FileSystems.join(folder, SUMMARY_FILE)
     with FileSystems.create(path) as f:
         f.write(json.dumps(summary.to_json(), indent=2).encode())
     return path
 
 
-def read_summary(output: str) -> dict:
-    """summary.json of a finished run (local or gs://)."""
-    from transforms.read import open_raw
-    with open_raw(FileSystems.join(output, SUMMARY_FILE)) as f:
+def read_summary(output: str, run_date: str | None = None) -> dict:
+    """summary.json of a finished run (local or gs://).
+
+    `output` may be a run's own folder, or the --output root: then the run of
+    `run_date`, or of the latest date there.
+    """
+    from transforms.sinks.parquet import partition_dir
+    from transforms.storage import open_raw
+    if run_date:
+        path = FileSystems.join(partition_dir(output, run_date), SUMMARY_FILE)
+    else:
+        direct = FileSystems.join(output, SUMMARY_FILE)
+        found = sorted(m.path for r in FileSystems.match(
+            [FileSystems.join(output, 'run_date=*', SUMMARY_FILE)]) for m in r.metadata_list)
+        path = direct if FileSystems.exists(direct) or not found else found[-1]
+    with open_raw(path) as f:
         return json.loads(f.read())

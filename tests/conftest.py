@@ -121,8 +121,10 @@ def read_parquet_rows(output_dir, prefix: str) -> list[dict]:
     from apache_beam.io.filesystems import FileSystems
     from transforms.storage import open_raw
     rows = []
-    pattern = FileSystems.join(str(output_dir), f'{prefix}-*.parquet')
-    for m in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+    patterns = [FileSystems.join(str(output_dir), f'{prefix}-*.parquet'),  # a run's folder
+                FileSystems.join(str(output_dir), 'run_date=*', f'{prefix}-*.parquet')]
+    found = [m for r in FileSystems.match(patterns) for m in r.metadata_list]
+    for m in sorted(found, key=lambda m: m.path):
         with open_raw(m.path) as f:
             rows.extend(pq.read_table(io.BytesIO(f.read())).to_pylist())
     return rows

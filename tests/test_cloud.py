@@ -156,7 +156,8 @@ def test_summary_json_lands_in_the_gs_output_folder_and_balances(runs):
     assert s['balanced'] and s['run_id'] == 'remote'
     assert s['storage_clients'] >= 1
     assert any(p.startswith('bigquery:') for p in s['outputs']['labels'])
-    assert s['outputs']['labels'][0].startswith('gs://imagelabel-test/e2e/out/labels-')
+    assert s['outputs']['labels'][0].startswith(
+        'gs://imagelabel-test/e2e/out/run_date=2026-11-20/labels-')
 
 
 def test_the_readme_bigquery_query_runs_on_the_emulator(runs):
@@ -261,7 +262,7 @@ def test_bigquery_alone_with_streaming_inserts_needs_no_output_folder(runs):
 
 def test_summary_json_is_valid_json_with_the_storage_client_count(runs):
     text = runs['cloud'].gcs.client().bucket('imagelabel-test').blob(
-        'e2e/out/summary.json').download_as_text()
+        'e2e/out/run_date=2026-11-20/summary.json').download_as_text()
     assert json.loads(text)['storage_clients'] <= 4
 
 
@@ -298,3 +299,24 @@ def model_copies(name: str) -> set[pathlib.Path]:
     import tempfile
     root = pathlib.Path(tempfile.gettempdir())
     return set(root.glob(f'*{name}')) | set(root.glob(f'imagelabel-model-*/**/{name}'))
+
+
+def test_rerunning_a_date_replaces_its_bigquery_partition_and_keeps_other_dates(runs):
+    cloud = runs['cloud']
+    client = cloud.bq.client()
+    table = f'{cloud.project}.redo.labels'
+
+    def counts():
+        return dict(list(client.query(
+            f'SELECT CAST(run_date AS STRING), COUNT(*) FROM `{table}` GROUP BY 1').result()))
+
+    for date in ('2026-11-01', '2026-11-02', '2026-11-02'):  # the second date twice
+        result = run_cli('run', '--input', runs['tmp'] / 'in',
+                         '--model', 'gs://imagelabel-test/e2e/m.tflite',
+                         '--bigquery_table', table, '--bigquery_method', 'streaming_inserts',
+                         '--run_date', date)
+        assert result.code == 0, result.err
+    assert counts() == {'2026-11-01': PHOTOS, '2026-11-02': PHOTOS}
+    errors = dict(list(client.query(
+        f'SELECT CAST(run_date AS STRING), COUNT(*) FROM `{table}_errors` GROUP BY 1').result()))
+    assert errors == {'2026-11-01': 2, '2026-11-02': 2}

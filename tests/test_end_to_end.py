@@ -79,7 +79,7 @@ def test_random_inception_v3_rows_open_in_pyarrow_and_duckdb(inception_keras, tm
     r = run_cli('run', '--input', tmp_path / 'in', '--output', out, '--model', inception_keras,
                 '--top_k', '4', '--batch_size', '4')
     assert r.code == 0, r.err
-    table = pq.read_table(next(out.glob('labels-*.parquet')))
+    table = pq.read_table(next(out.glob('*/labels-*.parquet')))
     assert str(table.schema.field('embedding').type) == 'list<item: float not null>'
     assert str(table.schema.field('processed_at').type) == 'timestamp[us, tz=UTC]'
     rows = table.to_pylist()
@@ -91,13 +91,13 @@ def test_random_inception_v3_rows_open_in_pyarrow_and_duckdb(inception_keras, tm
         assert (row['width'], row['height']) == (500, 375)
     con = duckdb.connect()
     types = dict(con.execute(
-        f"DESCRIBE SELECT * FROM read_parquet('{out}/labels-*.parquet')").fetchall()[i][:2]
+        f"DESCRIBE SELECT * FROM read_parquet('{out}/*/labels-*.parquet')").fetchall()[i][:2]
         for i in range(10))
     assert types['labels'] == 'STRUCT("index" INTEGER, "label" VARCHAR, score FLOAT)[]'
     assert types['embedding'] == 'FLOAT[]' and types['width'] == 'INTEGER'
     n, dim, best = con.execute(
         f"SELECT count(*), max(len(embedding)), max(labels[1].score) "
-        f"FROM read_parquet('{out}/labels-*.parquet')").fetchone()
+        f"FROM read_parquet('{out}/*/labels-*.parquet')").fetchone()
     assert (n, dim) == (5, 2048) and 0 < best <= 1
 
 
@@ -107,7 +107,7 @@ def test_help_lists_every_flag_with_its_default():
     for flag, default in [('--input', None), ('--output', None), ('--model', 'inception_v3'),
                           ('--top_k', '5'), ('--resize', 'crop'), ('--batch_size', '32'),
                           ('--precision', 'float32'), ('--max_pixels', '64000000'),
-                          ('--labels_file', None), ('--overwrite', None)]:
+                          ('--labels_file', None), ('--skip_existing', None)]:
         assert flag in r.out
         if default:
             assert f'(default: {default})' in ' '.join(r.out.split()), flag

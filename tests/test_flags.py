@@ -1,6 +1,6 @@
 """Bad flags: one clear `imagelabel: error: ...` line, exit code 2, no traceback, no work done.
 
-And an output directory that already holds a run is refused unless --overwrite.
+And a re-run of a date replaces that date's partition only, never another date's.
 """
 from __future__ import annotations
 
@@ -140,30 +140,30 @@ def test_bad_flag_in_a_real_process(inputs, mobilenet_v2_quant, changes, phrase)
     assert proc.stdout == ''
 
 
-def test_output_holding_a_run_is_refused_unless_overwrite(inputs, tmp_path, mobilenet_v2_quant):
+def test_rerunning_a_date_replaces_that_partition_and_leaves_other_dates_alone(
+        inputs, tmp_path, mobilenet_v2_quant):
     out = tmp_path / 'out'
     first = run_cli('run', '--input', inputs / 'images', '--output', out,
-                    '--model', mobilenet_v2_quant, '--run_id', 'first')
+                    '--model', mobilenet_v2_quant, '--run_id', 'first', '--run_date', '2026-01-01')
     assert first.code == 0, first.err
-    assert {r['run_id'] for r in read_parquet_rows(out, 'labels')} == {'first'}
-    before = sorted(p.name for p in out.iterdir())
+    other = run_cli('run', '--input', inputs / 'images', '--output', out, '--model',
+                    mobilenet_v2_quant, '--run_id', 'other', '--run_date', '2026-01-02')
+    assert other.code == 0, other.err
+    day2 = sorted(p.name for p in (out / 'run_date=2026-01-02').iterdir())
 
-    again = run_cli('run', '--input', inputs / 'images', '--output', out,
-                    '--model', mobilenet_v2_quant, '--run_id', 'second')
-    _expect_usage_error(again, f'--output {out} already holds a run', '--overwrite')
-    assert sorted(p.name for p in out.iterdir()) == before
-    assert {r['run_id'] for r in read_parquet_rows(out, 'labels')} == {'first'}
-
-    # --overwrite replaces the old run entirely: none of its rows survive.
+    # The same date again, over less input: its partition holds only the new run's rows.
     one_image = tmp_path / 'one.txt'
     one_image.write_text(str(inputs / 'images' / 'img_1.jpg') + '\n')
-    replaced = run_cli('run', '--input', one_image, '--output', out,
-                       '--model', mobilenet_v2_quant, '--run_id', 'third', '--overwrite')
+    replaced = run_cli('run', '--input', one_image, '--output', out, '--model',
+                       mobilenet_v2_quant, '--run_id', 'third', '--run_date', '2026-01-01')
     assert replaced.code == 0, replaced.err
-    rows = read_parquet_rows(out, 'labels')
+    rows = read_parquet_rows(out / 'run_date=2026-01-01', 'labels')
     assert [(r['uri'], r['run_id']) for r in rows] == [(str(inputs / 'images' / 'img_1.jpg'),
                                                         'third')]
-    assert read_parquet_rows(out, 'errors') == []
+    assert read_parquet_rows(out / 'run_date=2026-01-01', 'errors') == []
+    assert sorted(p.name for p in (out / 'run_date=2026-01-02').iterdir()) == day2
+    assert {r['run_id'] for r in read_parquet_rows(out / 'run_date=2026-01-02', 'labels')} == {
+        'other'}
 
 
 def test_top_k_equal_to_class_count_is_accepted(inputs, tmp_path, mobilenet_v2_quant):

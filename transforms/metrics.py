@@ -12,7 +12,10 @@ NAMESPACE = 'imagelabel'
 
 LISTED = 'listed'                  # URIs named by --input, duplicates included
 INPUTS = 'inputs'                  # distinct URIs
-LABELED = 'labeled'                # label rows made
+LABELED = 'labeled'                # label rows made by the model
+SKIPPED = 'skipped'                # --skip_existing: unchanged since an earlier run, not read
+REUSED = 'reused'                  # --skip_existing: same content labeled before, row copied
+RETRIED = 'retried'                # --skip_existing: an earlier transient failure tried again
 ERRORS = 'errors'                  # error rows made
 READ_RETRIES = 'read_retries'      # transient read failures retried
 BYTES_READ = 'bytes_read'

@@ -58,6 +58,8 @@ def label_row(result: PredictionResult, *, k: int, labels: list[str], model: str
         'height': info.height,
         'run_id': run_id,
         'processed_at': utc_now(),
+        'source_size': None,
+        'source_updated': None,
     }
 
 
@@ -72,6 +74,8 @@ def error_row(failure: Failure, *, model_id: str, run_id: str) -> dict[str, Any]
         'model_id': model_id,
         'run_id': run_id,
         'processed_at': utc_now(),
+        'source_size': None,
+        'source_updated': None,
     }
 
 

@@ -26,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.concurrency import LookaheadDoFn
 from transforms import metrics
 from transforms.errors import ERRORS_TAG, Failure, ImageError
+from transforms.incremental import Listed
 from transforms.storage import ObjectReader, open_raw
 
 DEFAULT_MAX_BYTES = 64 << 20
@@ -113,10 +114,17 @@ def expand_source(src: str, limit: int | None = None) -> Iterator[str]:
 
     `limit` caps each pattern's listing (the launcher only needs to know it is not empty).
     """
+    for uri, _, _ in expand_listing(src, limit):
+        yield uri
+
+
+def expand_listing(src: str, limit: int | None = None
+                   ) -> Iterator[tuple[str, int | None, float | None]]:
+    """(uri, size, modification time) for every URI --input names; a manifest gives no stat."""
     kind = source_kind(src)
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
         for uri in parse_manifest(read_text(src), kind):
-            yield resolve_relative(uri, src)
+            yield resolve_relative(uri, src), None, None
         return
     pattern = directory_pattern(src) if kind is SourceKind.DIRECTORY else src
     # Beam's "**/" needs at least one folder; users mean "this folder and below".
@@ -127,7 +135,7 @@ def expand_source(src: str, limit: int | None = None) -> Iterator[str]:
             # "folder/" placeholder objects (made by consoles on object stores) are not images
             if meta.path not in seen and not meta.path.endswith('/') and not _is_directory(meta.path):
                 seen.add(meta.path)
-                yield meta.path
+                yield meta.path, meta.size_in_bytes, meta.last_updated_in_seconds
 
 
 def validate_source(src: str) -> None:
@@ -158,11 +166,16 @@ def _check_source(src: str) -> None:
 
 
 class ListImages(beam.PTransform):
-    """--input spec -> distinct URIs (duplicates are labeled once, and counted)."""
+    """--input spec -> distinct URIs (duplicates are labeled once, and counted).
 
-    def __init__(self, source: str):
+    With `with_stat`, the elements are `Listed` (URI, size, modification time), which
+    incremental runs compare with earlier rows.
+    """
+
+    def __init__(self, source: str, *, with_stat: bool = False):
         super().__init__()
         self._source = source
+        self._with_stat = with_stat
 
     def expand(self, pbegin):
         listed = metrics.counter(metrics.LISTED)
@@ -172,13 +185,22 @@ class ListImages(beam.PTransform):
             counter.inc()
             return uri
 
+        if not self._with_stat:
+            return (
+                pbegin
+                | 'Source' >> beam.Create([self._source])
+                | 'ExpandSource' >> beam.FlatMap(expand_source)
+                | 'CountListed' >> beam.Map(count, listed)
+                | 'DropDuplicateUris' >> beam.Distinct()
+                | 'CountInputs' >> beam.Map(count, inputs))
         return (
             pbegin
             | 'Source' >> beam.Create([self._source])
-            | 'ExpandSource' >> beam.FlatMap(expand_source)
+            | 'ExpandSource' >> beam.FlatMap(expand_listing)
             | 'CountListed' >> beam.Map(count, listed)
             | 'DropDuplicateUris' >> beam.Distinct()
-            | 'CountInputs' >> beam.Map(count, inputs))
+            | 'CountInputs' >> beam.Map(count, inputs)
+            | 'ToListed' >> beam.MapTuple(Listed))
 
 
 # --- reading bytes ---------------------------------------------------------------
@@ -308,7 +330,8 @@ class _ReadDoFn(LookaheadDoFn):
     def result_bytes(self, result: '_ReadResult') -> int:
         return len(result.outcome.data) if isinstance(result.outcome, ImageBytes) else 0
 
-    def work(self, uri: str) -> _ReadResult:
+    def work(self, element: 'str | Listed') -> _ReadResult:
+        uri = element.uri if isinstance(element, Listed) else element
         # Runs on a pool thread, where Beam has no metrics container: count the
         # retries here and report them from `outputs`, on the bundle's thread.
         retries: list[None] = []

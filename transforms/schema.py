@@ -39,6 +39,10 @@ LABELS_SCHEMA = pa.schema([
     _field('height', pa.int32(), 'Original height in pixels (after EXIF rotation).'),
     _field('run_id', pa.string(), 'Identifier of the run that wrote the row.'),
     _field('processed_at', pa.timestamp('us', tz='UTC'), 'When the row was made.'),
+    _field('source_size', pa.int64(), 'Size of the object when it was listed (--skip_existing '
+           'runs; else null).', nullable=True),
+    _field('source_updated', pa.timestamp('us', tz='UTC'), 'Modification time of the object '
+           'when it was listed (--skip_existing runs; else null).', nullable=True),
 ])
 
 ERRORS_SCHEMA = pa.schema([
@@ -52,6 +56,10 @@ ERRORS_SCHEMA = pa.schema([
     _field('model_id', pa.string(), 'Model fingerprint, as in the labels table.'),
     _field('run_id', pa.string(), 'Identifier of the run that wrote the row.'),
     _field('processed_at', pa.timestamp('us', tz='UTC'), 'When the row was made.'),
+    _field('source_size', pa.int64(), 'Size of the object when it was listed (--skip_existing '
+           'runs; else null).', nullable=True),
+    _field('source_updated', pa.timestamp('us', tz='UTC'), 'Modification time of the object '
+           'when it was listed (--skip_existing runs; else null).', nullable=True),
 ])
 
 

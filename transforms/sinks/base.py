@@ -24,8 +24,7 @@ ERRORS = 'errors'
 class RunInfo:
     """What every sink may need to know about the run, beyond the rows."""
     run_id: str
-    run_date: str          # YYYY-MM-DD (UTC): BigQuery's partition
-    overwrite: bool
+    run_date: str          # YYYY-MM-DD (UTC): the partition the rows go to
     local: bool            # a local runner (the launcher waits for the job)
 
 

@@ -217,7 +217,11 @@ class BigQuerySink(Sink):
         return f'BigQuery {self.tables[LABELS].sql} ({self.method})'
 
     def prepare(self) -> None:
-        """Create the dataset and tables, or check that the existing ones fit."""
+        """Create the dataset and tables (or check them); empty this run's date partition.
+
+        Re-running a date replaces its rows, so a retried scheduled run leaves no
+        duplicates; other dates are never touched.
+        """
         from google.api_core import exceptions
         from google.cloud import bigquery
         ref = self.tables[LABELS]
@@ -227,6 +231,7 @@ class BigQuerySink(Sink):
                                   exists_ok=True)
             for name, table in self.tables.items():
                 ensure_table(client, table, name)
+                clear_partition(client, table, self.run_date)
         except exceptions.GoogleAPICallError as e:
             raise ValueError(f'--bigquery_table {ref.sql}: {type(e).__name__}: '
                              f'{getattr(e, "message", e)}') from e
@@ -249,6 +254,17 @@ class BigQuerySink(Sink):
                      table.spec, schema=table_schema(name), method=method,
                      create_disposition=BigQueryDisposition.CREATE_NEVER,
                      write_disposition=BigQueryDisposition.WRITE_APPEND, **extra))
+
+
+def clear_partition(client, table: TableRef, run_date: str) -> int:
+    """Delete one date's rows (a partition-pruned DML delete); how many went."""
+    from google.cloud import bigquery
+    job = client.query(
+        f'DELETE FROM `{table.sql}` WHERE {RUN_DATE} = @run_date',
+        job_config=bigquery.QueryJobConfig(query_parameters=[
+            bigquery.ScalarQueryParameter('run_date', 'DATE', run_date)]))
+    job.result()
+    return int(job.num_dml_affected_rows or 0)
 
 
 def ensure_table(client, table: TableRef, name: str) -> None:

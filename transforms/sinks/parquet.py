@@ -1,11 +1,20 @@
-"""Parquet files through Beam's `WriteToParquet`, with the one Arrow schema.
+"""Parquet files through Beam's `WriteToParquet`, one Hive partition per run date.
 
-Beam's file sinks write to a temporary folder and rename on success, so a
-crashed run never leaves `labels-*` files that look complete.
+    OUTPUT/run_date=2026-11-23/labels-00000-of-00001.parquet
+    OUTPUT/run_date=2026-11-23/errors-00000-of-00001.parquet
+    OUTPUT/run_date=2026-11-23/summary.json
+
+DuckDB (`hive_partitioning=true`) and BigQuery external tables read `run_date`
+from the path. Re-running a date replaces that date's partition and nothing
+else, so a retried scheduled run leaves no duplicate rows. Beam's file sinks
+write to a temporary folder and rename on success, so a crashed run never leaves
+`labels-*` files that look complete.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 from typing import Any
 
 import apache_beam as beam
@@ -18,12 +27,37 @@ from transforms.sinks.base import ERRORS, LABELS, RunInfo, Sink
 
 SUFFIX = '.parquet'
 SUMMARY_FILE = 'summary.json'
+PARTITION_KEY = 'run_date'
 _SCHEMAS = {LABELS: LABELS_SCHEMA, ERRORS: ERRORS_SCHEMA}
+_PARTITION = re.compile(r'/run_date=(\d{4}-\d{2}-\d{2})/')
 
 
-def output_pattern(output_dir: str, table: str) -> str:
-    """DIR/labels-*.parquet: one run's shards of a table."""
-    return FileSystems.join(output_dir, f'{table}-*{SUFFIX}')
+def partition_dir(output: str, run_date: str) -> str:
+    """OUTPUT/run_date=YYYY-MM-DD: where one date's files live."""
+    return FileSystems.join(output, f'{PARTITION_KEY}={run_date}')
+
+
+def output_pattern(folder: str, table: str) -> str:
+    """FOLDER/labels-*.parquet: one run's shards of a table."""
+    return FileSystems.join(folder, f'{table}-*{SUFFIX}')
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlierRuns:
+    """The files of the partitions dated before this run's (what --skip_existing reads)."""
+    labels: list[str]
+    errors: list[str]
+
+
+def earlier_runs(output: str, run_date: str) -> EarlierRuns:
+    """List (names only, no rows) the labels and errors files of earlier dates."""
+    found: dict[str, list[str]] = {}
+    for table in _SCHEMAS:
+        pattern = output_pattern(FileSystems.join(output, f'{PARTITION_KEY}=*'), table)
+        paths = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        found[table] = sorted(p for p in paths if (m := _PARTITION.search(p.replace('\\', '/')))
+                              and m.group(1) < run_date)
+    return EarlierRuns(found[LABELS], found[ERRORS])
 
 
 def to_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -36,65 +70,60 @@ def to_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class ParquetSink(Sink):
-    """DIR/labels-SSSSS-of-NNNNN.parquet and DIR/errors-... (a run with no errors writes an empty file)."""
+    """OUTPUT/run_date=D/labels-SSSSS-of-NNNNN.parquet and errors-... (a run with no errors
+    writes an empty file)."""
 
     enabling_flag = '--output'
 
-    def __init__(self, output: str, *, overwrite: bool = False, run_id: str = 'run',
-                 num_shards: int = 0):
+    def __init__(self, output: str, *, run_date: str, run_id: str = 'run', num_shards: int = 0):
         super().__init__()
         self.output = output.rstrip('/') or '/'
-        self._overwrite = overwrite
+        self.run_date = run_date
+        self.folder = partition_dir(self.output, run_date)
         self._run_id = run_id
         self._num_shards = num_shards
 
     @classmethod
     def add_flags(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            '--output', help='Output directory (local or gs://) for labels-*.parquet, '
-            'errors-*.parquet and summary.json.')
-        parser.add_argument('--overwrite', action='store_true', default=False,
-                            help='Replace the outputs of an earlier run in --output '
-                            '(refused otherwise).')
+            '--output', help='Output folder (local or gs://). Each run writes '
+            'run_date=YYYY-MM-DD/labels-*.parquet, errors-*.parquet and summary.json; '
+            're-running a date replaces that date\'s files only.')
 
     @classmethod
     def from_options(cls, flags: Any, run: RunInfo) -> 'ParquetSink | None':
         if not flags.output:
             return None
-        return cls(flags.output, overwrite=bool(flags.overwrite), run_id=run.run_id)
+        return cls(flags.output, run_date=run.run_date, run_id=run.run_id)
 
     def describe(self) -> str:
-        return f'Parquet in {self.output}'
+        return f'Parquet in {self.folder}'
 
     def _existing(self) -> list[str]:
-        patterns = [output_pattern(self.output, t) for t in _SCHEMAS] + [
-            FileSystems.join(self.output, SUMMARY_FILE)]
+        patterns = [output_pattern(self.folder, t) for t in _SCHEMAS] + [
+            FileSystems.join(self.folder, SUMMARY_FILE)]
         return [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
 
     def prepare(self) -> None:
-        """Refuse to mix runs in one directory unless --overwrite; check it is writable."""
-        existing = self._existing()
-        if existing and not self._overwrite:
-            raise ValueError(f'--output {self.output} already holds a run ({len(existing)} '
-                             f'files, e.g. {existing[0]}); pass --overwrite to replace it, '
-                             'or pick a new directory')
+        """Check the folder is writable; clear this date's partition (a re-run replaces it)."""
         try:
-            FileSystems.mkdirs(self.output)
+            FileSystems.mkdirs(self.folder)
         except Exception:  # noqa: BLE001 - "already exists" is fine; the probe below decides
             pass
-        probe = FileSystems.join(self.output, f'.imagelabel-write-test-{self._run_id}')
+        probe = FileSystems.join(self.folder, f'.imagelabel-write-test-{self._run_id}')
         try:
             FileSystems.create(probe).close()
             FileSystems.delete([probe])
         except Exception as e:  # noqa: BLE001
             raise ValueError(f'--output {self.output} is not writable: '
                              f'{type(e).__name__}: {e}') from e
+        existing = self._existing()
         if existing:
             FileSystems.delete(existing)
 
     def written(self) -> dict[str, list[str]]:
         return {table: sorted(m.path for r in FileSystems.match(
-            [output_pattern(self.output, table)]) for m in r.metadata_list)
+            [output_pattern(self.folder, table)]) for m in r.metadata_list)
             for table in _SCHEMAS}
 
     def expand(self, tables):
@@ -102,5 +131,5 @@ class ParquetSink(Sink):
             _ = (tables[table]
                  | f'{table.title()}ToArrow' >> beam.Map(to_parquet_row)
                  | f'Write{table.title()}Parquet' >> WriteToParquet(
-                     FileSystems.join(self.output, table), schema, file_name_suffix=SUFFIX,
+                     FileSystems.join(self.folder, table), schema, file_name_suffix=SUFFIX,
                      num_shards=self._num_shards, record_batch_size=256))

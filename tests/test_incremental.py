@@ -1,0 +1,158 @@
+"""Scheduled runs: date partitions, --skip_existing, the failure ledger.
+
+Two runs on consecutive dates over a folder of real photos that gained 10 new
+images, 1 renamed copy and 1 edited image in between; on the first date one
+image meets a transient read fault (injected at the reader).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import duckdb
+import pytest
+
+from conftest import run_cli
+from pipeline.summary import read_summary
+from transforms.incremental import Decision, Listed, decide
+
+DAY1, DAY2 = '2026-11-20', '2026-11-21'
+
+
+@pytest.fixture(scope='module')
+def photos(assets):
+    return sorted((assets / 'imagenet_sample' / 'images').glob('*.JPEG'))[::37][:23]
+
+
+def _run(folder, out, model, date, *extra):
+    result = run_cli('run', '--input', folder, '--output', out, '--model', model,
+                     '--run_date', date, '--skip_existing', *extra)
+    assert result.code == 0, result.err
+    return read_summary(str(out), run_date=date), result
+
+
+@pytest.fixture(scope='module')
+def history(photos, mobilenet_v2_quant, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('incremental')
+    folder, out = tmp / 'bucket', tmp / 'out'
+    folder.mkdir()
+    old, new = photos[:12], photos[12:22]
+    for p in old:
+        shutil.copy(p, folder / p.name)
+    (folder / 'broken.jpg').write_bytes(b'never an image')
+    flaky = folder / old[3].name
+
+    from transforms.storage import ObjectReader
+    real_read = ObjectReader.read
+
+    def faulty_read(self, uri, max_bytes):
+        if uri == str(flaky):
+            raise TimeoutError('injected: the store timed out')
+        return real_read(self, uri, max_bytes)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ObjectReader, 'read', faulty_read)
+    try:
+        day1, _ = _run(folder, out, mobilenet_v2_quant, DAY1, '--read_retries', '2')
+    finally:
+        mp.undo()
+
+    for p in new:  # 10 new images
+        shutil.copy(p, folder / p.name)
+    shutil.copy(folder / old[0].name, folder / 'renamed_copy.jpg')  # same bytes, new name
+    edited = folder / old[1].name
+    from PIL import Image
+    Image.open(edited).rotate(90, expand=True).save(edited, format='JPEG', quality=80)
+    later = edited.stat().st_mtime + 3600
+    os.utime(edited, (later, later))
+
+    day2, printed = _run(folder, out, mobilenet_v2_quant, DAY2)
+    return dict(out=out, day1=day1, day2=day2, printed=printed, flaky=flaky, edited=edited,
+                new=[folder / p.name for p in new], folder=folder, model=mobilenet_v2_quant)
+
+
+def _rows(out: pathlib.Path) -> list[tuple]:
+    return duckdb.sql(
+        f"SELECT uri, CAST(run_date AS VARCHAR), run_id FROM read_parquet("
+        f"'{out}/*/labels-*.parquet', hive_partitioning=true)").fetchall()
+
+
+def test_the_first_run_labels_everything_and_records_the_transient_failure(history):
+    d1 = history['day1']
+    assert (d1['inputs'], d1['skipped'], d1['reused'], d1['labeled'], d1['errors']) == (
+        13, 0, 0, 11, 2)
+    assert d1['errors_by_class'] == {'read/read_failed': 1, 'decode/not_an_image': 1}
+    assert d1['run_date'] == DAY1 and d1['balanced']
+
+
+def test_the_second_run_labels_only_the_new_the_edited_and_the_retried(history):
+    d2 = history['day2']
+    # 24 listed: 10 unchanged photos and the broken file skipped (11), the renamed copy
+    # reused (1), 10 new + 1 edited + 1 retried labeled (12), nothing failed.
+    assert (d2['inputs'], d2['skipped'], d2['reused'], d2['labeled'], d2['errors']) == (
+        24, 11, 1, 12, 0)
+    assert d2['retried'] == 1
+    assert d2['inputs'] == d2['skipped'] + d2['reused'] + d2['labeled'] + d2['errors']
+    assert 'skipped    11' in history['printed'].out and 'reused     1' in history['printed'].out
+
+
+def test_the_day2_partition_holds_one_row_per_labeled_or_copied_image(history):
+    rows = _rows(history['out'])
+    day2 = {uri for uri, date, _ in rows if date == DAY2}
+    expected = {str(p) for p in history['new']} | {str(history['edited']), str(history['flaky']),
+                                                   str(history['folder'] / 'renamed_copy.jpg')}
+    assert day2 == expected
+    assert len(rows) == len({(u, d) for u, d, _ in rows}) == 11 + 13
+    copy = duckdb.sql(
+        f"SELECT a.top_label = b.top_label, a.embedding = b.embedding, a.content_sha256 = "
+        f"b.content_sha256 FROM read_parquet('{history['out']}/*/labels-*.parquet', "
+        f"hive_partitioning=true) a, read_parquet('{history['out']}/*/labels-*.parquet', "
+        f"hive_partitioning=true) b WHERE a.uri LIKE '%renamed_copy.jpg' AND b.run_date = "
+        f"'{DAY1}' AND a.content_sha256 = b.content_sha256").fetchall()
+    assert copy == [(True, True, True)]
+
+
+def test_rerunning_a_date_replaces_its_partition_without_duplicates(history):
+    before = _rows(history['out'])
+    again, _ = _run(history['folder'], history['out'], history['model'], DAY2)
+    after = _rows(history['out'])
+    assert len(after) == len(before)
+    assert len({(u, d) for u, d, _ in after}) == len(after)
+    assert {(u, d) for u, d, _ in after} == {(u, d) for u, d, _ in before}
+    assert (again['skipped'], again['reused'], again['labeled']) == (
+        history['day2']['skipped'], history['day2']['reused'], history['day2']['labeled'])
+    assert {r for _, d, r in after if d == DAY1} == {r for _, d, r in before if d == DAY1}
+
+
+# --- the decision, as a pure function --------------------------------------------------
+
+def _row(**kw):
+    base = dict(uri='u', model_id='m', source_size=10, source_updated=100.0, error=None)
+    return base | kw
+
+
+def test_an_unchanged_object_labeled_by_the_same_model_is_skipped():
+    assert decide(Listed('u', 10, 100.0), _row(), model_id='m') is Decision.SKIP
+
+
+def test_a_changed_size_or_time_or_another_model_reads_again():
+    assert decide(Listed('u', 11, 100.0), _row(), model_id='m') is Decision.READ
+    assert decide(Listed('u', 10, 101.0), _row(), model_id='m') is Decision.READ
+    assert decide(Listed('u', 10, 100.0), _row(), model_id='other') is Decision.READ
+    assert decide(Listed('u'), _row(), model_id='m') is Decision.READ  # a manifest: no stat
+    assert decide(Listed('u', 10, 100.0), None, model_id='m') is Decision.READ
+
+
+def test_transient_failures_are_retried_and_permanent_ones_only_when_asked_or_changed():
+    transient, permanent = _row(error='read_failed'), _row(error='corrupt')
+    assert decide(Listed('u', 10, 100.0), transient, model_id='m') is Decision.RETRY
+    assert decide(Listed('u', 10, 100.0), permanent, model_id='m') is Decision.SKIP
+    assert decide(Listed('u', 10, 100.0), permanent, model_id='m',
+                  retry_errors=True) is Decision.READ
+    assert decide(Listed('u', 12, 100.0), permanent, model_id='m') is Decision.READ
+
+
+def test_retry_errors_without_skip_existing_is_refused(tmp_path):
+    result = run_cli('run', '--input', tmp_path, '--output', tmp_path / 'o', '--retry_errors')
+    assert result.code == 2 and 'only applies with --skip_existing' in result.err

@@ -1,0 +1,213 @@
+"""Incremental runs: label only what is new since earlier runs under the same --output.
+
+Nightly over a bucket that grew since yesterday, most objects are unchanged. For
+each listed URI (with its size and modification time from the listing), the
+latest earlier row of that URI decides, as a pure function (`decide`):
+
+- SKIP: an earlier label row by the same model_id, same size and time: not read.
+- SKIP too: an earlier *permanent* failure (undecodable, too large...) of the
+  same, unchanged object, unless --retry_errors: it would fail the same way.
+- RETRY: an earlier *transient* failure (read_failed): read again (the ledger).
+- READ: anything else (new, changed, another model).
+
+What is read is hashed; if an earlier label row by the same model_id has the
+same content_sha256 (a renamed or copied file), that row is copied under the new
+URI (REUSED) without running the model. Both joins run inside the pipeline
+(CoGroupByKey), so the index of earlier rows never loads on the launcher.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Any, Iterable
+
+import apache_beam as beam
+
+from transforms import metrics
+
+#: Error classes worth another try on the next run: the store, not the image, failed.
+TRANSIENT_ERRORS = frozenset({'read_failed'})
+
+INDEX_COLUMNS = ['uri', 'model_id', 'content_sha256', 'source_size', 'source_updated',
+                 'processed_at']
+ERROR_INDEX_COLUMNS = INDEX_COLUMNS + ['error']
+
+
+class Decision(enum.Enum):
+    SKIP = 'skip'
+    READ = 'read'
+    RETRY = 'retry'
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """A URI as listed, with the store's size and modification time (None from a manifest)."""
+    uri: str
+    size: int | None = None
+    updated: float | None = None
+
+    @property
+    def updated_at(self) -> datetime.datetime | None:
+        if self.updated is None:
+            return None
+        return datetime.datetime.fromtimestamp(self.updated, datetime.timezone.utc)
+
+
+def _same_object(listed: Listed, row: dict[str, Any]) -> bool:
+    """Same size and modification time, both known: the object did not change."""
+    if listed.size is None or listed.updated is None:
+        return False
+    updated = row.get('source_updated')
+    if row.get('source_size') != listed.size or updated is None:
+        return False
+    if isinstance(updated, datetime.datetime):
+        if updated.tzinfo is None:
+            updated = updated.replace(tzinfo=datetime.timezone.utc)
+        updated = updated.timestamp()
+    return abs(float(updated) - listed.updated) < 1e-3
+
+
+def latest(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The most recent of a URI's earlier rows (labels and errors together)."""
+    best = None
+    for row in rows:
+        if best is None or _when(row) > _when(best):
+            best = row
+    return best
+
+
+def _when(row: dict[str, Any]) -> float:
+    t = row.get('processed_at')
+    if isinstance(t, datetime.datetime):
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=datetime.timezone.utc)
+        return t.timestamp()
+    return float('-inf') if t is None else float(t)
+
+
+def decide(listed: Listed, previous: dict[str, Any] | None, *, model_id: str,
+           retry_errors: bool = False) -> Decision:
+    """What to do with a listed object, given its latest earlier row (see the module doc)."""
+    if previous is None or previous.get('model_id') != model_id:
+        return Decision.READ
+    error = previous.get('error')
+    if error is None:
+        return Decision.SKIP if _same_object(listed, previous) else Decision.READ
+    if error in TRANSIENT_ERRORS:
+        return Decision.RETRY
+    if retry_errors or not _same_object(listed, previous):
+        return Decision.READ
+    return Decision.SKIP
+
+
+def with_source(row: dict[str, Any], listed: Listed | None) -> dict[str, Any]:
+    """A row with the listing's size and time of its object (for the next run's skip)."""
+    if listed is None:
+        return row
+    return dict(row, source_size=listed.size, source_updated=listed.updated_at)
+
+
+def reused_row(previous: dict[str, Any], uri: str, *, run_id: str,
+               processed_at: datetime.datetime) -> dict[str, Any]:
+    """An earlier label row of the same content, copied under a new URI and run."""
+    return dict(previous, uri=uri, run_id=run_id, processed_at=processed_at)
+
+
+# --- the transforms -------------------------------------------------------------------
+
+class SkipUnchanged(beam.PTransform):
+    """Listed -> Listed to read (main), with SKIP counted and RETRY counted then read.
+
+    `previous` holds the earlier rows (labels and errors, INDEX columns) of the output.
+    """
+
+    def __init__(self, previous: beam.PCollection, *, model_id: str, retry_errors: bool):
+        super().__init__()
+        self._previous = previous
+        self._model_id = model_id
+        self._retry_errors = retry_errors
+
+    def expand(self, listed):
+        model_id, retry_errors = self._model_id, self._retry_errors
+        skipped = metrics.counter(metrics.SKIPPED)
+        retried = metrics.counter(metrics.RETRIED)
+
+        def choose(joined):
+            _, groups = joined
+            for item in groups['listed']:
+                decision = decide(item, latest(groups['previous']), model_id=model_id,
+                                  retry_errors=retry_errors)
+                if decision is Decision.SKIP:
+                    skipped.inc()
+                    continue
+                if decision is Decision.RETRY:
+                    retried.inc()
+                yield item
+
+        return ({'listed': listed | 'KeyListedByUri' >> beam.Map(lambda x: (x.uri, x)),
+                 'previous': self._previous | 'KeyEarlierByUri' >> beam.Map(
+                     lambda r: (r['uri'], r))}
+                | 'JoinOnUri' >> beam.CoGroupByKey()
+                | 'SkipOrRead' >> beam.FlatMap(choose))
+
+
+class ReuseByContent(beam.PTransform):
+    """ImageBytes -> ImageBytes still to label (main) and copied label rows (`reused`)."""
+
+    def __init__(self, previous_labels: beam.PCollection, *, model_id: str, run_id: str):
+        super().__init__()
+        self._previous = previous_labels
+        self._model_id = model_id
+        self._run_id = run_id
+
+    def expand(self, images):
+        model_id, run_id = self._model_id, self._run_id
+        reused = metrics.counter(metrics.REUSED)
+
+        def split(joined):
+            _, groups = joined
+            earlier = next(iter(groups['previous']), None)
+            for image in groups['images']:
+                if earlier is None:
+                    yield image
+                else:
+                    reused.inc()
+                    yield beam.pvalue.TaggedOutput('reused', reused_row(
+                        earlier, image.uri, run_id=run_id,
+                        processed_at=datetime.datetime.now(datetime.timezone.utc)))
+
+        same_model = (self._previous
+                      | 'SameModelOnly' >> beam.Filter(lambda r: r['model_id'] == model_id)
+                      | 'KeyEarlierByHash' >> beam.Map(lambda r: (r['content_sha256'], r))
+                      | 'OnePerHash' >> beam.combiners.Top.LargestPerKey(1, key=_when)
+                      | 'Unwrap' >> beam.MapTuple(lambda k, rows: (k, rows[0])))
+        return ({'images': images | 'KeyImagesByHash' >> beam.Map(
+                    lambda i: (i.content_sha256, i)),
+                 'previous': same_model}
+                | 'JoinOnContent' >> beam.CoGroupByKey()
+                | 'ReuseOrLabel' >> beam.FlatMap(split).with_outputs('reused', main='images'))
+
+
+class AttachSource(beam.PTransform):
+    """Rows + the listing -> rows carrying their object's size and time (join on uri)."""
+
+    def __init__(self, listed: beam.PCollection):
+        super().__init__()
+        self._listed = listed
+
+    def expand(self, rows):
+        def attach(joined):
+            _, groups = joined
+            item = next(iter(groups['listed']), None)
+            for row in groups['rows']:
+                yield with_source(row, item)
+
+        return ({'rows': rows | 'KeyRowsByUri' >> beam.Map(lambda r: (r['uri'], r)),
+                 'listed': self._listed | 'KeyListedByUri' >> beam.Map(lambda x: (x.uri, x))}
+                | 'JoinOnUri' >> beam.CoGroupByKey()
+                | 'WithSource' >> beam.FlatMap(attach))
+
+
+__all__ = ['AttachSource', 'Decision', 'Listed', 'ReuseByContent',
+           'SkipUnchanged', 'TRANSIENT_ERRORS', 'decide', 'latest', 'reused_row', 'with_source']
