@@ -79,6 +79,16 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument('--run_date', default=None,
                             help='The run\'s date, YYYY-MM-DD: the BigQuery partition its '
                             'rows go to; default: today (UTC).')
+        parser.add_argument(
+            '--share_model', action='store_true', default=False,
+            help='Load one copy of the model per machine, shared by all its SDK worker '
+            'processes (Beam\'s large_model), instead of one per process: for models '
+            'too big to hold once per vCPU. Batches then cross a local socket.')
+        parser.add_argument(
+            '--model_copies', type=int, default=None,
+            help='How many copies of the model each machine holds, shared by its SDK '
+            'processes (Beam\'s model_copies); implies --share_model. Default: one per '
+            'process, or one per machine with --share_model.')
         add_sink_flags(parser)
 
 
@@ -104,6 +114,8 @@ class Settings:
     overwrite: bool
     run_id: str
     run_date: str
+    share_model: bool = False         # one model per machine (Beam's large_model)
+    model_copies: int | None = None   # N models per machine, shared (Beam's model_copies)
 
 
 def new_run_id() -> str:
@@ -122,6 +134,9 @@ def settings_from(options: PipelineOptions) -> Settings:
     for name, value in positive.items():
         if value is None or value < 1:
             raise ValueError(f'--{name} must be a positive integer, got {value}')
+    if o.model_copies is not None and o.model_copies < 1:
+        raise ValueError(f'--model_copies must be a positive integer, got {o.model_copies} '
+                         '(leave it out for one model per process)')
     if o.model_threads is not None and o.model_threads < 0:
         raise ValueError(f'--model_threads must be >= 0, got {o.model_threads}')
     return Settings(
@@ -131,7 +146,9 @@ def settings_from(options: PipelineOptions) -> Settings:
         precision=o.precision, model_threads=o.model_threads or None,
         decode_threads=o.decode_threads, max_pixels=o.max_pixels, max_bytes=o.max_bytes,
         read_retries=o.read_retries, overwrite=bool(o.overwrite),
-        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date))
+        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date),
+        share_model=bool(o.share_model) or o.model_copies is not None,
+        model_copies=o.model_copies)
 
 
 def parse_run_date(value: str | None) -> str:
