@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import uuid
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
 from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
@@ -92,6 +92,32 @@ class ImageLabelOptions(PipelineOptions):
         add_sink_flags(parser)
 
 
+#: --dry_run is Beam's own flag (TestOptions; DataflowRunner builds the job and does not
+#: submit it), so ImageLabelOptions cannot declare it again (argparse: conflicting option
+#: string). We honour it on every runner and document it with our flags.
+DRY_RUN_CHOICES = ('true', 'false')
+
+
+def add_launcher_flags(parser) -> None:
+    """Every flag the launcher takes: ours, plus Beam's --dry_run (for --help and metadata)."""
+    ImageLabelOptions._add_argparse_args(parser)  # noqa: SLF001
+    parser.add_argument(
+        '--dry_run', default='false', choices=DRY_RUN_CHOICES,
+        help='true: check the flags, the input and the model, build the whole job graph and '
+        'serialize it as a runner would, then stop: no image is read, nothing is written or '
+        'submitted. A bare --dry_run means true.')
+
+
+def dry_run_from(options: PipelineOptions) -> bool:
+    """Beam's --dry_run as a bool (Beam keeps the string; \'false\' would be truthy)."""
+    value = options.view_as(TestOptions).dry_run
+    if value in (None, False, True):
+        return bool(value)
+    if str(value).lower() not in DRY_RUN_CHOICES:
+        raise ValueError(f'--dry_run takes true or false, got {value!r}')
+    return str(value).lower() == 'true'
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Validated imagelabel flags: what the graph is built from."""
@@ -116,6 +142,7 @@ class Settings:
     run_date: str
     share_model: bool = False         # one model per machine (Beam's large_model)
     model_copies: int | None = None   # N models per machine, shared (Beam's model_copies)
+    dry_run: bool = False             # build and validate the graph, do not run it
 
 
 def new_run_id() -> str:
@@ -148,7 +175,7 @@ def settings_from(options: PipelineOptions) -> Settings:
         read_retries=o.read_retries, overwrite=bool(o.overwrite),
         run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date),
         share_model=bool(o.share_model) or o.model_copies is not None,
-        model_copies=o.model_copies)
+        model_copies=o.model_copies, dry_run=dry_run_from(options))
 
 
 def parse_run_date(value: str | None) -> str:
