@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, write_jpeg
+from conftest import ROOT, run_cli, write_jpeg
 from pipeline.run import parser as run_parser
 from pipeline.template_metadata import metadata, render, template_argv
 
@@ -147,3 +147,26 @@ def test_the_dockerfile_copies_files_that_exist_and_runs_the_thin_main():
                 assert (ROOT / src).exists(), src
     assert 'ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/main.py' in dockerfile
     assert 'COPY templates/main.py /template/main.py' in dockerfile
+
+
+def test_a_bare_dry_run_builds_the_graph_and_leaves_an_earlier_run_alone(tmp_path,
+                                                                        tiny_keras_model):
+    write_jpeg(tmp_path / 'photos' / 'a.jpg')
+    common = ['run', '--input', tmp_path / 'photos', '--output', tmp_path / 'out',
+              '--model', tiny_keras_model]
+    first = run_cli(*common)
+    assert first.code == 0, first.err
+    before = sorted(p.name for p in (tmp_path / 'out').iterdir())
+    dry = run_cli(*common, '--overwrite', '--dry_run')
+    assert dry.code == 0, dry.err
+    assert dry.out == ''  # no summary: nothing ran
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == before
+    assert 'labels-00000-of-00001.parquet' in before
+
+
+def test_dry_run_false_runs_the_job(tmp_path, tiny_keras_model):
+    write_jpeg(tmp_path / 'photos' / 'a.jpg')
+    r = run_cli('run', '--input', tmp_path / 'photos', '--output', tmp_path / 'out',
+                '--model', tiny_keras_model, '--dry_run=false')
+    assert r.code == 0, r.err
+    assert (tmp_path / 'out' / 'summary.json').exists()
