@@ -109,7 +109,7 @@ def add_launcher_flags(parser) -> None:
 
 
 def dry_run_from(options: PipelineOptions) -> bool:
-    """Beam's --dry_run as a bool (Beam keeps the string; \'false\' would be truthy)."""
+    """Beam's --dry_run as a bool (Beam keeps the string, and 'false' is truthy)."""
     value = options.view_as(TestOptions).dry_run
     if value in (None, False, True):
         return bool(value)
