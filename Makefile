@@ -3,10 +3,12 @@
 #   make test                      the test suite (the README's second command)
 #   make bench                     the throughput benchmark (bench/README.md); a few minutes
 #   make bench BENCH_ARGS=--quick  a smoke test of the benchmark scripts
+#   make metadata                  regenerate templates/metadata.json from pipeline/options.py
+#   make lock                      regenerate templates/requirements.lock from the installed deps
 PYTHON ?= python3
 BENCH_ARGS ?=
 
-.PHONY: install test bench
+.PHONY: install test bench metadata lock
 
 # .venv: imagelabel with its test tools (the GCS emulator among them).
 # .venv-bq: the BigQuery emulator, whose exact pins clash with ours.
@@ -22,3 +24,9 @@ test:
 
 bench:
 	.venv/bin/python bench/bench.py $(BENCH_ARGS)
+
+metadata:
+	.venv/bin/python -m pipeline.template_metadata > templates/metadata.json
+
+lock:
+	.venv/bin/python templates/make_lock.py > templates/requirements.lock

@@ -72,7 +72,8 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
 
     handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=s.precision,
                                 threads=s.model_threads, recipe=s.resize.value,
-                                expected_model_id=model.model_id)
+                                expected_model_id=model.model_id,
+                                share_model=s.share_model, model_copies=s.model_copies)
     labeled = decoded.decoded | 'LabelImages' >> LabelImages(handler)
 
     label_rows = labeled['scores'] | 'ToLabelRows' >> ToLabelRows(

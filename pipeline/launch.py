@@ -13,7 +13,7 @@ import time
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from pipeline.graph import ModelFacts, build
 from pipeline.options import Settings, settings_from, sinks_from
@@ -71,13 +71,14 @@ def prepare(argv: Sequence[str] | None = None) -> Launch:
     """Validate flags, input, model and outputs; ValueError (one clear line) if anything is off."""
     options = PipelineOptions(argv)
     s = settings_from(options)
+    options.view_as(TestOptions).dry_run = s.dry_run  # Beam's runners see a bool, not 'false'
     local = is_local_runner(options)
     if not local:
         _check_paths_reach_workers(s)
     sinks = sinks_from(options, s, local=local)
     validate_source(s.input)
     model = load_model_facts(s)
-    for sink in sinks:
+    for sink in sinks if not s.dry_run else ():  # a dry run creates and deletes nothing
         sink.prepare()
     return Launch(options, s, model, sinks, local)
 
@@ -95,6 +96,9 @@ def execute(launch: Launch) -> RunSummary | None:
                   'dates', len(earlier.labels), len(earlier.errors))
     build(p, s, model, launch.sinks, earlier=earlier,
           progress_every_s=10.0 if launch.local else None)
+    if s.dry_run:
+        _log.info('dry run: %s', dry_run_check(p))
+        return None
     result = p.run()
     if not launch.local:
         _log.info('submitted; the job runs on %s', launch.options.view_as(StandardOptions).runner)
@@ -110,6 +114,14 @@ def execute(launch: Launch) -> RunSummary | None:
     if s.output:
         write_summary(summary, partition_dir(s.output, s.run_date))
     return summary
+
+
+def dry_run_check(p: beam.Pipeline) -> str:
+    """Serialize the built graph as a runner would (every DoFn pickled) and read it back."""
+    proto = p.to_runner_api()
+    beam.Pipeline.from_runner_api(proto, p.runner, p.options)
+    steps = sum(1 for t in proto.components.transforms.values() if not t.subtransforms)
+    return f'the job graph ({steps} steps) was built and validated; nothing was run'
 
 
 def run(argv: Sequence[str] | None = None) -> RunSummary | None:

@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import uuid
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
 from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
@@ -91,7 +91,43 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument('--retry_errors', action='store_true', default=False,
                             help='With --skip_existing, also retry earlier permanent failures '
                             '(undecodable, too large) whose object has not changed.')
+        parser.add_argument(
+            '--share_model', action='store_true', default=False,
+            help='Load one copy of the model per machine, shared by all its SDK worker '
+            'processes (Beam\'s large_model), instead of one per process: for models '
+            'too big to hold once per vCPU. Batches then cross a local socket.')
+        parser.add_argument(
+            '--model_copies', type=int, default=None,
+            help='How many copies of the model each machine holds, shared by its SDK '
+            'processes (Beam\'s model_copies); implies --share_model. Default: one per '
+            'process, or one per machine with --share_model.')
         add_sink_flags(parser)
+
+
+#: --dry_run is Beam's own flag (TestOptions; DataflowRunner builds the job and does not
+#: submit it), so ImageLabelOptions cannot declare it again (argparse: conflicting option
+#: string). We honour it on every runner and document it with our flags.
+DRY_RUN_CHOICES = ('true', 'false')
+
+
+def add_launcher_flags(parser) -> None:
+    """Every flag the launcher takes: ours, plus Beam's --dry_run (for --help and metadata)."""
+    ImageLabelOptions._add_argparse_args(parser)  # noqa: SLF001
+    parser.add_argument(
+        '--dry_run', default='false', choices=DRY_RUN_CHOICES,
+        help='true: check the flags, the input and the model, build the whole job graph and '
+        'serialize it as a runner would, then stop: no image is read, nothing is written or '
+        'submitted. A bare --dry_run means true.')
+
+
+def dry_run_from(options: PipelineOptions) -> bool:
+    """Beam's --dry_run as a bool (Beam keeps the string, and 'false' is truthy)."""
+    value = options.view_as(TestOptions).dry_run
+    if value in (None, False, True):
+        return bool(value)
+    if str(value).lower() not in DRY_RUN_CHOICES:
+        raise ValueError(f'--dry_run takes true or false, got {value!r}')
+    return str(value).lower() == 'true'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +154,9 @@ class Settings:
     run_date: str
     skip_existing: bool
     retry_errors: bool
+    share_model: bool = False         # one model per machine (Beam's large_model)
+    model_copies: int | None = None   # N models per machine, shared (Beam's model_copies)
+    dry_run: bool = False             # build and validate the graph, do not run it
 
 
 def new_run_id() -> str:
@@ -143,6 +182,9 @@ def settings_from(options: PipelineOptions) -> Settings:
     for name, value in positive.items():
         if value is None or value < 1:
             raise ValueError(f'--{name} must be a positive integer, got {value}')
+    if o.model_copies is not None and o.model_copies < 1:
+        raise ValueError(f'--model_copies must be a positive integer, got {o.model_copies} '
+                         '(leave it out for one model per process)')
     if o.model_threads is not None and o.model_threads < 0:
         raise ValueError(f'--model_threads must be >= 0, got {o.model_threads}')
     return Settings(
@@ -153,7 +195,9 @@ def settings_from(options: PipelineOptions) -> Settings:
         decode_threads=o.decode_threads, max_pixels=o.max_pixels, max_bytes=o.max_bytes,
         read_retries=o.read_retries, max_inflight_bytes=o.max_inflight_bytes,
         run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date),
-        skip_existing=bool(o.skip_existing), retry_errors=bool(o.retry_errors))
+        skip_existing=bool(o.skip_existing), retry_errors=bool(o.retry_errors),
+        share_model=bool(o.share_model) or o.model_copies is not None,
+        model_copies=o.model_copies, dry_run=dry_run_from(options))
 
 
 def parse_run_date(value: str | None) -> str:

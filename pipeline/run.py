@@ -13,7 +13,7 @@ from typing import Sequence
 
 from apache_beam.options import pipeline_options as beam_options
 
-from pipeline.options import ImageLabelOptions
+from pipeline.options import ImageLabelOptions, add_launcher_flags
 from pipeline.usage import HelpFormatter, UsageError, raise_usage, setup_logging, usage_error
 
 
@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
         epilog='Any Beam pipeline option is accepted too, e.g. --runner DataflowRunner '
                '--project P --region R --temp_location gs://..., or '
                '--direct_running_mode multi_processing --direct_num_workers 2.')
-    ImageLabelOptions._add_argparse_args(p)  # noqa: SLF001
+    add_launcher_flags(p)
     p.error = raise_usage
     return p
 
@@ -58,9 +58,18 @@ def labels_alias(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def dry_run_alias(argv: Sequence[str]) -> list[str]:
+    """A bare `--dry_run` means `--dry_run=true` (Beam's flag takes a value)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == '--dry_run' and (i + 1 == len(out) or out[i + 1].startswith('-')):
+            out[i] = '--dry_run=true'
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, validate, run; print the summary. Exit 2 on bad input, 1 on a lost image."""
-    argv = labels_alias(sys.argv[1:] if argv is None else argv)
+    argv = dry_run_alias(labels_alias(sys.argv[1:] if argv is None else argv))
     if '-h' in argv or '--help' in argv:
         parser().print_help()
         return 0

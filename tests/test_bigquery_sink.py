@@ -20,7 +20,7 @@ from transforms.sinks import RunInfo, sinks_for
 from transforms.sinks.bigquery import (BigQuerySink, TableRef, parse_table, schema_differences,
                                        table_schema, to_bigquery_row)
 
-RUN = RunInfo(run_id='r1', run_date='2026-11-23', overwrite=False, local=True)
+RUN = RunInfo(run_id='r1', run_date='2026-11-23', local=True)
 
 
 def _label_row():

@@ -12,7 +12,7 @@ from transforms.sinks import SINKS, RunInfo, Sink, sinks_for
 from transforms.sinks.bigquery import BigQuerySink
 from transforms.sinks.parquet import ParquetSink, to_parquet_row
 
-RUN = RunInfo(run_id='r1', run_date='2026-11-23', overwrite=False, local=True)
+RUN = RunInfo(run_id='r1', run_date='2026-11-23', local=True)
 
 
 def _flags(*argv):
@@ -52,6 +52,6 @@ def test_the_parquet_sink_turns_the_embedding_array_into_what_arrow_takes():
 def test_every_sink_flag_is_declared_by_its_sink_and_listed_in_run_help():
     from conftest import run_cli
     help_text = run_cli('run', '--help').out
-    for flag in ('--output', '--overwrite', '--bigquery_table', '--bigquery_method',
+    for flag in ('--output', '--bigquery_table', '--bigquery_method',
                  '--bigquery_temp'):
         assert flag in help_text

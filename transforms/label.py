@@ -2,9 +2,11 @@
 
 `ImageModelHandler` is shaped like Beam's own handlers (tensorflow_inference.py):
 the model is loaded once per worker process by RunInference's shared-model
-machinery and shared by the process's threads; batching is Beam's BatchElements
-at a fixed size. What Beam does not do is ours: a batch that raises is retried
-image by image, so only the guilty image becomes an error row.
+machinery and shared by the process's threads (or, with `share_model`, once per
+machine and shared by all its SDK processes through Beam's multi_process_shared);
+batching is Beam's BatchElements at a fixed size. What Beam does not do is ours:
+a batch that raises is retried image by image, so only the guilty image becomes
+an error row.
 """
 from __future__ import annotations
 
@@ -54,6 +56,11 @@ class LoadedModel:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    def get_model_id(self) -> str:
+        """model_id as a method: a model shared across processes is reached through a
+        multiprocessing proxy, which forwards method calls but not attribute reads."""
+        return self.model_id
+
     def predict(self, pixels: np.ndarray) -> Scores:
         scores = self.runtime.predict(pixels)
         if self.drop_background:
@@ -92,8 +99,12 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
 
     def __init__(self, spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
                  threads: Optional[int] = None, recipe: str = 'crop',
-                 expected_model_id: Optional[str] = None):
+                 expected_model_id: Optional[str] = None, share_model: bool = False,
+                 model_copies: Optional[int] = None):
         super().__init__()
+        # Beam's large_model / model_copies, answered by the two methods below.
+        self._share_model = share_model or model_copies is not None
+        self._copies = model_copies or 1
         self._spec = spec
         self._expected_model_id = expected_model_id
         self._batch_size = batch_size
@@ -113,6 +124,15 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
         _log.info('loaded %s (model_id %s)', model.runtime.description, model.model_id)
         return model
 
+    def share_model_across_processes(self) -> bool:
+        """True: one model per machine, served to every SDK process by the first one
+        that loads it (Beam's multi_process_shared); False: one per process."""
+        return self._share_model
+
+    def model_copies(self) -> int:
+        """How many shared copies a machine holds (only read when sharing)."""
+        return self._copies
+
     def batch_elements_kwargs(self) -> Mapping[str, Any]:
         # A fixed batch size: the compiled model function has fixed shapes.
         return {'min_batch_size': self._batch_size, 'max_batch_size': self._batch_size}
@@ -130,7 +150,8 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
             _log.warning('batch of %d failed (%s); retrying image by image',
                          len(batch), batch_error)
             outputs = [self._one(model, image) for image in batch]
-        return [PredictionResult(info, out, model.model_id) for info, out in zip(infos, outputs)]
+        model_id = model.get_model_id()
+        return [PredictionResult(info, out, model_id) for info, out in zip(infos, outputs)]
 
     @staticmethod
     def _one(model: LoadedModel, image: DecodedImage):
