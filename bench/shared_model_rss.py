@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         for mode, extra in MODES.items():
             dest = out / 'runs' / f'{"shared" if extra else "per_process"}-{rep}'
             argv = [sys.executable, '-m', 'pipeline.run', '--input', str(manifest),
-                    '--output', str(dest), '--overwrite', '--model', str(model),
+                    '--output', str(dest), '--model', str(model),
                     '--batch_size', str(args.batch_size),
                     '--direct_running_mode=multi_processing', '--direct_num_workers=2', *extra]
             peak = run_sampled(argv, out / 'logs' / f'{dest.name}.log')
