@@ -53,7 +53,19 @@ def _binary(name: str, env_var: str, *candidates: pathlib.Path) -> str:
                        f'(make install), or set {env_var}')
 
 
-class GcsEmulator:
+class _Server:
+    """A server process of ours: stopped (then killed) at the end of the session."""
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self.proc.kill()
+        self._log.close()
+
+
+class GcsEmulator(_Server):
     """gcp-storage-emulator, objects on disk (BigQuery file loads read them from there)."""
 
     def __init__(self, root: pathlib.Path):
@@ -78,15 +90,9 @@ class GcsEmulator:
         return storage.Client(credentials=AnonymousCredentials(), project=PROJECT,
                               client_options={'api_endpoint': self.url})
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self.proc.kill()
-        self._log.close()
 
 
-class BigQueryEmulator:
+class BigQueryEmulator(_Server):
     """bqemulator (DuckDB inside), reading load-job files from the GCS emulator's disk."""
 
     def __init__(self, workdir: pathlib.Path, gcs: GcsEmulator):
@@ -110,9 +116,3 @@ class BigQueryEmulator:
         return bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),
                                client_options=ClientOptions(api_endpoint=self.url))
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self.proc.kill()
-        self._log.close()

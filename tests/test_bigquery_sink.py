@@ -73,8 +73,10 @@ def test_a_label_row_becomes_json_bigquery_takes_with_every_required_field():
     assert required <= set(row)  # the emulator would not notice a missing one
     types = {'STRING': str, 'INTEGER': int, 'DATE': str, 'TIMESTAMP': str}
     for f in table_schema('labels')['fields']:
-        if f['type'] in types and f['mode'] != 'REPEATED':
+        if f['type'] in types and f['mode'] == 'REQUIRED':
             assert isinstance(row[f['name']], types[f['type']]), f['name']
+        if f['mode'] == 'NULLABLE':
+            assert row[f['name']] is None or isinstance(row[f['name']], types[f['type']])
 
 
 def test_an_error_row_becomes_json_with_a_null_hash_kept_null():

@@ -185,22 +185,14 @@ class ListImages(beam.PTransform):
             counter.inc()
             return uri
 
-        if not self._with_stat:
-            return (
-                pbegin
-                | 'Source' >> beam.Create([self._source])
-                | 'ExpandSource' >> beam.FlatMap(expand_source)
-                | 'CountListed' >> beam.Map(count, listed)
-                | 'DropDuplicateUris' >> beam.Distinct()
-                | 'CountInputs' >> beam.Map(count, inputs))
-        return (
+        distinct = (
             pbegin
             | 'Source' >> beam.Create([self._source])
-            | 'ExpandSource' >> beam.FlatMap(expand_listing)
+            | 'ExpandSource' >> beam.FlatMap(expand_listing if self._with_stat else expand_source)
             | 'CountListed' >> beam.Map(count, listed)
-            | 'DropDuplicateUris' >> beam.Distinct()
-            | 'CountInputs' >> beam.Map(count, inputs)
-            | 'ToListed' >> beam.MapTuple(Listed))
+            | 'DropDuplicateUris' >> beam.Distinct()  # (uri, size, time) tuples, or URIs
+            | 'CountInputs' >> beam.Map(count, inputs))
+        return distinct | 'ToListed' >> beam.MapTuple(Listed) if self._with_stat else distinct
 
 
 # --- reading bytes ---------------------------------------------------------------

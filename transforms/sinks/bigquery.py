@@ -75,21 +75,17 @@ def parse_table(spec: str, default_project: str | None = None) -> TableRef:
 
 # --- schema: derived from the Arrow schema -------------------------------------------
 
+#: Arrow type test -> BigQuery type, first match wins.
+_BQ_TYPES = ((pa.types.is_string, 'STRING'), (pa.types.is_integer, 'INTEGER'),
+             (pa.types.is_floating, 'FLOAT'), (pa.types.is_timestamp, 'TIMESTAMP'),
+             (pa.types.is_date, 'DATE'), (pa.types.is_boolean, 'BOOLEAN'),
+             (pa.types.is_struct, 'RECORD'))
+
+
 def _bq_type(t: pa.DataType) -> str:
-    if pa.types.is_string(t):
-        return 'STRING'
-    if pa.types.is_integer(t):
-        return 'INTEGER'
-    if pa.types.is_floating(t):
-        return 'FLOAT'
-    if pa.types.is_timestamp(t):
-        return 'TIMESTAMP'
-    if pa.types.is_date(t):
-        return 'DATE'
-    if pa.types.is_boolean(t):
-        return 'BOOLEAN'
-    if pa.types.is_struct(t):
-        return 'RECORD'
+    for test, name in _BQ_TYPES:
+        if test(t):
+            return name
     raise TypeError(f'no BigQuery type for Arrow type {t}')
 
 
