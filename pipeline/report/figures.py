@@ -61,28 +61,29 @@ def low_confidence(scores: np.ndarray, threshold: float) -> LowConfidence:
 
 
 def quotas(sizes: Sequence[int], budget: int) -> list[int]:
-    """Tiles per label: all of a label when everything fits; else one each (most frequent
-    labels first while the budget lasts), the rest in proportion to size (largest remainder).
+    """Tiles per label: all of a label when everything fits; else in proportion to size
+    (largest remainder), with at least one per label while the budget allows (taken from
+    the largest quotas), the most frequent labels first when it does not.
     """
     sizes = [int(s) for s in sizes]
-    if sum(sizes) <= budget:
+    total = sum(sizes)
+    if total <= budget:
         return sizes
-    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
-    out = [0] * len(sizes)
-    if len(sizes) >= budget:
+    order = [i for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)) if sizes[i]]
+    if len(order) >= budget:
+        out = [0] * len(sizes)
         for i in order[:budget]:
             out[i] = 1
         return out
-    rest = budget - len(sizes)
-    spare = [s - 1 for s in sizes]
-    total = sum(spare)
-    exact = [rest * s / total for s in spare]
-    base = [int(x) for x in exact]
-    left = rest - sum(base)
-    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - base[i]), -sizes[i], i))
-    for i in by_remainder[:left]:
-        base[i] += 1
-    return [1 + b for b in base]
+    exact = [budget * s / total for s in sizes]
+    out = [int(x) for x in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - out[i]), -sizes[i], i))
+    for i in by_remainder[:budget - sum(out)]:
+        out[i] += 1
+    for i in [i for i in order if out[i] == 0]:
+        out[max(range(len(sizes)), key=lambda j: (out[j], -j))] -= 1
+        out[i] = 1
+    return out
 
 
 def stratified_sample(codes: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
