@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.options import MODEL_HELP
 from pipeline.report import data
 from pipeline.usage import HelpFormatter, UsageError, raise_usage, usage_error
 from transforms.decode import ResizeRecipe
@@ -201,6 +200,7 @@ def query_from_image(files: data.RunFiles, args: argparse.Namespace) -> Query:
 
 
 def parser() -> argparse.ArgumentParser:
+    from pipeline.options import MODEL_HELP  # imports Beam's sinks: only when parsing
     p = argparse.ArgumentParser(
         prog='imagelabel similar', formatter_class=HelpFormatter, allow_abbrev=False,
         description='The k images of a run nearest to one image, by cosine similarity of '
