@@ -126,13 +126,8 @@ def chunks_of(files: data.RunFiles, model_id: str, skipped: list[int]) -> Iterat
 
 def find_row(files: data.RunFiles, uri: str) -> dict | None:
     """The labels row of `uri` (exactly as stored, or as an absolute local path)."""
-    candidates = {uri} | ({os.path.abspath(uri)} if '://' not in uri else set())
-    for batch in data.iter_label_batches(files, COLUMNS, BATCH_ROWS):
-        hits = pc.is_in(batch.column('uri'), pa.array(sorted(candidates), pa.string()))
-        if pc.any(hits).as_py():
-            row = batch.filter(hits).slice(0, 1).to_pylist()[0]
-            return row
-    return None
+    candidates = [uri] + ([os.path.abspath(uri)] if '://' not in uri else [])
+    return data.find_label_row(files, candidates, COLUMNS)
 
 
 def query_from_uri(files: data.RunFiles, uri: str) -> Query:

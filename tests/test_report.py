@@ -189,3 +189,18 @@ def test_a_stratified_sample_has_the_quota_of_every_label_and_no_duplicate():
     assert np.bincount(codes[chosen], minlength=5).tolist() == figures.quotas(
         sizes.tolist(), 500)
     assert np.array_equal(chosen, figures.stratified_sample(codes, 500))  # seeded
+
+
+def test_a_run_where_every_image_failed_still_has_a_report(mixed_run, tmp_path):
+    output = tmp_path / 'out'
+    output.mkdir()
+    for f in mixed_run.glob('errors-*.parquet'):
+        shutil.copy(f, output)
+    page, figures_json = make_report(output, tmp_path)
+    assert figures_json['counts'] == {'listed': 1, 'inputs': 1, 'labeled': 0, 'errors': 1}
+    assert figures_json['labels'] == {} and figures_json['tiles']['shown'] == 0
+    assert figures_json['run']['summaries'] == 0  # counts from the tables, as on Dataflow
+    assert page.count('class="error-row"') == 1
+    result = run_cli('report', '--output', output, '--compare', mixed_run,
+                     '--out', tmp_path / 'r.html')
+    assert result.code == 2 and 'has no labeled image' in result.err

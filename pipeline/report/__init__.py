@@ -60,7 +60,8 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def report_json_path(out: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(out)), 'report.json')
+    """report.json, beside the HTML file."""
+    return os.path.join(os.path.dirname(out), 'report.json')
 
 
 def main(argv: Sequence[str]) -> int:

@@ -135,3 +135,21 @@ def iter_label_batches(files: RunFiles, columns: Sequence[str],
         f = _parquet_file(path)
         present = _select(f.schema_arrow, columns)
         yield from f.iter_batches(batch_size=batch_rows, columns=present)
+
+
+def find_label_row(files: RunFiles, uris: Sequence[str], columns: Sequence[str]) -> dict | None:
+    """The first labels row whose uri is one of `uris`, with `columns`.
+
+    Reads only the `uri` column until a row group holds a hit, then that row group's
+    other columns: a lookup costs a scan of the URIs, not of the embeddings.
+    """
+    wanted = pa.array(sorted(set(uris)), pa.string())
+    for path in files.labels:
+        f = _parquet_file(path)
+        present = _select(f.schema_arrow, columns)
+        for group in range(f.num_row_groups):
+            hits = pc.is_in(f.read_row_group(group, columns=['uri']).column('uri'), wanted)
+            if pc.any(hits).as_py():
+                table = f.read_row_group(group, columns=present).filter(hits)
+                return table.slice(0, 1).to_pylist()[0]
+    return None
