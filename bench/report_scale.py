@@ -58,7 +58,9 @@ def write_output(out: pathlib.Path, rows: int, dim: int, photos: list[str]) -> N
     weights /= weights.sum()
     now = datetime.datetime.now(datetime.timezone.utc)
     group = 8192
-    with pq.ParquetWriter(out / 'labels-00000-of-00001.parquet', LABELS_SCHEMA) as w:
+    # As Beam's WriteToParquet writes them: uncompressed, list items named 'item'.
+    with pq.ParquetWriter(out / 'labels-00000-of-00001.parquet', LABELS_SCHEMA,
+                          compression='none', use_compliant_nested_type=False) as w:
         for start in range(0, rows, group):
             n = min(group, rows - start)
             top = rng.choice(len(names), size=n, p=weights)

