@@ -38,7 +38,7 @@ class Neighbour:
 
 @dataclasses.dataclass(frozen=True)
 class Query:
-    """What to search for: a unit vector, the model it came from, and what to leave out."""
+    """What to search for: an embedding, the model it came from, and what to leave out."""
     label: str              # the URI, or the --image path
     vector: np.ndarray      # (d,) float32
     model_id: str
