@@ -66,7 +66,7 @@ def report_json_path(out: str) -> str:
 
 def main(argv: Sequence[str]) -> int:
     from pipeline.report.build import build_report
-    from pipeline.report.html import render
+    from pipeline.report.html import plural, render
     start = time.monotonic()
     try:
         args = parser().parse_args(list(argv))
@@ -85,8 +85,8 @@ def main(argv: Sequence[str]) -> int:
     h = report.header
     drift = (f', total variation {report.drift.total_variation:.3f} against {args.compare}'
              if report.drift else '')
-    print(f'report of {h.labeled} labeled images and {h.errors} errors ({len(report.tiles)} '
-          f'tiles{", sampled" if report.tiles_sampled else ""}{drift})\n'
+    print(f'report of {h.labeled} labeled images and {plural(h.errors, "error")} '
+          f'({plural(len(report.tiles), "tile")}{", sampled" if report.tiles_sampled else ""}{drift})\n'
           f'  html -> {args.out} ({len(page.encode()) / 1e6:.2f} MB)\n'
           f'  json -> {report_json_path(args.out)}\n'
           f'  time    {time.monotonic() - start:.1f} s')

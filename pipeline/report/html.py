@@ -42,6 +42,10 @@ def uri_link(uri: str) -> str | None:
     return pathlib.Path(os.path.abspath(uri)).as_uri()
 
 
+def plural(n: int, word: str) -> str:
+    return f'{n} {word}' + ('' if n == 1 else 's')
+
+
 def _pct(x: float) -> str:
     return f'{100 * x:.1f}%'
 
@@ -147,8 +151,8 @@ def header_facts(h: Header) -> list[tuple[str, object]]:
         ('model', _join(h.models)),
         ('model_id', _join(h.model_ids)),
         ('rows written', f'{h.first_row_at or "–"} to {h.last_row_at or "–"} (UTC)'),
-        ('images', f'{h.inputs} inputs (listed {h.listed}): {h.labeled} labeled, '
-                   f'{h.errors} errors'),
+        ('images', f'{plural(h.inputs, "input")} (listed {h.listed}): {h.labeled} labeled, '
+                   f'{plural(h.errors, "error")}'),
         ('read retries', '–' if h.read_retries is None else h.read_retries),
         ('time', '–' if h.seconds is None else
          f'{h.seconds:.1f} s, {h.images_per_second or 0:.1f} images/s'),
