@@ -5,10 +5,11 @@
 #   make bench BENCH_ARGS=--quick  a smoke test of the benchmark scripts
 #   make metadata                  regenerate templates/metadata.json from pipeline/options.py
 #   make lock                      regenerate templates/requirements.lock from the installed deps
+#   make report-example            regenerate the README's report screenshot (docs extra + chromium)
 PYTHON ?= python3
 BENCH_ARGS ?=
 
-.PHONY: install test bench metadata lock
+.PHONY: install test bench metadata lock report-example
 
 # .venv: imagelabel with its test tools (the GCS emulator among them).
 # .venv-bq: the BigQuery emulator, whose exact pins clash with ours.
@@ -30,3 +31,6 @@ metadata:
 
 lock:
 	.venv/bin/python templates/make_lock.py > templates/requirements.lock
+
+report-example:
+	.venv/bin/python -m pipeline.report.example

@@ -31,6 +31,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     'run': Command('pipeline.run:main', 'a Beam labeling job over many images'),
     'classify': Command('pipeline.classify:main', 'print the labels of a few images'),
+    'report': Command('pipeline.report:main', 'an HTML report of a run, with drift (--compare)'),
+    'similar': Command('pipeline.similar:main', 'the nearest images to one, by embedding'),
 }
 
 

@@ -1,0 +1,90 @@
+"""`imagelabel similar` over a real run, and the chunked nearest-neighbour search."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from report_runs import mixed_photos, mixed_run  # noqa: F401 - fixtures
+from pipeline.similar import Chunk, nearest
+
+
+def similar(*args) -> list[dict]:
+    result = run_cli('similar', *args, '--format', 'json')
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def test_an_exact_copy_is_the_first_neighbour_and_neighbours_come_in_order(
+        mixed_run, mixed_photos):
+    query = mixed_photos / 'n01443537_goldfish.JPEG'
+    rows = similar('--output', mixed_run, '--uri', query, '--k', '5')
+    assert rows[0]['uri'] == str(mixed_photos / 'copy_of_goldfish.jpg')
+    assert rows[0]['similarity'] == pytest.approx(1.0, abs=1e-5)
+    assert rows[0]['top_label'] == 'goldfish'
+    assert [r['rank'] for r in rows] == [1, 2, 3, 4, 5]
+    sims = [r['similarity'] for r in rows]
+    assert sims == sorted(sims, reverse=True) and sims[1] < 1.0 - 1e-3
+    assert str(query) not in [r['uri'] for r in rows]  # not its own neighbour
+
+
+def test_a_new_image_is_embedded_with_the_runs_model(mixed_run, mixed_photos,
+                                                     mobilenet_v2_quant, tmp_path):
+    fresh = tmp_path / 'another_copy.jpg'
+    fresh.write_bytes((mixed_photos / 'n01443537_goldfish.JPEG').read_bytes())
+    rows = similar('--output', mixed_run, '--image', fresh, '--model', mobilenet_v2_quant,
+                   '--k', '3')
+    assert {r['uri'] for r in rows[:2]} == {str(mixed_photos / 'n01443537_goldfish.JPEG'),
+                                            str(mixed_photos / 'copy_of_goldfish.jpg')}
+    assert rows[0]['similarity'] == pytest.approx(1.0, abs=1e-5)
+    assert rows[1]['similarity'] == pytest.approx(1.0, abs=1e-5)
+    assert rows[2]['similarity'] < 0.99
+
+
+def test_a_model_with_another_model_id_is_refused_with_one_line(mixed_run, mixed_photos,
+                                                                 mobilenet_v2_quant):
+    result = run_cli('similar', '--output', mixed_run, '--image',
+                     mixed_photos / 'n01440764_tench.JPEG', '--model', mobilenet_v2_quant,
+                     '--resize', 'plain')
+    assert result.code == 2 and result.out == ''
+    assert 'embeddings of different models are not comparable' in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_text_output_lists_rank_similarity_label_and_uri(mixed_run, mixed_photos):
+    result = run_cli('similar', '--output', mixed_run, '--uri',
+                     mixed_photos / 'n02701002_ambulance.JPEG', '--k', '2')
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[1].split() == ['rank', 'similarity', 'top', 'label', 'uri']
+    rank, sim, *_ = lines[2].split()
+    assert rank == '1' and float(sim) == pytest.approx(1.0, abs=1e-5)  # the hostile-named copy
+    assert lines[2].endswith('<img src=x onerror=alert(1)>.jpg')
+
+
+@pytest.mark.parametrize('uri, message', [
+    ('broken.jpg', 'failed in the run (decode/not_an_image), so it has no embedding'),
+    ('nowhere.jpg', 'is not a labeled image of the run'),
+])
+def test_a_uri_without_an_embedding_is_refused_with_one_line(mixed_run, mixed_photos, uri,
+                                                              message):
+    result = run_cli('similar', '--output', mixed_run, '--uri', mixed_photos / uri)
+    assert result.code == 2 and message in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_the_chunked_search_equals_a_search_over_all_rows_at_once():
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(1000, 16)).astype(np.float32)
+    uris = [f'u{i:04d}' for i in range(1000)]
+    query = rng.normal(size=16).astype(np.float32)
+    chunks = [Chunk(uris[i:i + 64], ['x'] * len(uris[i:i + 64]), emb[i:i + 64])
+              for i in range(0, 1000, 64)]
+    got = nearest(query, chunks, k=7, exclude_uri='u0000')
+    sims = (emb / np.linalg.norm(emb, axis=1, keepdims=True)) @ (query / np.linalg.norm(query))
+    sims[0] = -np.inf
+    expected = np.argsort(-sims)[:7]
+    assert [r.uri for r in got] == [uris[i] for i in expected]
+    assert [r.similarity for r in got] == pytest.approx(sims[expected].tolist(), abs=1e-6)
