@@ -320,3 +320,31 @@ def test_rerunning_a_date_replaces_its_bigquery_partition_and_keeps_other_dates(
     errors = dict(list(client.query(
         f'SELECT CAST(run_date AS STRING), COUNT(*) FROM `{table}_errors` GROUP BY 1').result()))
     assert errors == {'2026-11-01': 2, '2026-11-02': 2}
+
+
+def test_a_saved_model_folder_on_gs_loads_and_leaves_no_local_copy(runs, tiny_keras_model,
+                                                                   tmp_path):
+    import keras
+    import numpy as np
+
+    from transforms.label import load_labeled_model
+    from transforms.models import file_fingerprint, resolve_spec
+    export = tmp_path / 'saved'
+    keras.models.load_model(tiny_keras_model).export(str(export), verbose=False)
+    bucket = runs['cloud'].gcs.client().bucket('imagelabel-test')
+    for f in export.rglob('*'):
+        if f.is_file():
+            bucket.blob(f'saved/tiny/{f.relative_to(export)}').upload_from_filename(str(f))
+    before = model_copies('saved_model.pb')
+    spec = resolve_spec('gs://imagelabel-test/saved/tiny')
+    assert spec.format == 'saved_model'
+    remote = load_labeled_model(spec, batch_size=2, precision='float32', threads=None,
+                                recipe='crop')
+    local = load_labeled_model(resolve_spec(str(export)), batch_size=2, precision='float32',
+                               threads=None, recipe='crop')
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    np.testing.assert_allclose(remote.predict(pixels).probabilities,
+                               local.predict(pixels).probabilities, rtol=1e-6)
+    assert remote.model_id == local.model_id == remote.model_id
+    assert remote.runtime.weights_sha256 == file_fingerprint(str(export))
+    assert model_copies('saved_model.pb') == before
