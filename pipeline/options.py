@@ -45,6 +45,11 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument('--top_k', type=int, default=5,
                             help='How many labels to keep per image.')
         parser.add_argument(
+            '--head', default=None,
+            help='A classifier head from imagelabel train-head (.keras, local or gs://): '
+            'rows hold its classes (top-k, at most all of them), computed from the '
+            'model\'s embedding in the same forward pass.')
+        parser.add_argument(
             '--resize', default=ResizeRecipe.CROP.value, choices=[r.value for r in ResizeRecipe],
             help='plain: stretch the whole image to the input size (TF label_image); crop: '
             'keep aspect, central 87.5%% of the shorter side (ImageNet evaluation).')
@@ -104,6 +109,7 @@ class Settings:
     overwrite: bool
     run_id: str
     run_date: str
+    head: str | None = None
 
 
 def new_run_id() -> str:
@@ -131,7 +137,7 @@ def settings_from(options: PipelineOptions) -> Settings:
         precision=o.precision, model_threads=o.model_threads or None,
         decode_threads=o.decode_threads, max_pixels=o.max_pixels, max_bytes=o.max_bytes,
         read_retries=o.read_retries, overwrite=bool(o.overwrite),
-        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date))
+        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date), head=o.head)
 
 
 def parse_run_date(value: str | None) -> str:
