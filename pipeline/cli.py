@@ -31,6 +31,9 @@ class Command:
 COMMANDS: dict[str, Command] = {
     'run': Command('pipeline.run:main', 'a Beam labeling job over many images'),
     'classify': Command('pipeline.classify:main', 'print the labels of a few images'),
+    'eval': Command('pipeline.evaluate:main', 'label a labeled manifest and score top-1/top-5'),
+    'models': Command('pipeline.models_table:main', 'the models as a table: size, speed, accuracy'),
+    'train-head': Command('pipeline.train_head:main', 'train a softmax head for your own classes'),
 }
 
 
