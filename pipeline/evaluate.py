@@ -161,11 +161,16 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     if not FileSystems.exists(args.input):
         raise UsageError(f'--input {args.input} does not exist')
     rows = parse_truth(read_text(args.input), args.input)
-    launch = prepare(list(argv))
+    output_existed = FileSystems.exists(args.output)
+    launch = prepare(list(argv))  # loads the model once: its class names check the labels
     s, model = launch.settings, launch.model
-    if s.top_k < min(TOP_K, len(model.labels)):
-        raise UsageError(f'eval scores top-{TOP_K}: pass --top_k {TOP_K} or more')
-    truth = resolve_truth(rows, model.labels, args.input)
+    try:
+        if s.top_k < min(TOP_K, len(model.labels)):
+            raise UsageError(f'eval scores top-{TOP_K}: pass --top_k {TOP_K} or more')
+        truth = resolve_truth(rows, model.labels, args.input)
+    except ValueError:
+        _remove_if_empty(args.output, output_existed)  # prepare made it; the job never ran
+        raise
     summary = execute(launch)
     if summary is None:
         raise UsageError('eval runs locally (DirectRunner): it needs the labels to score them')
@@ -179,6 +184,12 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     with FileSystems.create(result.path) as f:
         f.write(json.dumps(result.to_json(), indent=2).encode())
     return result
+
+
+def _remove_if_empty(folder: str, existed: bool) -> None:
+    import os
+    if not existed and '://' not in folder and os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
 
 
 def main(argv: Sequence[str]) -> int:
