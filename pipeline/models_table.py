@@ -72,19 +72,36 @@ class ModelRow:
 
 # --- facts of a model (pure where possible) ------------------------------------------------
 
+_WEIGHTED_OPS = {'CONV_2D', 'DEPTHWISE_CONV_2D', 'FULLY_CONNECTED', 'TRANSPOSE_CONV'}
+
+
 def tflite_parameters(content: bytes) -> int:
-    """Elements of every constant tensor (weights and biases) of a .tflite model."""
+    """Elements of a .tflite model's weights and biases (its constant tensors).
+
+    Integer constants are shape and axis operands (RESHAPE's new shape, MEAN's axes),
+    not parameters, except the int32 biases of quantized weighted ops.
+    """
     from ai_edge_litert import schema_py_generated as schema
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith('_')}
+    integer = {schema.TensorType.INT32, schema.TensorType.INT64}
     model = schema.Model.GetRootAsModel(content, 0)
-    has_data = [model.Buffers(i).DataLength() > 0 or model.Buffers(i).Size() > 0
-                for i in range(model.BuffersLength())]
     total = 0
     for s in range(model.SubgraphsLength()):
         graph = model.Subgraphs(s)
+        biases = set()
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            if ops.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode())) in _WEIGHTED_OPS:
+                biases.update(int(t) for t in op.InputsAsNumpy()[2:3])
         for t in range(graph.TensorsLength()):
             tensor = graph.Tensors(t)
-            if 0 < tensor.Buffer() < len(has_data) and has_data[tensor.Buffer()]:
-                total += int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
+            buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() > 0 else None
+            if buffer is None or (buffer.DataLength() == 0 and not buffer.Size()):
+                continue  # an activation or an input, not a constant
+            if tensor.Type() in integer and t not in biases:
+                continue
+            total += int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
     return total
 
 

@@ -35,8 +35,9 @@ def parser() -> argparse.ArgumentParser:
         description='Train a softmax classifier for your own classes on the embeddings '
                     'stored by imagelabel run; label with it through imagelabel run --head.')
     p.add_argument('--embeddings', required=True,
-                   help='Labels Parquet files of one model\'s run(s), e.g. '
-                   '\'out/**/labels-*.parquet\' (local or gs://).')
+                   help='Labels Parquet files of one model\'s run(s): a glob such as '
+                   '\'out/**/labels-*.parquet\' (** includes out/ itself), or a run\'s '
+                   'output folder; local or gs://.')
     p.add_argument('--labels', required=True,
                    help='CSV with a uri column and a label column (your class name per image); '
                    'relative URIs are relative to the CSV\'s folder, as in manifests.')
@@ -68,8 +69,10 @@ def read_embeddings(pattern: str) -> Embeddings:
     """Every labels row the pattern names; ValueError if they are not one model's embeddings."""
     import pyarrow.parquet as pq
     from transforms.head import base_model_id
-    from transforms.read import open_raw
-    paths = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    from transforms.read import SourceKind, expand_source, open_raw, source_kind
+    if source_kind(pattern) is SourceKind.DIRECTORY:  # a run's folder: its labels files
+        pattern = FileSystems.join(pattern.rstrip('/'), '**/labels-*.parquet')
+    paths = sorted(set(expand_source(pattern)))  # the same globbing as run's --input
     if not paths:
         raise ValueError(f'--embeddings {pattern} matches no files')
     seen: dict[str, int] = {}
