@@ -22,6 +22,7 @@ from typing import Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.accuracy import EvalReport, evaluate
+from pipeline.summary import RunSummary
 from pipeline.usage import UsageError, setup_logging, usage_error
 
 EVAL_FILE = 'eval.json'
@@ -120,7 +121,7 @@ def read_rows(paths: Sequence[str], columns: list[str]) -> list[dict]:
 @dataclasses.dataclass
 class Evaluation:
     """A finished eval: the run's summary, the figures, and what was evaluated."""
-    summary: object        # pipeline.summary.RunSummary
+    summary: RunSummary
     report: EvalReport
     model: str
     model_id: str

@@ -140,7 +140,7 @@ class TrainingSet:
 
 
 def join(labels: dict[str, str], emb: Embeddings) -> TrainingSet:
-    """Labeled URIs that have an embedding; the others are listed in `missing`, never dropped silently."""
+    """Labeled URIs that have an embedding; the rest go to `missing`, never dropped silently."""
     row = {uri: i for i, uri in enumerate(emb.uris)}
     found = [u for u in labels if u in row]
     missing = sorted(u for u in labels if u not in row)

@@ -1,4 +1,4 @@
-"""`imagelabel models`: size, parameters, embedding, speed and accuracy per model, as a table or JSON."""
+"""`imagelabel models`: size, parameters, embedding, speed and accuracy per model; table or JSON."""
 import json
 import os
 

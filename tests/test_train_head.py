@@ -1,4 +1,4 @@
-"""train-head on real photos: a split ImageNet's names do not spell out, learned from stored embeddings.
+"""train-head on real photos: a split ImageNet's names do not spell out, from stored embeddings.
 
 The split is ImageNet's animals (class indices 0-397: fish, birds, reptiles, dogs,
 insects...) against everything else (objects, food, scenes, plants): no ImageNet
@@ -145,7 +145,8 @@ def test_embeddings_of_two_base_models_are_refused(tmp_path):
     ('uri,label\n/y/1.jpg,a\n', 'none of the 1 labeled URIs has an embedding'),
 ])
 def test_unusable_labels_are_one_clear_line(labels, message, tmp_path):
-    _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111', ['/x/1.jpg', '/x/2.jpg', '/x/3.jpg'])
+    _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111',
+                    ['/x/1.jpg', '/x/2.jpg', '/x/3.jpg'])
     (tmp_path / 'l.csv').write_text(labels)
     r = run_cli('train-head', '--embeddings', tmp_path / 'labels-*.parquet', '--labels',
                 tmp_path / 'l.csv', '--output', tmp_path / 'h.keras')

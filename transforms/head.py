@@ -184,6 +184,6 @@ def load_head(path: str) -> Head:
     if not layers or layers[0].kernel.shape[0] != info.embedding_dim \
             or layers[-1].kernel.shape[1] != len(info.class_names) \
             or layers[-1].activation != 'softmax':
-        raise ValueError(f'--head {path}: its layers do not match its metadata '
-                         f'({info.embedding_dim}-d in, {len(info.class_names)} softmax classes out)')
+        raise ValueError(f'--head {path}: its layers do not match its metadata ('
+                         f'{info.embedding_dim}-d in, {len(info.class_names)} softmax classes out)')
     return Head(info, layers, sha, path)
