@@ -147,7 +147,8 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     ValueError (one line) for anything wrong before the job starts. Used by `eval`
     and by `models --eval`.
     """
-    from pipeline.launch import execute, prepare
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.launch import execute, is_local_runner, prepare
     from pipeline.run import check_beam_flags, labels_alias, parser
     from transforms.read import read_text
     argv = labels_alias(argv)
@@ -159,6 +160,8 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     if not args.output:
         raise UsageError('--output is required: eval writes the labels, errors, summary.json '
                          f'and {EVAL_FILE} there')
+    if not is_local_runner(PipelineOptions(list(argv))):
+        raise UsageError('eval runs on the local runner: it reads the labels back to score them')
     if not FileSystems.exists(args.input):
         raise UsageError(f'--input {args.input} does not exist')
     rows = parse_truth(read_text(args.input), args.input)
@@ -172,11 +175,10 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     except ValueError:
         _remove_if_empty(args.output, output_existed)  # prepare made it; the job never ran
         raise
-    summary = execute(launch)
-    if summary is None:
-        raise UsageError('eval runs locally (DirectRunner): it needs the labels to score them')
-    labels = read_rows(summary.outputs.get('labels', []), ['uri', 'labels'])
-    errors = read_rows(summary.outputs.get('errors', []), ['uri'])
+    summary = execute(launch)  # local: returns when the job is done
+    # The Parquet files in --output (other sinks, e.g. a BigQuery table, may be listed too).
+    labels = read_rows(_parquet(summary.outputs.get('labels', [])), ['uri', 'labels'])
+    errors = read_rows(_parquet(summary.outputs.get('errors', [])), ['uri'])
     predicted = {r['uri']: [x['index'] for x in r['labels']] for r in labels}
     report = evaluate(truth, predicted, (r['uri'] for r in errors), model.labels, k=TOP_K)
     result = Evaluation(summary, report, model=model.spec.name, model_id=model.model_id,
@@ -185,6 +187,10 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     with FileSystems.create(result.path) as f:
         f.write(json.dumps(result.to_json(), indent=2).encode())
     return result
+
+
+def _parquet(places: Sequence[str]) -> list[str]:
+    return [p for p in places if p.endswith('.parquet')]
 
 
 def _remove_if_empty(folder: str, existed: bool) -> None:

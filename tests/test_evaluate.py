@@ -75,7 +75,8 @@ def test_a_manifest_row_without_a_usable_label_fails_before_the_job_naming_the_l
     assert not (tmp_path / 'out').exists()  # nothing ran
 
 
-def test_eval_needs_a_csv_manifest_an_output_and_five_labels(mobilenet_v2_quant, panda, tmp_path):
+def test_eval_needs_a_local_csv_manifest_an_output_and_five_labels(mobilenet_v2_quant, panda,
+                                                                  tmp_path):
     r = run_cli('eval', '--input', panda, '--output', tmp_path, '--model', mobilenet_v2_quant)
     assert r.code == EXIT_USAGE and 'CSV manifest' in r.err
     manifest = tmp_path / 'm.csv'
@@ -85,6 +86,9 @@ def test_eval_needs_a_csv_manifest_an_output_and_five_labels(mobilenet_v2_quant,
     r = run_cli('eval', '--input', manifest, '--output', tmp_path / 'o', '--top_k', '3',
                 '--model', mobilenet_v2_quant)
     assert r.code == EXIT_USAGE and '--top_k 5' in r.err
+    r = run_cli('eval', '--input', manifest, '--output', 'gs://bucket/eval', '--model',
+                mobilenet_v2_quant, '--runner', 'DataflowRunner')
+    assert r.code == EXIT_USAGE and 'local runner' in r.err
 
 
 def test_eval_help_shows_the_run_flags_with_defaults():
