@@ -33,6 +33,9 @@ COMMANDS: dict[str, Command] = {
     'classify': Command('pipeline.classify:main', 'print the labels of a few images'),
     'report': Command('pipeline.report:main', 'an HTML report of a run, with drift (--compare)'),
     'similar': Command('pipeline.similar:main', 'the nearest images to one, by embedding'),
+    'eval': Command('pipeline.evaluate:main', 'label a labeled manifest and score top-1/top-5'),
+    'models': Command('pipeline.models_table:main', 'the models as a table: size, speed, accuracy'),
+    'train-head': Command('pipeline.train_head:main', 'train a softmax head for your own classes'),
 }
 
 

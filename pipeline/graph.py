@@ -72,13 +72,13 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
 
     handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=s.precision,
                                 threads=s.model_threads, recipe=s.resize.value,
-                                expected_model_id=model.model_id,
+                                expected_model_id=model.model_id, head=s.head,
                                 share_model=s.share_model, model_copies=s.model_copies)
     labeled = decoded.decoded | 'LabelImages' >> LabelImages(handler)
 
     label_rows = labeled['scores'] | 'ToLabelRows' >> ToLabelRows(
-        k=s.top_k, labels=model.labels, model=model.spec.name, run_id=s.run_id,
-        progress_every_s=progress_every_s)
+        k=min(s.top_k, len(model.labels)), labels=model.labels, model=model.spec.name,
+        run_id=s.run_id, progress_every_s=progress_every_s)
 
     error_rows = ((read[ERRORS_TAG], decoded[ERRORS_TAG], labeled[ERRORS_TAG])
                   | 'CollectErrors' >> beam.Flatten()

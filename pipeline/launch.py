@@ -32,8 +32,8 @@ def load_model_facts(s: Settings) -> ModelFacts:
     spec = resolve_spec(s.model, weights=s.weights, labels=s.labels, preprocess=s.preprocess,
                         outputs=s.model_outputs)
     model = load_labeled_model(spec, batch_size=s.batch_size, precision=s.precision,
-                               threads=s.model_threads, recipe=s.resize.value)
-    if s.top_k > model.num_classes:
+                               threads=s.model_threads, recipe=s.resize.value, head=s.head)
+    if s.top_k > model.num_classes and not s.head:  # a head's rows keep all its classes
         raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
     facts = ModelFacts(spec=spec, input_size=model.runtime.input_size, labels=model.labels,
                        model_id=model.model_id, description=model.runtime.description)
@@ -60,7 +60,8 @@ def is_local_runner(options: PipelineOptions) -> bool:
 def _check_paths_reach_workers(s: Settings) -> None:
     """On a remote runner, workers cannot read the launcher's local files."""
     paths = {'--input': s.input, '--output': s.output, '--labels_file': s.labels,
-             '--weights': s.weights, '--model': None if s.model in REGISTRY else s.model}
+             '--weights': s.weights, '--model': None if s.model in REGISTRY else s.model,
+             '--head': s.head}
     local = [f'{flag} {path}' for flag, path in paths.items() if path and '://' not in path]
     if local:
         raise ValueError(f'{local[0]} is a local path, which workers on a remote runner '

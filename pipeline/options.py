@@ -45,6 +45,11 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument('--top_k', type=int, default=5,
                             help='How many labels to keep per image.')
         parser.add_argument(
+            '--head', default=None,
+            help='A classifier head from imagelabel train-head (.keras, local or gs://): '
+            'rows hold its classes (top-k, at most all of them), computed from the '
+            'model\'s embedding in the same forward pass.')
+        parser.add_argument(
             '--resize', default=ResizeRecipe.CROP.value, choices=[r.value for r in ResizeRecipe],
             help='plain: stretch the whole image to the input size (TF label_image); crop: '
             'keep aspect, central 87.5%% of the shorter side (ImageNet evaluation).')
@@ -157,6 +162,7 @@ class Settings:
     share_model: bool = False         # one model per machine (Beam's large_model)
     model_copies: int | None = None   # N models per machine, shared (Beam's model_copies)
     dry_run: bool = False             # build and validate the graph, do not run it
+    head: str | None = None
 
 
 def new_run_id() -> str:
@@ -197,7 +203,7 @@ def settings_from(options: PipelineOptions) -> Settings:
         run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date),
         skip_existing=bool(o.skip_existing), retry_errors=bool(o.retry_errors),
         share_model=bool(o.share_model) or o.model_copies is not None,
-        model_copies=o.model_copies, dry_run=dry_run_from(options))
+        model_copies=o.model_copies, dry_run=dry_run_from(options), head=o.head)
 
 
 def parse_run_date(value: str | None) -> str:

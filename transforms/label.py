@@ -21,6 +21,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from transforms.decode import DecodedImage
 from transforms.errors import Failure
+from transforms.head import Head, check_head_fits, head_model_id, load_head
 from transforms.models import ModelSpec, Runtime, Scores, load_labels, load_runtime
 from transforms import metrics
 from transforms.errors import ERRORS_TAG
@@ -46,11 +47,16 @@ class ImageScores:
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A runtime plus the label set it reports in (background class dropped)."""
+    """A runtime plus the label set it reports in (background class dropped).
+
+    With a head, the labels are the head's classes and its probabilities replace
+    the base model's, computed from the embedding of the same forward pass.
+    """
     runtime: Runtime
     labels: list[str]
     model_id: str
     drop_background: bool
+    head: Optional[Head] = None
 
     @property
     def num_classes(self) -> int:
@@ -63,6 +69,8 @@ class LoadedModel:
 
     def predict(self, pixels: np.ndarray) -> Scores:
         scores = self.runtime.predict(pixels)
+        if self.head is not None:
+            return Scores(self.head.predict(scores.embeddings), scores.embeddings)
         if self.drop_background:
             return Scores(scores.probabilities[:, 1:], scores.embeddings)
         return scores
@@ -75,8 +83,13 @@ def model_fingerprint(weights_sha256: str, **settings: Any) -> str:
 
 
 def load_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
-                       threads: Optional[int], recipe: str) -> LoadedModel:
-    """Load the model and check it against its label set; ValueError if they disagree."""
+                       threads: Optional[int], recipe: str,
+                       head: Optional[str] = None) -> LoadedModel:
+    """Load the model and check it against its label set; ValueError if they disagree.
+
+    `head`: a head file from `imagelabel train-head`; refused (ValueError) unless it
+    learned from this very model (same model_id and embedding width).
+    """
     labels = load_labels(spec.labels)
     runtime = load_runtime(spec, batch_size=batch_size, precision=precision, threads=threads,
                            num_classes=len(labels))
@@ -91,7 +104,13 @@ def load_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
         runtime.weights_sha256, size=runtime.input_size, preprocess=spec.preprocess,
         recipe=recipe, precision=runtime.precision, outputs=runtime.output_kind,
         drop_background=drop, labels=hashlib.sha256('\n'.join(labels).encode()).hexdigest())
-    return LoadedModel(runtime, labels, model_id, drop)
+    if head is None:
+        return LoadedModel(runtime, labels, model_id, drop)
+    loaded_head = load_head(head)
+    check_head_fits(loaded_head, model_id=model_id, embedding_dim=runtime.embedding_dim,
+                    model=spec.name)
+    return LoadedModel(runtime, loaded_head.class_names,
+                       head_model_id(model_id, loaded_head.sha256), drop, loaded_head)
 
 
 class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel]):
@@ -99,9 +118,10 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
 
     def __init__(self, spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
                  threads: Optional[int] = None, recipe: str = 'crop',
-                 expected_model_id: Optional[str] = None, share_model: bool = False,
-                 model_copies: Optional[int] = None):
+                 expected_model_id: Optional[str] = None, head: Optional[str] = None,
+                 share_model: bool = False, model_copies: Optional[int] = None):
         super().__init__()
+        self._head = head
         # Beam's large_model / model_copies, answered by the two methods below.
         self._share_model = share_model or model_copies is not None
         self._copies = model_copies or 1
@@ -116,7 +136,7 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
     def load_model(self) -> LoadedModel:
         model = load_labeled_model(self._spec, batch_size=self._batch_size,
                                    precision=self._precision, threads=self._threads,
-                                   recipe=self._recipe)
+                                   recipe=self._recipe, head=self._head)
         if self._expected_model_id and model.model_id != self._expected_model_id:
             # e.g. a gs:// model overwritten after launch: never mix two models' rows
             raise RuntimeError(f'worker loaded model_id {model.model_id}, but the job was '

@@ -1,0 +1,228 @@
+"""`imagelabel eval`: label a manifest of labeled images with the `run` pipeline, and score it.
+
+Check a model (or a model plus `--head`) on your own labeled images before a big
+run. The labels come from the very pipeline `run` uses (same read, decode,
+resize recipe and model call), so the figures are the ones a run will get; eval
+then joins the labels and errors tables with the manifest on `uri` and writes
+`eval.json` (the machine interface) beside `summary.json`.
+
+The manifest is a CSV with a `uri` column and a true label per row: `label_index`
+(the class index, 0-999 for ImageNet) or `label` (a class name of the model, or of
+the head). Every row is checked before the job starts; a bad one is named by line.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import sys
+from typing import Sequence
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.accuracy import EvalReport, evaluate
+from pipeline.summary import RunSummary
+from pipeline.usage import UsageError, setup_logging, usage_error
+
+EVAL_FILE = 'eval.json'
+TOP_K = 5
+DESCRIPTION = ('Label a CSV manifest of labeled images (a uri column, and label_index or '
+               'label) with the same pipeline as imagelabel run, then score it: top-1, top-5, '
+               f'recall per class and the most frequent confusions, printed and in {EVAL_FILE} '
+               'in --output. Every imagelabel run flag applies (--model, --resize, --head...).')
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthRow:
+    """One manifest row's true label, as written (checked against the classes later)."""
+    line: int
+    uri: str                 # resolved like the pipeline resolves it
+    index: int | None = None
+    label: str | None = None
+
+
+def parse_truth(text: str, manifest: str) -> list[TruthRow]:
+    """The manifest's labeled rows; ValueError naming the line of any row without a usable label."""
+    from transforms.read import resolve_relative
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip() for c in reader.fieldnames or []]
+    reader.fieldnames = columns
+    if 'uri' not in columns:
+        raise ValueError(f'{manifest} has no "uri" column (columns: {columns})')
+    if 'label_index' in columns:
+        column = 'label_index'
+    elif 'label' in columns:
+        column = 'label'
+    else:
+        raise ValueError(f'{manifest} has no label_index or label column (columns: {columns}); '
+                         'eval needs the true label of every image')
+    rows = []
+    for row in reader:
+        uri, value = (row.get('uri') or '').strip(), (row.get(column) or '').strip()
+        line = reader.line_num
+        if not uri:
+            if value:
+                raise ValueError(f'{manifest} line {line}: a {column} without a uri')
+            continue
+        if not value:
+            raise ValueError(f'{manifest} line {line}: {uri} has no {column}')
+        resolved = resolve_relative(uri, manifest)
+        if column == 'label':
+            rows.append(TruthRow(line, resolved, label=value))
+            continue
+        try:
+            rows.append(TruthRow(line, resolved, index=int(value)))
+        except ValueError:
+            raise ValueError(f'{manifest} line {line}: label_index {value!r} is not an '
+                             'integer') from None
+    if not rows:
+        raise ValueError(f'{manifest} lists no labeled images')
+    return rows
+
+
+def resolve_truth(rows: Sequence[TruthRow], class_names: Sequence[str], manifest: str
+                  ) -> dict[str, int]:
+    """URI -> true class index; ValueError naming the line of an unknown or conflicting label."""
+    by_name = {name: i for i, name in enumerate(class_names)}
+    truth: dict[str, int] = {}
+    first_line: dict[str, int] = {}
+    for r in rows:
+        if r.label is not None:
+            if r.label not in by_name:
+                raise ValueError(f'{manifest} line {r.line}: label {r.label!r} is not one of '
+                                 f'the model\'s {len(class_names)} class names')
+            index = by_name[r.label]
+        else:
+            index = r.index
+            if not 0 <= index < len(class_names):
+                raise ValueError(f'{manifest} line {r.line}: label_index {index} is outside '
+                                 f'0..{len(class_names) - 1} (the model has '
+                                 f'{len(class_names)} classes)')
+        if r.uri in truth and truth[r.uri] != index:
+            raise ValueError(f'{manifest} line {r.line}: {r.uri} is labeled again, differently '
+                             f'from line {first_line[r.uri]}')
+        truth.setdefault(r.uri, index)
+        first_line.setdefault(r.uri, r.line)
+    return truth
+
+
+def read_rows(paths: Sequence[str], columns: list[str]) -> list[dict]:
+    """Rows of Parquet files (local or gs://), only the columns asked for."""
+    import pyarrow.parquet as pq
+    from transforms.read import open_raw
+    rows: list[dict] = []
+    for path in paths:
+        with open_raw(path) as f:
+            rows.extend(pq.read_table(f, columns=columns).to_pylist())
+    return rows
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """A finished eval: the run's summary, the figures, and what was evaluated."""
+    summary: RunSummary
+    report: EvalReport
+    model: str
+    model_id: str
+    manifest: str
+    resize: str
+    head: str | None
+    path: str              # where eval.json was written
+
+    def to_json(self) -> dict:
+        return {'model': self.model, 'model_id': self.model_id, 'manifest': self.manifest,
+                'resize': self.resize, 'head': self.head,
+                'run_id': self.summary.run_id} | self.report.to_json()
+
+    def render(self) -> str:
+        head = f' + head {self.head}' if self.head else ''
+        return (f'imagelabel eval: {self.model}{head} on {self.manifest} ({self.resize} resize)\n'
+                + self.report.render())
+
+
+def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
+    """Validate, run the labeling pipeline over the manifest, score it, write eval.json.
+
+    ValueError (one line) for anything wrong before the job starts. Used by `eval`
+    and by `models --eval`.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.launch import execute, is_local_runner, prepare
+    from pipeline.run import check_beam_flags, labels_alias, parser
+    from transforms.read import read_text
+    argv = labels_alias(argv)
+    args, rest = parser().parse_known_args(list(argv))
+    check_beam_flags(rest)
+    if not args.input or not args.input.lower().endswith('.csv'):
+        raise UsageError('--input must be a CSV manifest with a uri column and a label_index '
+                         'or label column')
+    if not args.output:
+        raise UsageError('--output is required: eval writes the labels, errors, summary.json '
+                         f'and {EVAL_FILE} there')
+    if not is_local_runner(PipelineOptions(list(argv))):
+        raise UsageError('eval runs on the local runner: it reads the labels back to score them')
+    if not FileSystems.exists(args.input):
+        raise UsageError(f'--input {args.input} does not exist')
+    rows = parse_truth(read_text(args.input), args.input)
+    output_existed = FileSystems.exists(args.output)
+    launch = prepare(list(argv))  # loads the model once: its class names check the labels
+    s, model = launch.settings, launch.model
+    try:
+        if s.top_k < min(TOP_K, len(model.labels)):
+            raise UsageError(f'eval scores top-{TOP_K}: pass --top_k {TOP_K} or more')
+        truth = resolve_truth(rows, model.labels, args.input)
+    except ValueError:
+        _remove_if_empty(args.output, output_existed)  # prepare made it; the job never ran
+        raise
+    summary = execute(launch)  # local: returns when the job is done
+    # The Parquet files in --output (other sinks, e.g. a BigQuery table, may be listed too).
+    labels = read_rows(_parquet(summary.outputs.get('labels', [])), ['uri', 'labels'])
+    errors = read_rows(_parquet(summary.outputs.get('errors', [])), ['uri'])
+    predicted = {r['uri']: [x['index'] for x in r['labels']] for r in labels}
+    report = evaluate(truth, predicted, (r['uri'] for r in errors), model.labels, k=TOP_K)
+    result = Evaluation(summary, report, model=model.spec.name, model_id=model.model_id,
+                        manifest=args.input, resize=s.resize.value, head=s.head,
+                        path=FileSystems.join(s.output, EVAL_FILE))
+    with FileSystems.create(result.path) as f:
+        f.write(json.dumps(result.to_json(), indent=2).encode())
+    return result
+
+
+def _parquet(places: Sequence[str]) -> list[str]:
+    return [p for p in places if p.endswith('.parquet')]
+
+
+def _remove_if_empty(folder: str, existed: bool) -> None:
+    """Undo the folders prepare made (the root and its empty run_date= partition)."""
+    import os
+    if existed or '://' in folder or not os.path.isdir(folder):
+        return
+    for root, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+        if not os.listdir(root):
+            os.rmdir(root)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print the run's summary and the eval table; exit 2 on bad input, 1 on a lost image."""
+    argv = list(argv)
+    if '-h' in argv or '--help' in argv:
+        from pipeline.run import parser
+        p = parser()
+        p.prog = 'imagelabel eval'
+        p.description = DESCRIPTION
+        p.print_help()
+        return 0
+    setup_logging()
+    try:
+        result = evaluate_manifest(argv)
+    except ValueError as e:
+        return usage_error(e)
+    print(result.summary.render())
+    print(result.render())
+    print(f'  eval    -> {result.path}')
+    return 0 if result.summary.balanced else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

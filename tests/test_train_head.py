@@ -1,0 +1,162 @@
+"""train-head on real photos: a split ImageNet's names do not spell out, from stored embeddings.
+
+The split is ImageNet's animals (class indices 0-397: fish, birds, reptiles, dogs,
+insects...) against everything else (objects, food, scenes, plants): no ImageNet
+name says "animal", so the head must learn the group from the embedding. Three in
+five photos of the sample (by class index) are labeled with `run`; train-head
+learns from their stored embeddings; `eval --head` (the `run --head` pipeline,
+then scored) labels the other two in five, which it never saw.
+"""
+import csv
+import datetime
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import read_parquet_rows, run_cli
+from transforms.schema import LABELS_SCHEMA
+
+EXIT_USAGE = 2
+ANIMALS = range(0, 398)
+
+
+def _group(label_index: int) -> str:
+    return 'animal' if label_index in ANIMALS else 'other'
+
+
+@pytest.fixture(scope='module')
+def sample(assets, tmp_path_factory):
+    """Training and held-out photos of the ImageNet sample, with their groups."""
+    root = tmp_path_factory.mktemp('groups')
+    rows = list(csv.DictReader(open(assets / 'imagenet_sample' / 'manifest.csv')))
+    folder = assets / 'imagenet_sample'
+    train = [(str(folder / r['uri']), _group(int(r['label_index']))) for r in rows
+             if int(r['label_index']) % 5 < 3]
+    held_out = [(str(folder / r['uri']), _group(int(r['label_index']))) for r in rows
+                if int(r['label_index']) % 5 >= 3]
+    for name, pairs in (('train', train), ('held_out', held_out)):
+        with open(root / f'{name}.csv', 'w') as f:
+            f.write('uri,label\n' + ''.join(f'{u},{g}\n' for u, g in pairs))
+    return root, dict(train), dict(held_out)
+
+
+@pytest.fixture(scope='module')
+def trained(sample, mobilenet_v2_quant):
+    """label -> train-head -> eval --head (run --head, scored) on the held-out photos."""
+    root, train, held_out = sample
+    labeled = run_cli('run', '--input', root / 'train.csv', '--output', root / 'embeddings',
+                      '--model', mobilenet_v2_quant)
+    assert labeled.code == 0, labeled.err
+    # One more labeled photo that was never run: it must be reported, not silently dropped.
+    with open(root / 'labels.csv', 'w') as f:
+        f.write((root / 'train.csv').read_text() + f'{root / "never_run.jpg"},other\n')
+    trained = run_cli('train-head', '--embeddings', f'{root}/embeddings/**/labels-*.parquet',
+                      '--labels', root / 'labels.csv', '--output', root / 'head.keras')
+    assert trained.code == 0, trained.err
+    # eval runs the very pipeline of `run --head`, then scores its rows by the manifest.
+    headed = run_cli('eval', '--input', root / 'held_out.csv', '--output', root / 'headed',
+                     '--model', mobilenet_v2_quant, '--head', root / 'head.keras')
+    assert headed.code == 0, headed.err
+    return root, trained, json.loads((root / 'head.json').read_text())
+
+
+def test_the_head_beats_the_majority_class_on_its_held_out_test_split(trained, sample):
+    _, result, report = trained
+    assert report['class_names'] == ['animal', 'other']
+    assert report['train_images'] + report['test_images'] == 600
+    assert report['test_images'] == 120  # 20% of each class, stratified
+    assert report['majority_rate'] == pytest.approx(0.6)  # 'other' is 60% of the photos
+    assert report['test_accuracy'] >= report['majority_rate'] + 0.2, report['test_accuracy']
+    matrix = np.array(report['confusion_matrix'])
+    assert matrix.sum() == 120 and np.trace(matrix) / 120 == pytest.approx(report['test_accuracy'])
+    assert matrix.sum(axis=1).tolist() == [48, 72]  # true animals, true others in the test split
+
+
+def test_training_prints_train_and_test_accuracy_per_epoch(trained):
+    _, result, report = trained
+    epochs = [line for line in result.out.splitlines() if line.startswith('epoch')]
+    assert len(epochs) == len(report['epochs']) == 30
+    assert 'train accuracy' in epochs[0] and 'test accuracy' in epochs[0]
+    last = report['epochs'][-1]
+    assert f'test accuracy {last["test_accuracy"]:.4f}' in epochs[-1]
+
+
+def test_a_labeled_uri_without_an_embedding_is_reported(trained):
+    root, result, report = trained
+    assert report['missing_embeddings'] == [str(root / 'never_run.jpg')]
+    assert '1 labeled URIs have no embedding' in result.out
+
+
+def test_the_head_records_the_base_model_it_learned_from(trained, mobilenet_v2_quant):
+    root, _, report = trained
+    rows = read_parquet_rows(root / 'embeddings', 'labels')
+    assert report['base_model_id'] == rows[0]['model_id']
+    assert report['embedding_dim'] == len(rows[0]['embedding']) == 1280
+    assert report['base_model'] == mobilenet_v2_quant.name
+
+
+def test_run_with_the_head_agrees_with_the_groups_of_photos_it_never_saw(trained, sample):
+    root, _, report = trained
+    _, train, held_out = sample
+    rows = read_parquet_rows(root / 'headed', 'labels')
+    assert len(rows) == len(held_out) == 400 and not set(held_out) & set(train)
+    assert all([x['label'] for x in r['labels']] in (['animal', 'other'], ['other', 'animal'])
+               and len(r['embedding']) == 1280 for r in rows)
+    agree = sum(r['top_label'] == held_out[r['uri']] for r in rows) / len(rows)
+    majority = max(list(held_out.values()).count(g) for g in ('animal', 'other')) / 400
+    assert agree >= majority + 0.2, agree
+    assert agree >= report['test_accuracy'], (agree, report['test_accuracy'])
+    # eval --head scored the same rows against the groups, by the head's own class names.
+    scored = json.loads((root / 'headed' / 'eval.json').read_text())
+    assert scored['count'] == 400 and scored['top5_k'] == 2
+    assert scored['top1'] == pytest.approx(agree)
+    assert {c['label'] for c in scored['per_class']} == {'animal', 'other'}
+
+
+def _labels_parquet(path, model_id, uris, dim=4):
+    """A small labels file in the run's schema, for the checks that need no model."""
+    when = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    rows = [{'uri': u, 'labels': [{'index': 0, 'label': 'x', 'score': 1.0}], 'top_label': 'x',
+             'embedding': [float(i)] * dim, 'model': 'm.tflite', 'model_id': model_id,
+             'content_sha256': '0', 'width': 1, 'height': 1, 'run_id': 'r',
+             'processed_at': when} for i, u in enumerate(uris)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=LABELS_SCHEMA), path)
+
+
+def test_embeddings_of_two_base_models_are_refused(tmp_path):
+    _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111', ['/x/1.jpg', '/x/2.jpg'])
+    _labels_parquet(tmp_path / 'labels-b.parquet', 'bbbb-2222', ['/x/3.jpg', '/x/4.jpg'])
+    (tmp_path / 'l.csv').write_text('uri,label\n/x/1.jpg,a\n/x/2.jpg,a\n/x/3.jpg,b\n/x/4.jpg,b\n')
+    r = run_cli('train-head', '--embeddings', tmp_path / 'labels-*.parquet', '--labels',
+                tmp_path / 'l.csv', '--output', tmp_path / 'h.keras')
+    assert r.code == EXIT_USAGE and 'mixes 2 base models' in r.err
+    assert r.err.strip().count('\n') == 0 and not (tmp_path / 'h.keras').exists()
+
+
+@pytest.mark.parametrize('labels, message', [
+    ('uri,label\n/x/1.jpg,a\n/x/2.jpg,\n', 'line 3: needs both a uri and a label'),
+    ('uri,class\n/x/1.jpg,a\n', 'needs a uri and a label column'),
+    ('uri,label\n/x/1.jpg,a\n/x/1.jpg,b\n', 'line 3: /x/1.jpg is labeled twice'),
+    ('uri,label\n/x/1.jpg,a\n/x/2.jpg,a\n', 'only one class'),
+    ('uri,label\n/x/1.jpg,a\n/x/2.jpg,a\n/x/3.jpg,b\n', "class 'b' has fewer than 2 images"),
+    ('uri,label\n/y/1.jpg,a\n', 'none of the 1 labeled URIs has an embedding'),
+])
+def test_unusable_labels_are_one_clear_line(labels, message, tmp_path):
+    _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111',
+                    ['/x/1.jpg', '/x/2.jpg', '/x/3.jpg'])
+    (tmp_path / 'l.csv').write_text(labels)
+    r = run_cli('train-head', '--embeddings', tmp_path / 'labels-*.parquet', '--labels',
+                tmp_path / 'l.csv', '--output', tmp_path / 'h.keras')
+    assert r.code == EXIT_USAGE and message in r.err, r.err
+    assert r.err.strip().count('\n') == 0
+
+
+def test_an_existing_head_is_kept_unless_overwrite(tmp_path):
+    (tmp_path / 'h.keras').write_bytes(b'old')
+    r = run_cli('train-head', '--embeddings', tmp_path / '*.parquet', '--labels',
+                tmp_path / 'l.csv', '--output', tmp_path / 'h.keras')
+    assert r.code == EXIT_USAGE and '--overwrite' in r.err
+    assert (tmp_path / 'h.keras').read_bytes() == b'old'
