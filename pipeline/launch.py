@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.graph import ModelFacts, build
 from pipeline.options import Settings, settings_from, sinks_from
 from pipeline.summary import RunSummary, counter_values, summarize, write_summary
+from transforms.gcp import configure_emulators
 from transforms.label import load_labeled_model
 from transforms.models import REGISTRY, resolve_spec
 from transforms.read import validate_source
@@ -70,6 +71,7 @@ def _check_paths_reach_workers(s: Settings) -> None:
 
 def prepare(argv: Sequence[str] | None = None) -> Launch:
     """Validate flags, input, model and outputs; ValueError (one clear line) if anything is off."""
+    configure_emulators()  # a malformed STORAGE/BIGQUERY_EMULATOR_HOST is a one-line error
     options = PipelineOptions(argv)
     s = settings_from(options)
     options.view_as(TestOptions).dry_run = s.dry_run  # Beam's runners see a bool, not 'false'

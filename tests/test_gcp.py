@@ -49,3 +49,12 @@ def test_with_the_settings_beam_and_google_clients_use_anonymous_credentials_and
     assert storage.Client().api_endpoint == 'http://127.0.0.1:1'
     assert bigquery.Client()._connection.API_BASE_URL.rstrip('/') == 'http://127.0.0.1:2'
     gcp._configured.clear()
+
+
+def test_a_malformed_setting_is_one_line_at_launch_not_a_traceback(monkeypatch, tmp_path):
+    from conftest import run_cli
+    monkeypatch.setenv('STORAGE_EMULATOR_HOST', 'localhost:4443')
+    r = run_cli('run', '--input', tmp_path, '--output', tmp_path / 'out')
+    assert r.code == 2
+    assert r.err.strip() == ('imagelabel: error: STORAGE_EMULATOR_HOST=localhost:4443 needs a '
+                             'scheme: http://localhost:4443')

@@ -4,4 +4,7 @@ from transforms.gcp import configure_emulators as _configure_emulators
 
 # Every process that runs our code (the launcher, each worker) honours
 # STORAGE_EMULATOR_HOST / BIGQUERY_EMULATOR_HOST before it builds a client.
-_configure_emulators()
+try:
+    _configure_emulators()
+except ValueError:  # a malformed setting: the launcher says so in one line (launch.prepare)
+    pass
