@@ -688,7 +688,7 @@ def worker_ceiling(args) -> dict[str, Any]:
     if args['precision'] == 'bf16':
         model = _bf16_clone(model)
     # bf16_onednn: the float32 model under oneDNN's bf16 graph rewrite, the mechanism
-    # `imagelabel run --precision bf16` uses (transforms.models.onednn_bf16_calls).
+    # `imagelabel run --precision bf16` uses (transforms.models.keras.onednn_bf16_calls).
     scope = contextlib.nullcontext
     if args['precision'] == 'bf16_onednn':
         from transforms.models import onednn_bf16_calls as scope

@@ -14,13 +14,13 @@ import uuid
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
-from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
+from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY, path_kinds
 from transforms.read import DEFAULT_MAX_BYTES
 from transforms.sinks import RunInfo, Sink, add_sink_flags, sinks_for
 
 
-MODEL_HELP = (f'A named model ({", ".join(sorted(REGISTRY))}) or a .keras/.h5/.tflite file '
-              'or SavedModel directory (local or gs://).')
+MODEL_HELP = (f'A named model ({", ".join(sorted(REGISTRY))}) or {path_kinds()} '
+              '(local or gs://).')
 
 
 class ImageLabelOptions(PipelineOptions):

@@ -1,0 +1,87 @@
+"""The formats registry: how each kind of model file is recognised, loaded and run.
+
+Each format's loader imports its runtime module only when called, so choosing a
+.tflite model never imports TensorFlow. `--help` texts and error messages about
+formats are built from this registry (`format_names`, `model_help`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from transforms.models.runtime import Runtime
+from transforms.models.spec import PRECISIONS, ModelSpec
+
+
+def _load_keras(spec: ModelSpec, *, batch_size: int, precision: str, **_) -> Runtime:
+    from transforms.models.keras import KerasRuntime, load_keras_model
+    model, fingerprint = load_keras_model(spec)
+    return KerasRuntime(model, spec, fingerprint, batch_size=batch_size, precision=precision)
+
+
+def _load_saved_model(spec: ModelSpec, *, num_classes: int, **_) -> Runtime:
+    from transforms.models.saved_model import SavedModelRuntime
+    return SavedModelRuntime(spec, num_classes=num_classes)
+
+
+def _load_tflite(spec: ModelSpec, *, threads: int | None, **_) -> Runtime:
+    from transforms.models.litert import TFLiteRuntime
+    return TFLiteRuntime(spec, threads=threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFormat:
+    """How one kind of model is recognised and run."""
+    suffixes: tuple[str, ...]        # file name endings that select it (() = never by name)
+    load: Callable[..., Runtime]     # imports its runtime (and TensorFlow) only when called
+    supports_bf16: bool
+    uses_tensorflow: bool
+    described_as: str                # how --help and error messages name it
+    by_path: bool = True             # can be given as --model PATH (applications are by name)
+
+
+FORMATS: dict[str, ModelFormat] = {
+    'keras_application': ModelFormat((), _load_keras, True, True, 'a named Keras application',
+                                     by_path=False),
+    'keras': ModelFormat(('.keras', '.h5', '.hdf5'), _load_keras, True, True, 'a Keras file'),
+    'saved_model': ModelFormat((), _load_saved_model, False, True,  # a folder with saved_model.pb
+                               'a SavedModel directory'),
+    'tflite': ModelFormat(('.tflite',), _load_tflite, False, False, 'a TFLite file'),
+}
+
+
+def path_kinds() -> str:
+    """'a .keras/.h5/.hdf5 file, a SavedModel directory or a .tflite file', from FORMATS."""
+    kinds = []
+    for fmt in FORMATS.values():
+        if not fmt.by_path:
+            continue
+        if fmt.suffixes:
+            kinds.append(f'a {"/".join(fmt.suffixes)} file')
+        else:
+            kinds.append(fmt.described_as)
+    return ', '.join(kinds[:-1]) + ' or ' + kinds[-1] if len(kinds) > 1 else ''.join(kinds)
+
+
+def formats_supporting(precision: str) -> list[str]:
+    """Format names that can run at `precision` (for error messages)."""
+    if precision == 'bf16':
+        return [name for name, f in FORMATS.items() if f.supports_bf16]
+    return list(FORMATS)
+
+
+def load_runtime(spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
+                 threads: int | None = None, num_classes: int = 1000) -> Runtime:
+    """Load a spec's model once; every failure is a ValueError with one clear line."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'--precision must be one of {PRECISIONS}')
+    fmt = FORMATS[spec.format]
+    if precision == 'bf16' and not fmt.supports_bf16:
+        able = ', '.join(FORMATS[n].described_as for n in formats_supporting('bf16'))
+        raise ValueError(f'--precision bf16 applies to Keras models ({able}); {fmt.described_as} '
+                         'runs at the precision it was converted with')
+    if fmt.uses_tensorflow:
+        from transforms.models.keras import configure_tensorflow_threads
+        configure_tensorflow_threads(threads)
+    return fmt.load(spec, batch_size=batch_size, precision=precision, threads=threads,
+                    num_classes=num_classes)
