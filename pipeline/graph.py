@@ -33,6 +33,9 @@ class ModelFacts:
     labels: list[str]
     model_id: str
     description: str
+    precision: str = 'float32'        # what workers load with (their handler's precision)
+    precision_used: str = 'float32'   # the arithmetic really used (bf16 may fall back)
+    agreement: dict | None = None     # reduced precision vs float32, measured at launch
 
 
 def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *,
@@ -48,7 +51,7 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
         model.input_size, recipe=s.resize, max_pixels=s.max_pixels,
         threads=s.decode_threads, lookahead=2 * s.batch_size)
 
-    handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=s.precision,
+    handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=model.precision,
                                 threads=s.model_threads, recipe=s.resize.value,
                                 expected_model_id=model.model_id)
     labeled = decoded.decoded | 'LabelImages' >> LabelImages(handler)

@@ -7,7 +7,6 @@ runs the prepared job and writes `summary.json`.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import time
 from typing import Sequence
@@ -18,27 +17,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.graph import ModelFacts, build
 from pipeline.options import Settings, settings_from, sinks_from
 from pipeline.summary import RunSummary, counter_values, summarize, write_summary
-from transforms.label import load_labeled_model
-from transforms.models import REGISTRY, resolve_spec
+from pipeline.model_prep import load_model_facts, now, summary_extras
+from transforms.models import REGISTRY
 from transforms.read import validate_source
 from transforms.sinks import Sink
 
 _log = logging.getLogger('imagelabel')
-
-
-def load_model_facts(s: Settings) -> ModelFacts:
-    """Load the model once in the launcher: a bad model fails here, before any image is read."""
-    spec = resolve_spec(s.model, weights=s.weights, labels=s.labels, preprocess=s.preprocess,
-                        outputs=s.model_outputs)
-    model = load_labeled_model(spec, batch_size=s.batch_size, precision=s.precision,
-                               threads=s.model_threads, recipe=s.resize.value)
-    if s.top_k > model.num_classes:
-        raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
-    facts = ModelFacts(spec=spec, input_size=model.runtime.input_size, labels=model.labels,
-                       model_id=model.model_id, description=model.runtime.description)
-    del model
-    gc.collect()
-    return facts
 
 
 @dataclasses.dataclass
@@ -49,6 +33,7 @@ class Launch:
     model: ModelFacts
     sinks: list[Sink]
     local: bool
+    started: float | None = None  # wall clock at launch: summary.json's start-up time
 
 
 def is_local_runner(options: PipelineOptions) -> bool:
@@ -68,6 +53,7 @@ def _check_paths_reach_workers(s: Settings) -> None:
 
 def prepare(argv: Sequence[str] | None = None) -> Launch:
     """Validate flags, input, model and outputs; ValueError (one clear line) if anything is off."""
+    started = now()
     options = PipelineOptions(argv)
     s = settings_from(options)
     local = is_local_runner(options)
@@ -78,7 +64,7 @@ def prepare(argv: Sequence[str] | None = None) -> Launch:
     model = load_model_facts(s)
     for sink in sinks:
         sink.prepare()
-    return Launch(options, s, model, sinks, local)
+    return Launch(options, s, model, sinks, local, started)
 
 
 def execute(launch: Launch) -> RunSummary | None:
@@ -100,7 +86,7 @@ def execute(launch: Launch) -> RunSummary | None:
             outputs.setdefault(table, []).extend(places)
     summary = summarize(counter_values(result), run_id=s.run_id, model=model.spec.name,
                         model_id=model.model_id, seconds=time.monotonic() - start,
-                        outputs=outputs)
+                        outputs=outputs, **summary_extras(result, launch.started, model))
     if s.output:
         write_summary(summary, s.output)
     return summary

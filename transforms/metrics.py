@@ -20,12 +20,17 @@ BYTES_READ = 'bytes_read'
 DECODED = 'decoded'
 INFERENCE_BATCHES_RETRIED = 'inference_batches_retried'
 STORAGE_CLIENTS = 'storage_clients'  # gs:// clients made by the read stage
+BATCH_START_UNIX_MS = 'batch_start_unix_ms'  # distribution: its min is the first batch
 
 _ERROR_PREFIX = 'errors_'
 
 
 def counter(name: str):
     return Metrics.counter(NAMESPACE, name)
+
+
+def distribution(name: str):
+    return Metrics.distribution(NAMESPACE, name)
 
 
 def error_class_counter(stage: str, error: str):
