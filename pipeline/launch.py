@@ -61,7 +61,7 @@ def prepare(argv: Sequence[str] | None = None) -> Launch:
         _check_paths_reach_workers(s)
     sinks = sinks_from(options, s, local=local)
     validate_source(s.input)
-    model = load_model_facts(s)
+    model = load_model_facts(s, local=local)
     for sink in sinks:
         sink.prepare()
     return Launch(options, s, model, sinks, local, started)

@@ -60,7 +60,10 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument(
             '--precision', default='float32', choices=PRECISIONS,
             help='bf16 runs Keras models through oneDNN\'s bf16 graph rewrite (much faster '
-            'on CPUs with AVX512-BF16 or AMX); check its agreement on your weights first.')
+            'on CPUs with AVX512-BF16 or AMX); int8 quantizes a Keras or SavedModel model '
+            'at launch (calibrated on the run\'s own images, cached in --model_cache) and '
+            'runs it on LiteRT. Both are checked against float32 at launch (--min_agreement).')
+        add_precision_flags(parser)
         parser.add_argument('--model_threads', type=int, default=0,
                             help='Threads for the model; 0 lets the runtime choose.')
         parser.add_argument('--decode_threads', type=int, default=2,
@@ -80,6 +83,25 @@ class ImageLabelOptions(PipelineOptions):
                             help='The run\'s date, YYYY-MM-DD: the BigQuery partition its '
                             'rows go to; default: today (UTC).')
         add_sink_flags(parser)
+
+
+def add_precision_flags(parser) -> None:
+    """The flags of reduced precision: int8 calibration, its cache, the agreement gate."""
+    from transforms.models.int8 import default_model_cache
+    parser.add_argument('--calibration_images', type=int, default=200,
+                        help='int8: images of the run\'s own input (a seeded sample) to '
+                        'calibrate the quantization on.')
+    parser.add_argument('--model_cache', default=default_model_cache(),
+                        help='int8: folder (local or gs://) where converted models are kept '
+                        'by (model, calibration set, runtime), so a scheduled run converts '
+                        'once; workers only load from it.')
+    parser.add_argument('--agreement_images', type=int, default=64,
+                        help='int8/bf16: held-out images of the input (seeded, not used for '
+                        'calibration) on which reduced precision is compared with float32 at '
+                        'launch.')
+    parser.add_argument('--min_agreement', type=float, default=0.9,
+                        help='int8/bf16: the lowest top-1 agreement with float32 the run '
+                        'accepts; below it the run stops at launch.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +126,10 @@ class Settings:
     overwrite: bool
     run_id: str
     run_date: str
+    calibration_images: int = 200
+    model_cache: str = ''
+    agreement_images: int = 64
+    min_agreement: float = 0.9
 
 
 def new_run_id() -> str:
@@ -118,10 +144,16 @@ def settings_from(options: PipelineOptions) -> Settings:
         raise ValueError('--input is required: a directory, a glob or a manifest of image URIs')
     positive = dict(top_k=o.top_k, batch_size=o.batch_size, max_pixels=o.max_pixels,
                     max_bytes=o.max_bytes, read_retries=o.read_retries,
-                    decode_threads=o.decode_threads)
+                    decode_threads=o.decode_threads, calibration_images=o.calibration_images,
+                    agreement_images=o.agreement_images)
     for name, value in positive.items():
         if value is None or value < 1:
             raise ValueError(f'--{name} must be a positive integer, got {value}')
+    if o.min_agreement is None or not 0.0 <= o.min_agreement <= 1.0:
+        raise ValueError(f'--min_agreement must be between 0 and 1 (a fraction of images), '
+                         f'got {o.min_agreement}')
+    if not o.model_cache:
+        raise ValueError('--model_cache must name a folder (local or gs://)')
     if o.model_threads is not None and o.model_threads < 0:
         raise ValueError(f'--model_threads must be >= 0, got {o.model_threads}')
     return Settings(
@@ -131,7 +163,9 @@ def settings_from(options: PipelineOptions) -> Settings:
         precision=o.precision, model_threads=o.model_threads or None,
         decode_threads=o.decode_threads, max_pixels=o.max_pixels, max_bytes=o.max_bytes,
         read_retries=o.read_retries, overwrite=bool(o.overwrite),
-        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date))
+        run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date),
+        calibration_images=o.calibration_images, model_cache=o.model_cache.rstrip('/') or '/',
+        agreement_images=o.agreement_images, min_agreement=o.min_agreement)
 
 
 def parse_run_date(value: str | None) -> str:

@@ -164,6 +164,7 @@ class KerasRuntime:
             self._head = serve_head.get_concrete_function(
                 tf.TensorSpec((None, int(embedding.shape[-1])), tf.float32))
         self._serve = serve
+        self.keras_model = model  # the int8 converter starts from it (transforms.models.int8)
         self._concrete: dict[int, Callable] = {}
         self._lock = threading.Lock()
         self.name = spec.name

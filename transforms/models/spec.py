@@ -51,7 +51,7 @@ PREPROCESSORS: dict[str, Callable] = {
 }
 
 OUTPUT_KINDS = ('auto', 'probabilities', 'logits')
-PRECISIONS = ('float32', 'bf16')
+PRECISIONS = ('float32', 'bf16', 'int8')
 
 
 @dataclasses.dataclass(frozen=True)
