@@ -161,11 +161,15 @@ def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
 def summary_extras(result, started: float | None, model: ModelFacts) -> dict:
     """The RunSummary fields the launcher adds: start-up time, CPU, precision, agreement."""
     from pipeline.summary import first_batch_unix_ms
+    from pipeline.hints import precision_hint
     first = first_batch_unix_ms(result)
     cpu = this_cpu()
+    fmt = FORMATS[model.spec.format]
+    available = {p for p, ok in (('bf16', fmt.supports_bf16), ('int8', fmt.converts_to_int8)) if ok}
     return dict(
         startup_seconds=(round(first / 1000 - started, 3) if first and started else None),
         precision=model.precision_used, cpu=cpu.model, cpu_units=cpu.units,
+        precision_hint=precision_hint(cpu, model.precision_used, available),
         agreement=model.agreement)
 
 
