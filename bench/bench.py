@@ -130,14 +130,16 @@ def run_worker(name: str, args: dict[str, Any], *, log: pathlib.Path) -> tuple[d
 
 def run_imagelabel(manifest: pathlib.Path, output: pathlib.Path, model: str, expect: int, *,
                    log: pathlib.Path, extra: list[str] | None = None,
-                   root: pathlib.Path = ROOT) -> dict[str, Any]:
+                   root: pathlib.Path = ROOT, overwrite: bool = True) -> dict[str, Any]:
     """`python -m pipeline.run` (= `imagelabel run`) on the DirectRunner, wall-clocked.
 
     Its figures come from the run's summary.json (the machine interface), never from
     the printed summary. `root`: another checkout to run (e.g. main, for a before/after).
     """
+    if not overwrite and output.exists():  # an older checkout may not know --overwrite
+        shutil.rmtree(output)
     argv = [sys.executable, '-m', 'pipeline.run', '--input', str(manifest), '--output',
-            str(output), '--model', model, '--overwrite', *(extra or [])]
+            str(output), '--model', model, *(['--overwrite'] if overwrite else []), *(extra or [])]
     child = run_child(argv, log=log, root=root).check('imagelabel run')
     summary = json.loads((output / 'summary.json').read_text())
     if summary['labeled'] != expect:
@@ -493,7 +495,8 @@ class Bench:
                 self.say(f'startup: {tag} checkout ({root}), 8 images, rep {rep + 1}')
                 runs.append(run_imagelabel(inputs.manifest(8), self.out / 'runs' / f'startup-{tag}',
                                            model, 8, log=self.log(f'startup-{tag}-{rep}'),
-                                           extra=['--batch_size', '8'], root=root))
+                                           extra=['--batch_size', '8'], root=root,
+                                           overwrite=tag == 'this'))
             best = min(runs, key=lambda r: r['wall_s'])
             res[tag] = {'wall_s': best['wall_s'], 'startup_s': best['startup_s'],
                         'runs': runs}
@@ -539,16 +542,20 @@ class Bench:
                 start = time.monotonic()
                 getattr(self, section)()
                 self.say(f'{section}: done in {time.monotonic() - start:.0f} s')
+                self.save()  # a later section that fails keeps this one's figures
         self.results['machine']['loadavg_after'] = [round(x, 2) for x in os.getloadavg()]
         self.results['model_path'] = self.model_path
         summary = self.summary()
         self.results['summary'] = summary
         print_table(self.results, self.rows, self.args, summary, cores())
+        print(f'\nresults -> {self.save()}')
+        return self.results
+
+    def save(self) -> pathlib.Path:
         out = pathlib.Path(self.args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(self.results, indent=2, default=str))
-        print(f'\nresults -> {out}')
-        return self.results
+        return out
 
 
 def cpu_name() -> str:
