@@ -141,7 +141,10 @@ def run_imagelabel(manifest: pathlib.Path, output: pathlib.Path, model: str, exp
     argv = [sys.executable, '-m', 'pipeline.run', '--input', str(manifest), '--output',
             str(output), '--model', model, *(['--overwrite'] if overwrite else []), *(extra or [])]
     child = run_child(argv, log=log, root=root).check('imagelabel run')
-    summary = json.loads((output / 'summary.json').read_text())
+    found = sorted(output.glob('**/summary.json'))  # newer checkouts write under run_date=...
+    if not found:
+        raise RuntimeError(f'imagelabel run wrote no summary.json under {output}; see {log}.stdout')
+    summary = json.loads(found[0].read_text())
     if summary['labeled'] != expect:
         raise RuntimeError(f'imagelabel run labeled {summary["labeled"]} images, expected '
                            f'{expect}; see {log}.stdout/.stderr')
