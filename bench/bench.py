@@ -13,6 +13,10 @@ Sections (--only picks some; see bench/README.md for what each figure means):
               interpreter, and decode_image alone, on the ImageNet sample photos
   scaling     imagelabel end to end at N = 256, 1024, 4096: is time linear in N?
   bf16        imagelabel with --precision bf16: speed-up and agreement with float32
+  int8        imagelabel with --precision int8 (conversion done once before the clock):
+              end to end against the float32 bare-model ceiling, agreement from summary.json
+  startup     start-up (launch to first batch, summary.json) of a small Keras run, this
+              checkout against --baseline_root (e.g. the main checkout, before this change)
 
 Every measurement that loads TensorFlow runs in a child process (so its peak RSS,
 read with os.wait4, is its own); this process only orchestrates and never imports
@@ -23,7 +27,6 @@ intercept. Results go to bench/out/results.json (bench/out/ is git-ignored).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import datetime
@@ -42,10 +45,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import make_images  # noqa: E402
+from report import compare_labels, fmt, print_table, ratio  # noqa: E402
+from workers import RESULT_MARK  # noqa: E402
 
 METHODS = ('predict_on_batch', 'call')
-SECTIONS = ('ceiling', 'imagelabel', 'anchor', 'tflite', 'scaling', 'bf16')
-RESULT_MARK = 'BENCH_RESULT '
+SECTIONS = ('ceiling', 'imagelabel', 'anchor', 'tflite', 'scaling', 'bf16', 'int8', 'startup')
 MODEL_SEED = 0
 TFLITE_MODEL = 'models/mobilenet_v2_1.0_224_quant.tflite'
 SAMPLE_MANIFEST = 'imagenet_sample/manifest.csv'
@@ -62,11 +66,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def child_env() -> dict[str, str]:
+def child_env(root: pathlib.Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     env['PYTHONPATH'] = os.pathsep.join(
-        [str(ROOT), *([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])])
+        [str(root), *([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])])
     return env
 
 
@@ -96,13 +100,13 @@ class ChildRun:
                 'peak_rss_mb': round(self.peak_rss_mb, 1)}
 
 
-def run_child(argv: list[str], *, log: pathlib.Path) -> ChildRun:
+def run_child(argv: list[str], *, log: pathlib.Path, root: pathlib.Path = ROOT) -> ChildRun:
     """Run argv to completion; os.wait4 gives this child's own rusage (peak RSS, CPU)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log.with_suffix('.stdout'), log.with_suffix('.stderr')
     with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=out, stderr=err,
+        proc = subprocess.Popen(argv, cwd=root, env=child_env(root), stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
@@ -115,34 +119,39 @@ def run_child(argv: list[str], *, log: pathlib.Path) -> ChildRun:
 
 
 def run_worker(name: str, args: dict[str, Any], *, log: pathlib.Path) -> tuple[dict, ChildRun]:
-    """Run one of this file's in-process measurements (see WORKERS) in a child."""
-    child = run_child([sys.executable, str(pathlib.Path(__file__).resolve()), '--_worker', name,
-                       '--_args', json.dumps(args)], log=log).check(f'worker {name}')
+    """Run one of workers.py's measurements (see workers.WORKERS) in a child."""
+    child = run_child([sys.executable, str(HERE / 'workers.py'), name, json.dumps(args)],
+                      log=log).check(f'worker {name}')
     lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if not lines:
         raise RuntimeError(f'worker {name} printed no result; see {log}.stdout')
     return json.loads(lines[-1][len(RESULT_MARK):]), child
 
 
-_LABELED = re.compile(r'^\s*labeled\s+(\d+)', re.M)
-_ERRORS = re.compile(r'^\s*errors\s+(\d+)', re.M)
-_TIME = re.compile(r'^\s*time\s+([\d.]+) s', re.M)
-
-
 def run_imagelabel(manifest: pathlib.Path, output: pathlib.Path, model: str, expect: int, *,
-                   log: pathlib.Path, extra: list[str] | None = None) -> dict[str, Any]:
-    """`python -m pipeline.run` (= `imagelabel run`) on the DirectRunner, wall-clocked."""
+                   log: pathlib.Path, extra: list[str] | None = None,
+                   root: pathlib.Path = ROOT) -> dict[str, Any]:
+    """`python -m pipeline.run` (= `imagelabel run`) on the DirectRunner, wall-clocked.
+
+    Its figures come from the run's summary.json (the machine interface), never from
+    the printed summary. `root`: another checkout to run (e.g. main, for a before/after).
+    """
+    if output.exists():  # a fresh folder: every checkout, old or new, writes the same way
+        shutil.rmtree(output)
     argv = [sys.executable, '-m', 'pipeline.run', '--input', str(manifest), '--output',
-            str(output), '--model', model, '--overwrite', *(extra or [])]
-    child = run_child(argv, log=log).check('imagelabel run')
-    labeled = _LABELED.search(child.stdout)
-    errors = _ERRORS.search(child.stdout)
-    inner = _TIME.search(child.stdout)
-    if not labeled or int(labeled.group(1)) != expect:
-        raise RuntimeError(f'imagelabel run labeled {labeled and labeled.group(1)} images, '
-                           f'expected {expect}; see {log}.stdout/.stderr')
-    return {'n': expect, **child.facts(), 'errors': int(errors.group(1)) if errors else None,
-            'pipeline_s': float(inner.group(1)) if inner else None}
+            str(output), '--model', model, *(extra or [])]
+    child = run_child(argv, log=log, root=root).check('imagelabel run')
+    found = sorted(output.glob('**/summary.json'))  # newer checkouts write under run_date=...
+    if not found:
+        raise RuntimeError(f'imagelabel run wrote no summary.json under {output}; see {log}.stdout')
+    summary = json.loads(found[0].read_text())
+    if summary['labeled'] != expect:
+        raise RuntimeError(f'imagelabel run labeled {summary["labeled"]} images, expected '
+                           f'{expect}; see {log}.stdout/.stderr')
+    return {'n': expect, **child.facts(), 'errors': summary['errors'],
+            'pipeline_s': summary['seconds'], 'startup_s': summary.get('startup_seconds'),
+            'precision': summary.get('precision'), 'agreement': summary.get('agreement'),
+            'cpu': summary.get('cpu')}
 
 
 def run_anchor(manifest: pathlib.Path, model: str, expect: int, *, log: pathlib.Path,
@@ -209,18 +218,6 @@ def sample_photos(assets: pathlib.Path, n: int) -> list[pathlib.Path]:
     with open(manifest, newline='') as f:
         uris = [row['uri'] for row in csv.DictReader(f)]
     return [(manifest.parent / u).resolve() for u in uris[:n]]
-
-
-def fmt(x, digits=1) -> str:
-    if x is None:
-        return '-'
-    if isinstance(x, float):
-        return f'{x:.{digits}f}'
-    return str(x)
-
-
-def ratio(a, b):
-    return round(a / b, 3) if a and b else None
 
 
 # --- sections (orchestration) ------------------------------------------------------------
@@ -456,6 +453,62 @@ class Bench:
             f'marginal {res["n_small"]}->{res["n_big"]}; cores busy '
             f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
+    # int8
+    def int8(self) -> None:
+        cache = self.out / 'model_cache'
+        # Random weights: agreement means nothing here (README), so the gate is off;
+        # the figures are still reported. Convert once, outside the timed runs.
+        extra = ['--precision', 'int8', '--model_cache', str(cache), '--min_agreement', '0']
+        inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
+        # The calibration sample depends on the input, so each input size has its own
+        # cache entry: convert for both before the timed runs.
+        warm = {}
+        for n in (self.n_small(), self.args.n):
+            self.say(f'int8: converting once for {n} images (kept in the model cache; not timed)')
+            warm[n] = run_imagelabel(inputs.manifest(n), self.out / 'runs' / f'int8-convert-{n}',
+                                     model, n, log=self.log(f'int8-convert-{n}'),
+                                     extra=['--batch_size', str(self.args.batch_size), *extra])
+        res = self.imagelabel_marginal('imagelabel-int8', self.n_small(), self.args.n, extra)
+        f32 = self.results.get('imagelabel', {}).get('images_per_s')
+        f32_timer = self.results.get('imagelabel', {}).get('images_per_s_pipeline_timer')
+        self.results['int8'] = {
+            **res, 'convert_run_wall_s': {n: w['wall_s'] for n, w in warm.items()},
+            'agreement': warm[self.args.n]['agreement'],
+            'over_f32_ceiling': ratio(res['images_per_s'], self.ceiling_rate()),
+            'over_f32_end_to_end': ratio(res['images_per_s'], f32),
+            # The runs' own timers (summary.json "seconds": launch, conversion and the
+            # agreement check excluded), which noisy launches do not disturb.
+            'timer_over_f32_ceiling': ratio(res.get('images_per_s_pipeline_timer'),
+                                            self.ceiling_rate()),
+            'timer_over_f32_end_to_end': ratio(res.get('images_per_s_pipeline_timer'), f32_timer)}
+        self.end_to_end_row(
+            f'imagelabel run --precision int8 (LiteRT), batch {self.args.batch_size}', res,
+            f'marginal {res["n_small"]}->{res["n_big"]}; conversion cached; cores busy '
+            f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
+
+    # startup
+    def startup(self) -> None:
+        inputs, model = self.ensure_inputs(8), self.ensure_model()
+        res: dict[str, Any] = {}
+        trees = [('this', ROOT)] + ([('baseline', pathlib.Path(self.args.baseline_root))]
+                                   if self.args.baseline_root else [])
+        for tag, root in trees:
+            runs = []
+            for rep in range(self.args.reps + 1):
+                self.say(f'startup: {tag} checkout ({root}), 8 images, rep {rep + 1}')
+                runs.append(run_imagelabel(inputs.manifest(8), self.out / 'runs' / f'startup-{tag}',
+                                           model, 8, log=self.log(f'startup-{tag}-{rep}'),
+                                           extra=['--batch_size', '8'], root=root))
+            best = min(runs, key=lambda r: r['wall_s'])
+            res[tag] = {'wall_s': best['wall_s'], 'startup_s': best['startup_s'],
+                        'runs': runs}
+            self.rows.append((f'start-up: 8-image Keras run, {tag} checkout', None, None,
+                              best['startup_s'], best['peak_rss_mb'],
+                              f'whole run wall {fmt(best["wall_s"])} s (best of {len(runs)})'))
+        if 'baseline' in res:
+            res['wall_ratio'] = ratio(res['this']['wall_s'], res['baseline']['wall_s'])
+        self.results['startup'] = res
+
     # 4. ratios, table, JSON
     def summary(self) -> dict[str, Any]:
         il = self.results.get('imagelabel', {}).get('images_per_s')
@@ -479,69 +532,6 @@ class Bench:
                 'ceiling_images_per_s': ceiling, 'imagelabel_images_per_s': il,
                 'anchor_images_per_s': anchor}
 
-    def print_table(self, summary: dict[str, Any]) -> None:
-        c = cores()
-        a = self.args
-        print()
-        print(f'imagelabel bench: N={a.n} synthetic {make_images.DEFAULT_WIDTH}x'
-              f'{make_images.DEFAULT_HEIGHT} JPEGs, batch {a.batch_size}, {c} cores, '
-              f'reps {a.reps}{", QUICK (smoke test, not a measurement)" if a.quick else ""}')
-        print(f'load average before {self.results["machine"]["loadavg_before"]}, after '
-              f'{self.results["machine"]["loadavg_after"]}  (anything near {c} or above '
-              'means other work shared the cores)')
-        head = ('figure', 'images/s', '/core', 'img/CPU-s', 'start-up s', 'peak RSS MB', 'note')
-        width = max([len(head[0])] + [len(r[0]) for r in self.rows])
-        print(f'{head[0]:<{width}}  {head[1]:>8}  {head[2]:>6}  {head[3]:>9}  {head[4]:>10}  '
-              f'{head[5]:>11}  {head[6]}')
-        print('-' * (width + 62))
-        for name, rate, cpu_rate, startup, rss, note in self.rows:
-            per_core = rate / c if rate else None
-            print(f'{name:<{width}}  {fmt(rate):>8}  {fmt(per_core):>6}  {fmt(cpu_rate):>9}  '
-                  f'{fmt(startup):>10}  {fmt(rss, 0):>11}  {note}')
-        print()
-        if summary['imagelabel_over_ceiling'] or summary['imagelabel_over_anchor']:
-            also32 = (f'    imagelabel / ceiling (batch 32): '
-                      f'{fmt(summary["imagelabel_over_ceiling_batch32"], 3)}'
-                      if a.batch_size != 32 else '')
-            print(f'imagelabel / ceiling (batch {a.batch_size}): '
-                  f'{fmt(summary["imagelabel_over_ceiling"], 3)}{also32}    '
-                  f'imagelabel / anchor: {fmt(summary["imagelabel_over_anchor"], 3)}')
-            print(f'the same in images per CPU-second (less disturbed by other load): '
-                  f'imagelabel / ceiling {fmt(summary["cpu_imagelabel_over_ceiling"], 3)}    '
-                  f'imagelabel / anchor {fmt(summary["cpu_imagelabel_over_anchor"], 3)}')
-        if 'tflite' in self.results:
-            t = self.results['tflite']
-            print(f'tflite: imagelabel / bare interpreter {fmt(t["imagelabel_over_bare"], 3)}; '
-                  f'serial decode+invoke bound {fmt(t["serial_decode_plus_invoke_images_per_s"])} '
-                  f'images/s, imagelabel / that {fmt(t["imagelabel_over_serial"], 3)}; in CPU-seconds: '
-                  f'bound {fmt(t["serial_decode_plus_invoke_images_per_cpu_s"])} images/CPU-s, '
-                  f'imagelabel / that {fmt(t["imagelabel_over_serial_cpu"], 3)}')
-        if 'scaling' in self.results:
-            s = self.results['scaling']
-            print(f'scaling: N {s["compare"][1]} vs {s["compare"][0]}: time x{fmt(s["time_ratio"], 2)} '
-                  f'for x{fmt(s["n_ratio"], 1)} images (linear with start-up: a bit under '
-                  f'x{fmt(s["n_ratio"], 1)}); marginal-rate ratio {fmt(s["marginal_rate_ratio"], 3)}')
-        if 'bf16' in self.results:
-            b = self.results['bf16']
-            g = b['agreement']
-            print(f'bf16: speed-up vs f32 end to end x{fmt(b["speedup_vs_f32_end_to_end"], 2)}; '
-                  f'bf16 end to end / f32 ceiling {fmt(b["over_f32_ceiling"], 3)}; '
-                  f'/ bf16 (oneDNN rewrite) ceiling {fmt(b["over_bf16_ceiling"], 3)}')
-            print(f'bf16 vs f32 on {g["compared"]} images: top-1 agreement '
-                  f'{fmt(g["top1_agreement"], 4)} (bf16 top-1 in f32 top-k '
-                  f'{fmt(g["bf16_top1_in_f32_topk"], 4)}), largest score difference '
-                  f'{fmt(g["max_abs_score_diff"], 6)} (top-1 scores '
-                  f'{fmt(g["max_abs_top1_score_diff"], 6)}); embeddings: largest difference '
-                  f'{fmt(g["max_abs_embedding_diff"], 6)}, {fmt(100 * g["max_rel_embedding_diff"], 2)}% '
-                  f'of the largest value, lowest cosine {fmt(g["min_embedding_cosine"], 6)}')
-            print(f'      f32: {g["distinct_top1_f32"]} distinct top-1 classes, mean top-1 score '
-                  f'{fmt(g["mean_top1_score_f32"], 5)}; top-1/top-2 exact ties: f32 '
-                  f'{g["top1_tied_f32"]}, bf16 {g["top1_tied_bf16"]}')
-            if g['degenerate']:
-                print('      WARNING: near-uniform outputs (random weights): top-1 agreement and '
-                      'score differences are meaningless here; trust the embedding figures, or '
-                      'pass --model with real weights')
-
     def run(self) -> dict[str, Any]:
         self.results['machine'] = {
             'cores': cores(), 'cpu': cpu_name(), 'python': platform.python_version(),
@@ -554,221 +544,27 @@ class Bench:
                 start = time.monotonic()
                 getattr(self, section)()
                 self.say(f'{section}: done in {time.monotonic() - start:.0f} s')
+                self.save()  # a later section that fails keeps this one's figures
         self.results['machine']['loadavg_after'] = [round(x, 2) for x in os.getloadavg()]
         self.results['model_path'] = self.model_path
         summary = self.summary()
         self.results['summary'] = summary
-        self.print_table(summary)
+        print_table(self.results, self.rows, self.args, summary, cores())
+        print(f'\nresults -> {self.save()}')
+        return self.results
+
+    def save(self) -> pathlib.Path:
         out = pathlib.Path(self.args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(self.results, indent=2, default=str))
-        print(f'\nresults -> {out}')
-        return self.results
+        return out
 
 
 def cpu_name() -> str:
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def compare_labels(a_dir: pathlib.Path, b_dir: pathlib.Path) -> dict[str, Any]:
-    """Top-1 agreement and score differences of two runs' labels-*.parquet, joined by uri."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    def load(d):
-        rows = {}
-        for f in sorted(d.glob('labels-*.parquet')):
-            for r in pq.read_table(f, columns=['uri', 'labels', 'embedding']).to_pylist():
-                rows[r['uri']] = r
-        return rows
-
-    a, b = load(a_dir), load(b_dir)
-    common = sorted(set(a) & set(b))
-    agree = in_top_k = 0
-    top1_diff = score_diff = emb_diff = emb_rel = 0.0
-    top1s, top1_scores, tied = set(), [], {'f32': 0, 'bf16': 0}
-    cosines = []
-    for uri in common:
-        la, lb = a[uri]['labels'], b[uri]['labels']
-        agree += la[0]['index'] == lb[0]['index']
-        in_top_k += lb[0]['index'] in {x['index'] for x in la}
-        top1s.add(la[0]['index'])
-        top1_scores.append(la[0]['score'])
-        for name, lab in (('f32', la), ('bf16', lb)):  # top-1 and top-2 equal: a coin toss
-            tied[name] += len(lab) > 1 and lab[0]['score'] == lab[1]['score']
-        top1_diff = max(top1_diff, abs(la[0]['score'] - lb[0]['score']))
-        sb = {x['index']: x['score'] for x in lb}
-        for x in la:  # the same class in both top-k lists
-            if x['index'] in sb:
-                score_diff = max(score_diff, abs(x['score'] - sb[x['index']]))
-        ea, eb = a[uri]['embedding'], b[uri]['embedding']
-        if ea and eb and len(ea) == len(eb):
-            ea, eb = np.asarray(ea, np.float64), np.asarray(eb, np.float64)
-            d = float(np.max(np.abs(ea - eb)))
-            emb_diff = max(emb_diff, d)
-            emb_rel = max(emb_rel, d / max(float(np.max(np.abs(ea))), 1e-30))
-            cosines.append(float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-30)))
-    n = len(common)
-    mean_top1 = float(np.mean(top1_scores)) if top1_scores else None
-    return {'compared': n, 'only_in_f32': len(set(a) - set(b)),
-            'only_in_bf16': len(set(b) - set(a)),
-            'top1_agreement': round(agree / n, 5) if n else None,
-            'bf16_top1_in_f32_topk': round(in_top_k / n, 5) if n else None,
-            'max_abs_score_diff': round(score_diff, 6),
-            'max_abs_top1_score_diff': round(top1_diff, 6),
-            'max_abs_embedding_diff': round(emb_diff, 6),
-            'max_rel_embedding_diff': round(emb_rel, 6),
-            'min_embedding_cosine': round(min(cosines), 6) if cosines else None,
-            'distinct_top1_f32': len(top1s),
-            'mean_top1_score_f32': round(mean_top1, 6) if mean_top1 is not None else None,
-            'top1_tied_f32': tied['f32'], 'top1_tied_bf16': tied['bf16'],
-            # Random weights give near-uniform softmax outputs: top-1 is then decided by
-            # rounding noise and says nothing about bf16's accuracy.
-            'degenerate': bool(mean_top1 is not None and mean_top1 < 0.01)}
-
-
-# --- workers: in-process measurements, each run in its own child ----------------------------
-
-def _timed_passes(fn, items, passes: int) -> tuple[list[float], float, float]:
-    """(wall times, median wall, least CPU seconds) of `passes` passes of fn over items."""
-    import statistics
-    times, cpu = [], []
-    for _ in range(passes):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        for item in items:
-            fn(item)
-        times.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return times, statistics.median(times), min(cpu)
-
-
-def worker_save_model(args) -> dict[str, Any]:
-    import keras
-    keras.utils.set_random_seed(args['seed'])
-    model = keras.applications.InceptionV3(weights=None)
-    path = pathlib.Path(args['path'])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.tmp-{os.getpid()}-{path.name}')
-    model.save(tmp)
-    tmp.replace(path)
-    return {'path': str(path), 'params': int(model.count_params())}
-
-
-def _predecode(paths, size) -> 'np.ndarray':
-    import numpy as np
-    from transforms.decode import ResizeRecipe, decode_image
-    return np.stack([decode_image(pathlib.Path(p).read_bytes(), size, recipe=ResizeRecipe.CROP)[0]
-                     for p in paths])
-
-
-def _bf16_clone(model):
-    """The same weights under Keras's mixed_bfloat16 policy (compute bf16, variables f32)."""
-    import keras
-
-    def clone(layer):
-        config = layer.get_config()
-        config['dtype'] = keras.DTypePolicy('mixed_bfloat16')
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def worker_ceiling(args) -> dict[str, Any]:
-    import keras
-    import numpy as np
-    model = keras.models.load_model(args['model'], compile=False)
-    if args['precision'] == 'bf16':
-        model = _bf16_clone(model)
-    # bf16_onednn: the float32 model under oneDNN's bf16 graph rewrite, the mechanism
-    # `imagelabel run --precision bf16` uses (transforms.models.onednn_bf16_calls).
-    scope = contextlib.nullcontext
-    if args['precision'] == 'bf16_onednn':
-        from transforms.models import onednn_bf16_calls as scope
-    size = tuple(int(d) for d in model.inputs[0].shape[1:3])
-    pixels = _predecode(args['images'], size)
-    x_all = pixels.astype(np.float32) / 127.5 - 1.0  # Inception preprocessing, outside the clock
-    out: dict[str, Any] = {'images': len(x_all), 'input_size': size,
-                           'precision': args['precision'], 'by_batch_size': {}}
-    call = {'call': lambda x: model(x, training=False).numpy(),  # eager
-            'predict_on_batch': model.predict_on_batch}[args['method']]  # compiled tf.function
-
-    def fn(x):
-        with scope():
-            return call(x)
-    for bs in args['batch_sizes']:
-        reps = -(-max(len(x_all), bs) // bs)
-        idx = np.arange(reps * bs) % len(x_all)  # whole batches; wrap around when N < bs
-        batches = [np.ascontiguousarray(x_all[idx[i * bs:(i + 1) * bs]]) for i in range(reps)]
-        for b in batches[:2]:  # warm up: tracing, oneDNN primitive caches
-            fn(b)
-        times, median, cpu = _timed_passes(fn, batches, args['passes'])
-        n = reps * bs
-        out['by_batch_size'][str(bs)] = {
-            'images_per_s': round(n / min(times), 3), 'median_images_per_s': round(n / median, 3),
-            'images_per_cpu_s': round(n / cpu, 3), 'images': n, 'passes': args['passes']}
-    return out
-
-
-def worker_tflite_bare(args) -> dict[str, Any]:
-    import concurrent.futures
-
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    from transforms.decode import ResizeRecipe, decode_image
-    datas = [pathlib.Path(p).read_bytes() for p in args['images']]
-    probe = Interpreter(model_path=args['model'])
-    size = tuple(int(d) for d in probe.get_input_details()[0]['shape'][1:3])
-    del probe
-
-    def decode(data):
-        return decode_image(data, size, recipe=ResizeRecipe.CROP)[0]
-
-    out: dict[str, Any] = {'images': len(datas), 'input_size': size, 'decode': {},
-                           'interpreter': {}}
-    for threads in (1, 2):
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            list(pool.map(decode, datas[:16]))  # warm up
-            times, cpu = [], []
-            for _ in range(args['passes']):
-                start, start_cpu = time.perf_counter(), time.process_time()
-                pixels = list(pool.map(decode, datas))
-                times.append(time.perf_counter() - start)
-                cpu.append(time.process_time() - start_cpu)
-        out['decode'][f'threads_{threads}'] = {
-            'images_per_s': round(len(datas) / min(times), 3),
-            'images_per_cpu_s': round(len(datas) / min(cpu), 3), 'passes': args['passes']}
-    pixels = np.stack(pixels)
-    for threads in (None, 2):  # None: LiteRT's own default (imagelabel passes the core count)
-        interp = Interpreter(model_path=args['model'], num_threads=threads)
-        interp.allocate_tensors()
-        inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-
-        def invoke(x):
-            interp.set_tensor(inp['index'], x[None])
-            interp.invoke()
-            return interp.get_tensor(outp['index'])
-
-        for x in pixels[:8]:
-            invoke(x)
-        times, median, cpu = _timed_passes(invoke, pixels, args['passes'])
-        out['interpreter'][str(threads if threads else 'default')] = {
-            'images_per_s': round(len(pixels) / min(times), 3),
-            'images_per_cpu_s': round(len(pixels) / cpu, 3),
-            'median_images_per_s': round(len(pixels) / median, 3), 'passes': args['passes']}
-    return out
-
-
-WORKERS = {'save_model': worker_save_model, 'ceiling': worker_ceiling,
-           'tflite_bare': worker_tflite_bare}
+    """The CPU and its relevant units, e.g. 'AMD EPYC (2 cores; AVX2)' (transforms.cpu)."""
+    sys.path.insert(0, str(ROOT))
+    from transforms.cpu import this_cpu  # reads /proc/cpuinfo; no TensorFlow
+    return this_cpu().describe()
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -801,6 +597,9 @@ def parse_args(argv=None):
                         help='A .keras Inception-v3-shaped classifier to use instead of the '
                         'seeded random-weight one (e.g. one with real ImageNet weights, which '
                         'makes the bf16 agreement figures meaningful).')
+    parser.add_argument('--baseline_root', default=None,
+                        help='startup: another checkout to compare start-up with (e.g. the '
+                        'main checkout before the one-load change).')
     parser.add_argument('--anchor_write', action='store_true',
                         help='Anchor writes its top classes with WriteToText (default: nothing).')
     parser.add_argument('--assets', default=default_assets(),
@@ -810,11 +609,7 @@ def parse_args(argv=None):
     parser.add_argument('--workdir', default=str(HERE / 'out'),
                         help='Where images, the random-weight model, manifests, run outputs '
                         'and logs go (reused between runs).')
-    parser.add_argument('--_worker', default=None, help=argparse.SUPPRESS)
-    parser.add_argument('--_args', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args._worker:
-        return args
     args.n = args.n or (64 if args.quick else 512)
     args.ceiling_passes = args.ceiling_passes or (1 if args.quick else 3)
     args.scaling_ns = sorted(int(x) for x in (
@@ -831,11 +626,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args._worker:
-        os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-        result = WORKERS[args._worker](json.loads(args._args))
-        print(RESULT_MARK + json.dumps(result), flush=True)
-        return 0
     if 'tflite' in args.only and not (pathlib.Path(args.assets) / TFLITE_MODEL).exists():
         print(f'bench: error: assets not found at {args.assets}: pass --assets or set '
               'IMAGELABEL_ASSETS to the shared/assets folder', file=sys.stderr)

@@ -7,7 +7,6 @@ runs the prepared job and writes `summary.json`.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import time
 from typing import Sequence
@@ -18,29 +17,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.graph import ModelFacts, build
 from pipeline.options import Settings, settings_from, sinks_from
 from pipeline.summary import RunSummary, counter_values, summarize, write_summary
+from pipeline.model_prep import load_model_facts, now, summary_extras
 from transforms.gcp import configure_emulators
-from transforms.label import load_labeled_model
-from transforms.models import REGISTRY, resolve_spec
+from transforms.models import REGISTRY
 from transforms.read import validate_source
 from transforms.sinks import Sink
 from transforms.sinks.parquet import earlier_runs, partition_dir
 
 _log = logging.getLogger('imagelabel')
-
-
-def load_model_facts(s: Settings) -> ModelFacts:
-    """Load the model once in the launcher: a bad model fails here, before any image is read."""
-    spec = resolve_spec(s.model, weights=s.weights, labels=s.labels, preprocess=s.preprocess,
-                        outputs=s.model_outputs)
-    model = load_labeled_model(spec, batch_size=s.batch_size, precision=s.precision,
-                               threads=s.model_threads, recipe=s.resize.value, head=s.head)
-    if s.top_k > model.num_classes and not s.head:  # a head's rows keep all its classes
-        raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
-    facts = ModelFacts(spec=spec, input_size=model.runtime.input_size, labels=model.labels,
-                       model_id=model.model_id, description=model.runtime.description)
-    del model
-    gc.collect()
-    return facts
 
 
 @dataclasses.dataclass
@@ -51,6 +35,7 @@ class Launch:
     model: ModelFacts
     sinks: list[Sink]
     local: bool
+    started: float | None = None  # wall clock at launch: summary.json's start-up time
 
 
 def is_local_runner(options: PipelineOptions) -> bool:
@@ -72,6 +57,7 @@ def _check_paths_reach_workers(s: Settings) -> None:
 def prepare(argv: Sequence[str] | None = None) -> Launch:
     """Validate flags, input, model and outputs; ValueError (one clear line) if anything is off."""
     configure_emulators()  # a malformed STORAGE/BIGQUERY_EMULATOR_HOST is a one-line error
+    started = now()
     options = PipelineOptions(argv)
     s = settings_from(options)
     options.view_as(TestOptions).dry_run = s.dry_run  # Beam's runners see a bool, not 'false'
@@ -80,10 +66,10 @@ def prepare(argv: Sequence[str] | None = None) -> Launch:
         _check_paths_reach_workers(s)
     sinks = sinks_from(options, s, local=local)
     validate_source(s.input)
-    model = load_model_facts(s)
+    model = load_model_facts(s, local=local)
     for sink in sinks if not s.dry_run else ():  # a dry run creates and deletes nothing
         sink.prepare()
-    return Launch(options, s, model, sinks, local)
+    return Launch(options, s, model, sinks, local, started)
 
 
 def execute(launch: Launch) -> RunSummary | None:
@@ -113,7 +99,8 @@ def execute(launch: Launch) -> RunSummary | None:
             outputs.setdefault(table, []).extend(places)
     summary = summarize(counter_values(result), run_id=s.run_id, model=model.spec.name,
                         model_id=model.model_id, seconds=time.monotonic() - start,
-                        outputs=outputs, run_date=s.run_date)
+                        outputs=outputs, run_date=s.run_date,
+                        **summary_extras(result, launch.started, model))
     if s.output:
         write_summary(summary, partition_dir(s.output, s.run_date))
     return summary

@@ -14,13 +14,13 @@ import uuid
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
-from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY
+from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY, path_kinds
 from transforms.read import DEFAULT_MAX_BYTES, DEFAULT_MAX_INFLIGHT_BYTES
 from transforms.sinks import RunInfo, Sink, add_sink_flags, sinks_for
 
 
-MODEL_HELP = (f'A named model ({", ".join(sorted(REGISTRY))}) or a .keras/.h5/.tflite file '
-              'or SavedModel directory (local or gs://).')
+MODEL_HELP = (f'A named model ({", ".join(sorted(REGISTRY))}) or {path_kinds()} '
+              '(local or gs://).')
 
 
 class ImageLabelOptions(PipelineOptions):
@@ -65,7 +65,10 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument(
             '--precision', default='float32', choices=PRECISIONS,
             help='bf16 runs Keras models through oneDNN\'s bf16 graph rewrite (much faster '
-            'on CPUs with AVX512-BF16 or AMX); check its agreement on your weights first.')
+            'on CPUs with AVX512-BF16 or AMX); int8 quantizes a Keras or SavedModel model '
+            'at launch (calibrated on the run\'s own images, cached in --model_cache) and '
+            'runs it on LiteRT. Both are checked against float32 at launch (--min_agreement).')
+        add_precision_flags(parser)
         parser.add_argument('--model_threads', type=int, default=0,
                             help='Threads for the model; 0 lets the runtime choose.')
         parser.add_argument('--decode_threads', type=int, default=2,
@@ -135,6 +138,25 @@ def dry_run_from(options: PipelineOptions) -> bool:
     return str(value).lower() == 'true'
 
 
+def add_precision_flags(parser) -> None:
+    """The flags of reduced precision: int8 calibration, its cache, the agreement gate."""
+    from transforms.models.int8 import default_model_cache
+    parser.add_argument('--calibration_images', type=int, default=200,
+                        help='int8: images of the run\'s own input (a seeded sample) to '
+                        'calibrate the quantization on.')
+    parser.add_argument('--model_cache', default=default_model_cache(),
+                        help='int8: folder (local or gs://) where converted models are kept '
+                        'by (model, calibration set, runtime), so a scheduled run converts '
+                        'once; workers only load from it.')
+    parser.add_argument('--agreement_images', type=int, default=64,
+                        help='int8/bf16: held-out images of the input (seeded, not used for '
+                        'calibration) on which reduced precision is compared with float32 at '
+                        'launch.')
+    parser.add_argument('--min_agreement', type=float, default=0.9,
+                        help='int8/bf16: the lowest top-1 agreement with float32 the run '
+                        'accepts; below it the run stops at launch.')
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Validated imagelabel flags: what the graph is built from."""
@@ -163,6 +185,10 @@ class Settings:
     model_copies: int | None = None   # N models per machine, shared (Beam's model_copies)
     dry_run: bool = False             # build and validate the graph, do not run it
     head: str | None = None
+    calibration_images: int = 200
+    model_cache: str = ''
+    agreement_images: int = 64
+    min_agreement: float = 0.9
 
 
 def new_run_id() -> str:
@@ -178,7 +204,8 @@ def settings_from(options: PipelineOptions) -> Settings:
     positive = dict(top_k=o.top_k, batch_size=o.batch_size, max_pixels=o.max_pixels,
                     max_bytes=o.max_bytes, read_retries=o.read_retries,
                     max_inflight_bytes=o.max_inflight_bytes,
-                    decode_threads=o.decode_threads)
+                    decode_threads=o.decode_threads, calibration_images=o.calibration_images,
+                    agreement_images=o.agreement_images)
     if o.retry_errors and not o.skip_existing:
         raise ValueError('--retry_errors only applies with --skip_existing (without it, '
                          'every image is read and labeled anyway)')
@@ -191,6 +218,11 @@ def settings_from(options: PipelineOptions) -> Settings:
     if o.model_copies is not None and o.model_copies < 1:
         raise ValueError(f'--model_copies must be a positive integer, got {o.model_copies} '
                          '(leave it out for one model per process)')
+    if o.min_agreement is None or not 0.0 <= o.min_agreement <= 1.0:
+        raise ValueError(f'--min_agreement must be between 0 and 1 (a fraction of images), '
+                         f'got {o.min_agreement}')
+    if not o.model_cache:
+        raise ValueError('--model_cache must name a folder (local or gs://)')
     if o.model_threads is not None and o.model_threads < 0:
         raise ValueError(f'--model_threads must be >= 0, got {o.model_threads}')
     return Settings(
@@ -203,7 +235,9 @@ def settings_from(options: PipelineOptions) -> Settings:
         run_id=o.run_id or new_run_id(), run_date=parse_run_date(o.run_date),
         skip_existing=bool(o.skip_existing), retry_errors=bool(o.retry_errors),
         share_model=bool(o.share_model) or o.model_copies is not None,
-        model_copies=o.model_copies, dry_run=dry_run_from(options), head=o.head)
+        model_copies=o.model_copies, dry_run=dry_run_from(options), head=o.head,
+        calibration_images=o.calibration_images, model_cache=o.model_cache.rstrip('/') or '/',
+        agreement_images=o.agreement_images, min_agreement=o.min_agreement)
 
 
 def parse_run_date(value: str | None) -> str:

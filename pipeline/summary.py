@@ -35,6 +35,14 @@ class RunSummary:
     reused: int = 0
     retried: int = 0
     outputs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # From launch (flags parsed) to the first batch entering the model: imports, model
+    # load (and int8 conversion or its cache hit, and the agreement check), graph start.
+    startup_seconds: float | None = None
+    precision: str = 'float32'        # the arithmetic really used (bf16 may fall back)
+    cpu: str = ''                     # the launcher's CPU model name
+    cpu_units: list[str] = dataclasses.field(default_factory=list)  # AVX2, AVX512-VNNI, AMX...
+    precision_hint: str | None = None  # a faster precision this CPU has, with its measured factor
+    agreement: dict | None = None     # reduced precision vs float32 (pipeline.agreement)
 
     @property
     def balanced(self) -> bool:
@@ -60,8 +68,20 @@ class RunSummary:
                 if self.retried else ''),
             f'  errors     {self.errors}' + (f'  ({classes})' if classes else ''),
             f'  retries    {self.read_retries} transient read failures retried',
-            f'  time       {self.seconds:.1f} s, {self.images_per_second:.1f} images/s',
+            f'  time       {self.seconds:.1f} s, {self.images_per_second:.1f} images/s'
+            + (f' (start-up {self.startup_seconds:.1f} s)' if self.startup_seconds is not None
+               else ''),
         ]
+        if self.cpu:
+            lines.append(f'  cpu        {self.cpu} ({", ".join(self.cpu_units) or "no AVX2"}); '
+                         f'precision {self.precision}')
+        if self.agreement:
+            a = self.agreement
+            lines.append(f'  agreement  {a["precision"]} vs float32 on {a["images"]} images: '
+                         f'top-1 {a["top1"]:.3f}, top-5 overlap {a["top5_overlap"]:.3f}, '
+                         f'max prob diff {a["max_prob_diff"]:.4f}')
+        if self.precision_hint:
+            lines.append(f'  hint       {self.precision_hint}')
         for table, places in self.outputs.items():
             lines.extend(f'  {table:<7} -> {place}' for place in places)
         if not self.balanced:
@@ -85,8 +105,20 @@ def counter_values(result) -> dict[str, int]:
     return by_name
 
 
+def first_batch_unix_ms(result) -> int | None:
+    """When the first batch entered the model, from the batch clock distribution."""
+    dists = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(
+        metrics.NAMESPACE).with_name(metrics.BATCH_START_UNIX_MS))['distributions']
+    mins = [d.committed.min if d.committed is not None else d.attempted.min for d in dists
+            if (d.committed or d.attempted) is not None]
+    mins = [m for m in mins if m is not None]
+    return min(mins) if mins else None
+
+
 def summarize(counts: dict[str, int], *, run_id: str, model: str, model_id: str,
-              seconds: float, outputs: dict[str, list[str]], run_date: str = '') -> RunSummary:
+              seconds: float, outputs: dict[str, list[str]], run_date: str = '',
+              **extra) -> RunSummary:
+    """`extra`: the optional RunSummary fields (startup_seconds, precision, cpu, ...)."""
     return RunSummary(
         run_id=run_id, model=model, model_id=model_id,
         listed=counts.get(metrics.LISTED, 0), inputs=counts.get(metrics.INPUTS, 0),
@@ -95,7 +127,7 @@ def summarize(counts: dict[str, int], *, run_id: str, model: str, model_id: str,
         read_retries=counts.get(metrics.READ_RETRIES, 0), seconds=seconds, outputs=outputs,
         storage_clients=counts.get(metrics.STORAGE_CLIENTS, 0), run_date=run_date,
         skipped=counts.get(metrics.SKIPPED, 0), reused=counts.get(metrics.REUSED, 0),
-        retried=counts.get(metrics.RETRIED, 0))
+        retried=counts.get(metrics.RETRIED, 0), **extra)
 
 
 def write_summary(summary: RunSummary, folder: str) -> str:

@@ -48,6 +48,7 @@ STRING_SHAPES: dict[str, str] = {
     'run_id': r'^[-_.:A-Za-z0-9]+$',
     'bigquery_table': r'^([a-z][-a-z0-9.:]{4,61}[a-z0-9][:.])?[A-Za-z0-9_]+\.[A-Za-z0-9_$-]+$',
     'bigquery_temp': GCS_PATH,
+    'model_cache': GCS_PATH,
 }
 #: Examples for the parameters without a default (shown in the console).
 EXAMPLES: dict[str, str] = {
@@ -60,6 +61,7 @@ EXAMPLES: dict[str, str] = {
     'model_copies': '1',
     'bigquery_table': 'my-project:imagelabel.labels',
     'bigquery_temp': 'gs://my-bucket/tmp',
+    'model_cache': 'gs://my-bucket/imagelabel-cache',
 }
 
 
@@ -87,7 +89,13 @@ def validation_regex(action: argparse.Action) -> str:
     return STRING_SHAPES.get(action.dest, r'^.+$')
 
 
+#: Flags whose default is this machine's (a per-user folder): on Dataflow it must be given.
+MACHINE_DEFAULTS = frozenset({'model_cache'})
+
+
 def default_text(action: argparse.Action) -> str | None:
+    if action.dest in MACHINE_DEFAULTS:
+        return None
     if is_boolean(action):
         return 'true' if action.default else 'false'
     return None if action.default is None else str(action.default)

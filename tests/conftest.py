@@ -31,6 +31,14 @@ def assets_dir() -> pathlib.Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _forget_loaded_models():
+    """Each test module starts without the models earlier modules left in the process cache."""
+    yield
+    from transforms.label import forget_loaded_models
+    forget_loaded_models()
+
+
 @pytest.fixture(scope='session')
 def assets() -> pathlib.Path:
     return assets_dir()

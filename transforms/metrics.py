@@ -23,6 +23,7 @@ DECODED = 'decoded'
 INFERENCE_BATCHES_RETRIED = 'inference_batches_retried'
 STORAGE_CLIENTS = 'storage_clients'  # gs:// clients made by the read stage
 INFLIGHT_BYTES = 'inflight_bytes'    # distribution: bytes held by a read-ahead, its max the peak
+BATCH_START_UNIX_MS = 'batch_start_unix_ms'  # distribution: its min is the first batch
 
 _ERROR_PREFIX = 'errors_'
 

@@ -1,0 +1,50 @@
+"""How far reduced precision moves a model's answers: int8 or bf16 against float32.
+
+Pure functions on probability arrays; the launcher runs both models on a held-out
+slice of the run's own images and stops the run when top-1 agreement is below
+--min_agreement. Agreement only means something on trained weights: a random-weight
+model's probabilities are nearly flat, so its top-1 is decided by noise at the
+third decimal and any rounding reorders it (see README "int8").
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+    """Reduced precision vs float32 on the same images."""
+    precision: str         # 'int8' or 'bf16'
+    images: int
+    top1: float            # fraction of images whose top-1 class is the same
+    top5_overlap: float    # mean |top-5 ∩ top-5| / 5
+    max_prob_diff: float   # the largest |p_low - p_float| over images and classes
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def measure(reference: np.ndarray, reduced: np.ndarray, precision: str) -> Agreement:
+    """Agreement of `reduced` probabilities with `reference` (both (n, classes))."""
+    if reference.shape != reduced.shape or reference.ndim != 2 or not len(reference):
+        raise ValueError(f'cannot compare probabilities of shapes {reference.shape} and '
+                         f'{reduced.shape}')
+    k = min(5, reference.shape[1])
+    top_ref = np.argsort(-reference, axis=1, kind='stable')[:, :k]
+    top_low = np.argsort(-reduced, axis=1, kind='stable')[:, :k]
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_low)])
+    return Agreement(precision=precision, images=int(len(reference)),
+                     top1=float(np.mean(top_ref[:, 0] == top_low[:, 0])),
+                     top5_overlap=float(overlap),
+                     max_prob_diff=float(np.max(np.abs(reference - reduced))))
+
+
+def check(agreement: Agreement, minimum: float) -> None:
+    """ValueError (one line, how to fix) when top-1 agreement is below `minimum`."""
+    if agreement.top1 < minimum:
+        raise ValueError(
+            f'--precision {agreement.precision} agrees with float32 on top-1 for only '
+            f'{agreement.top1:.3f} of {agreement.images} held-out images (--min_agreement '
+            f'{minimum}); run at float32, or lower --min_agreement if that is acceptable')

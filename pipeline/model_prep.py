@@ -1,0 +1,178 @@
+"""The launcher's model work: load once, convert to int8, check agreement, describe.
+
+`load_model_facts` runs at launch, before any image is read by the job: a bad
+model, or a reduced precision that disagrees with float32, fails here with one
+clear line. It loads through the process-wide cache
+(`transforms.label.shared_labeled_model`), so a DirectRunner worker in this
+process reuses the launcher's model instead of loading it again.
+
+Reduced precision (int8, bf16) is measured against float32 on a held-out, seeded
+slice of the run's own images; int8 is calibrated on another, disjoint slice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import logging
+import random
+import time
+
+import numpy as np
+
+from pipeline import agreement as agreement_math
+from pipeline.graph import ModelFacts
+from pipeline.options import Settings
+from transforms.cpu import this_cpu
+from transforms.decode import decode_image
+from transforms.errors import ImageError
+from transforms.label import LoadedModel, shared_labeled_model
+from transforms.models import FORMATS, ModelSpec, resolve_spec
+from transforms.read import expand_source, open_raw
+
+_log = logging.getLogger('imagelabel')
+
+#: How many listed URIs the sample is drawn from (listing millions at launch would not pay).
+SAMPLE_POOL = 20_000
+SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """Decoded images of the run's own input: a held-out slice and a calibration slice."""
+    held_out: np.ndarray     # (n, h, w, 3) uint8, for the agreement check
+    calibration: np.ndarray  # (m, h, w, 3) uint8, for int8 calibration (disjoint when m > 0)
+    digest: str              # names the calibration set: URIs, contents, size, recipe
+
+
+def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
+                  calibration: int) -> Sample:
+    """A seeded sample of --input, decoded at the model's size (unreadable images skipped)."""
+    uris = sorted(set(itertools.islice(expand_source(s.input), SAMPLE_POOL)))
+    random.Random(SEED).shuffle(uris)
+    pixels, names = [], []
+    for uri in uris:
+        if len(pixels) >= held_out + calibration:
+            break
+        try:
+            with open_raw(uri) as f:
+                data = f.read(s.max_bytes + 1)
+            if len(data) > s.max_bytes:
+                continue
+            pixels.append(decode_image(data, size, recipe=s.resize,
+                                       max_pixels=s.max_pixels).pixels)
+        except (ImageError, OSError, ValueError):
+            continue
+        names.append(f'{uri}:{hashlib.sha256(data).hexdigest()}')
+    if not pixels:
+        raise ValueError(f'--precision {s.precision}: none of the first {len(uris)} images of '
+                         f'{s.input} could be decoded, so there is nothing to calibrate or '
+                         'compare on')
+    # Few images: split them, so the agreement slice stays held out of calibration.
+    n_held = min(held_out, len(pixels) // 2 if calibration else len(pixels)) or 1
+    cal = pixels[n_held:n_held + calibration] or pixels[:n_held]
+    cal_names = names[n_held:n_held + calibration] or names[:n_held]
+    digest = hashlib.sha256(repr((cal_names, tuple(size), s.resize.value)).encode()).hexdigest()
+    return Sample(np.stack(pixels[:n_held]), np.stack(cal) if calibration else
+                  np.zeros((0, *size, 3), np.uint8), digest)
+
+
+def _resolve(s: Settings) -> ModelSpec:
+    return resolve_spec(s.model, weights=s.weights, labels=s.labels, preprocess=s.preprocess,
+                        outputs=s.model_outputs)
+
+
+def _load(s: Settings, spec: ModelSpec, precision: str) -> LoadedModel:
+    return shared_labeled_model(spec, batch_size=s.batch_size, precision=precision,
+                                threads=s.model_threads, recipe=s.resize.value, head=s.head)
+
+
+def _facts(spec: ModelSpec, model: LoadedModel, precision: str,
+           agreement: agreement_math.Agreement | None = None) -> ModelFacts:
+    return ModelFacts(spec=spec, input_size=model.runtime.input_size, labels=model.labels,
+                      model_id=model.model_id, description=model.runtime.description,
+                      precision=precision, precision_used=model.runtime.precision,
+                      agreement=agreement.to_json() if agreement else None)
+
+
+def _compare(s: Settings, reference: LoadedModel, reduced: LoadedModel, images: np.ndarray,
+             precision: str) -> agreement_math.Agreement:
+    a = agreement_math.measure(reference.predict(images).probabilities,
+                               reduced.predict(images).probabilities, precision)
+    _log.info('%s vs float32 on %d held-out images: top-1 %.3f, top-5 overlap %.3f, '
+              'max prob diff %.4f', precision, a.images, a.top1, a.top5_overlap, a.max_prob_diff)
+    agreement_math.check(a, s.min_agreement)
+    return a
+
+
+def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sample) -> ModelSpec:
+    """Convert (or find in --model_cache) the int8 model; the spec workers load it from."""
+    from transforms.models import int8
+    runtime = float_model.runtime
+    key = int8.cache_key(weights_sha256=runtime.weights_sha256, spec=spec,
+                         input_size=runtime.input_size, calibration_digest=sample.digest,
+                         runtime=int8.runtime_tag())
+    files = int8.Int8Files.at(s.model_cache, key)
+    if files.exists():
+        _log.info('int8: using %s from the model cache', files.model)
+    else:
+        started = time.monotonic()
+        content, head = int8.convert(spec, runtime, int8.Calibration(sample.calibration,
+                                                                     sample.digest))
+        int8.store(files, content, head)
+        _log.info('int8: converted %s in %.1f s (calibrated on %d images) -> %s', spec.name,
+                  time.monotonic() - started, len(sample.calibration), files.model)
+    integer_input = getattr(runtime, '_integer_input', False)
+    return dataclasses.replace(
+        spec, format='int8_tflite', path=files.model, application=None, weights=None,
+        preprocess=spec.preprocess or ('raw' if integer_input else 'inception'),
+        outputs=runtime.output_kind)
+
+
+def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
+    """Load the model once in the launcher: a bad model fails here, before any image is read."""
+    spec = _resolve(s)
+    if s.precision == 'int8':
+        fmt = FORMATS[spec.format]
+        if not fmt.converts_to_int8:
+            able = ', '.join(f.described_as for f in FORMATS.values() if f.converts_to_int8)
+            raise ValueError(f'--precision int8 applies to {able}; {fmt.described_as} runs at '
+                             'the precision it was converted with')
+        if not local and '://' not in s.model_cache:
+            raise ValueError(f'--model_cache {s.model_cache} is a local path, which workers on '
+                             'a remote runner cannot read; use a gs:// URI')
+    model = _load(s, spec, 'float32' if s.precision == 'int8' else s.precision)
+    if s.top_k > model.num_classes and not s.head:  # a head's rows keep all its classes
+        raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
+    if s.precision == 'float32' or (s.precision == 'bf16' and model.runtime.precision != 'bf16'):
+        return _facts(spec, model, s.precision)  # bf16 without bf16 units ran float32: said so
+    if s.precision == 'bf16':
+        sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
+                               calibration=0)
+        reference = _load(s, spec, 'float32')
+        return _facts(spec, model, 'bf16', _compare(s, reference, model, sample.held_out, 'bf16'))
+    sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
+                           calibration=s.calibration_images)
+    lowered_spec = int8_spec(s, spec, model, sample)
+    lowered = _load(s, lowered_spec, 'int8')
+    return _facts(lowered_spec, lowered, 'int8', _compare(s, model, lowered, sample.held_out, 'int8'))
+
+
+def summary_extras(result, started: float | None, model: ModelFacts) -> dict:
+    """The RunSummary fields the launcher adds: start-up time, CPU, precision, agreement."""
+    from pipeline.summary import first_batch_unix_ms
+    from pipeline.hints import precision_hint
+    first = first_batch_unix_ms(result)
+    cpu = this_cpu()
+    fmt = FORMATS[model.spec.format]
+    available = {p for p, ok in (('bf16', fmt.supports_bf16), ('int8', fmt.converts_to_int8)) if ok}
+    return dict(
+        startup_seconds=(round(first / 1000 - started, 3) if first and started else None),
+        precision=model.precision_used, cpu=cpu.model, cpu_units=cpu.units,
+        precision_hint=precision_hint(cpu, model.precision_used, available),
+        agreement=model.agreement)
+
+
+def now() -> float:
+    """Wall-clock seconds: the start-up clock is compared with worker timestamps."""
+    return time.time()

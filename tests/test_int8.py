@@ -1,0 +1,142 @@
+"""--precision int8: converted once at launch, cached, loaded by workers without TensorFlow.
+
+These tests use the random-weight tiny model with --min_agreement 0: they check the
+mechanics (cache, schema, refusals). Agreement itself is tested on a trained model
+in test_agreement.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from pipeline.summary import read_summary
+
+from conftest import ROOT, read_parquet_rows, run_cli, write_jpeg
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('photos')
+    for i in range(12):
+        write_jpeg(folder / f'{i:02d}.jpg', size=(96, 80), seed=i)
+    return folder
+
+
+def _int8_run(model, photos, out, cache, *extra):
+    return run_cli('run', '--input', photos, '--output', out, '--model', model,
+                   '--precision', 'int8', '--model_cache', cache, '--min_agreement', '0',
+                   '--calibration_images', '6', '--agreement_images', '4', *extra)
+
+
+@pytest.fixture
+def conversions(monkeypatch):
+    """Count int8 conversions (the launcher's int8.convert calls)."""
+    from transforms.models import int8
+    calls = []
+    real = int8.convert
+
+    def counting(spec, runtime, calibration):
+        calls.append(calibration.digest)
+        return real(spec, runtime, calibration)
+    monkeypatch.setattr(int8, 'convert', counting)
+    return calls
+
+
+def test_a_scheduled_run_converts_once_and_then_loads_from_the_cache(
+        tiny_keras_model, photos, tmp_path, conversions):
+    cache = tmp_path / 'cache'
+    first = _int8_run(tiny_keras_model, photos, tmp_path / 'a', cache)
+    assert first.code == 0, first.err
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 2 and files[0].endswith('.head.npz') and files[1].endswith('.tflite')
+    assert files[1].startswith('tiny.keras-int8-litert-')
+    second = _int8_run(tiny_keras_model, photos, tmp_path / 'b', cache)
+    assert second.code == 0, second.err
+    assert len(conversions) == 1  # the second run found it in the cache
+    a = read_summary(str(tmp_path / 'a'))
+    b = read_summary(str(tmp_path / 'b'))
+    assert a['model_id'] == b['model_id'] and a['precision'] == b['precision'] == 'int8'
+    assert a['labeled'] == 12 and a['agreement']['images'] == 4
+
+
+def test_another_calibration_set_is_another_cache_entry(
+        tiny_keras_model, photos, tmp_path, conversions):
+    cache = tmp_path / 'cache'
+    assert _int8_run(tiny_keras_model, photos, tmp_path / 'a', cache).code == 0
+    assert _int8_run(tiny_keras_model, photos, tmp_path / 'b', cache,
+                     '--calibration_images', '5').code == 0
+    assert len(conversions) == 2 and conversions[0] != conversions[1]
+    assert len(list(cache.glob('*.tflite'))) == 2
+
+
+def test_int8_rows_have_the_float32_schema_labels_and_embedding(tiny_keras_model, photos,
+                                                                tmp_path):
+    assert _int8_run(tiny_keras_model, photos, tmp_path / 'q', tmp_path / 'cache').code == 0
+    f32 = run_cli('run', '--input', photos, '--output', tmp_path / 'f', '--model',
+                  tiny_keras_model)
+    assert f32.code == 0, f32.err
+    q_rows = read_parquet_rows(tmp_path / 'q', 'labels')
+    f_rows = read_parquet_rows(tmp_path / 'f', 'labels')
+    assert set(q_rows[0]) == set(f_rows[0])
+    assert len(q_rows[0]['embedding']) == len(f_rows[0]['embedding']) == 16
+    assert len(q_rows[0]['labels']) == 5
+    names = set()
+    for row in q_rows:
+        names.update(label['label'] for label in row['labels'])
+        assert row['model'] == 'tiny.keras'
+    assert names <= set((ROOT / 'transforms' / 'data' / 'imagenet_labels.txt').read_text().split('\n'))
+
+
+def test_int8_on_a_tflite_model_is_refused_with_one_line(mobilenet_v2_quant, photos, tmp_path):
+    r = _int8_run(mobilenet_v2_quant, photos, tmp_path / 'o', tmp_path / 'cache')
+    assert r.code == 2
+    assert r.err.strip().splitlines()[-1] == (
+        'imagelabel: error: --precision int8 applies to a named Keras application, a Keras '
+        'file, a SavedModel directory; a TFLite file runs at the precision it was converted with')
+
+
+def test_a_remote_run_needs_a_model_cache_workers_can_read(tiny_keras_model, tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.model_prep import load_model_facts
+    from pipeline.options import settings_from
+    s = settings_from(PipelineOptions(['--input', 'gs://b/in', '--model', str(tiny_keras_model),
+                                       '--precision', 'int8', '--model_cache', str(tmp_path)]))
+    with pytest.raises(ValueError, match='--model_cache .* is a local path'):
+        load_model_facts(s, local=False)
+
+
+def test_a_worker_never_converts(tiny_keras_model):
+    from transforms.models import load_runtime, resolve_spec
+    with pytest.raises(ValueError, match='converts it at launch'):
+        load_runtime(resolve_spec(str(tiny_keras_model)), precision='int8')
+
+
+_WORKER = r'''
+import json, sys
+import numpy as np
+from transforms.label import ImageModelHandler
+from transforms.models import ModelSpec
+spec = ModelSpec(name='tiny.keras', format='int8_tflite', path=sys.argv[1], preprocess='inception',
+                 outputs='probabilities')
+model = ImageModelHandler(spec, precision='int8').load_model()
+p = model.predict(np.full((2, 64, 64, 3), 100, np.uint8))
+print(json.dumps({'tensorflow': 'tensorflow' in sys.modules, 'shape': list(p.probabilities.shape),
+                  'sum': float(p.probabilities[0].sum()), 'precision': model.runtime.precision}))
+'''
+
+
+def test_a_worker_loads_the_cached_int8_file_without_tensorflow(tiny_keras_model, photos,
+                                                                tmp_path):
+    cache = tmp_path / 'cache'
+    assert _int8_run(tiny_keras_model, photos, tmp_path / 'o', cache).code == 0
+    (cached,) = cache.glob('*.tflite')
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
+    out = subprocess.run([sys.executable, '-c', _WORKER, str(cached)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen['tensorflow'] is False and seen['shape'] == [2, 1000]
+    assert seen['sum'] == pytest.approx(1.0, abs=1e-4) and seen['precision'] == 'int8'

@@ -1,0 +1,84 @@
+"""Start-up: one model load per process, and the start-up time in summary.json."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT, write_jpeg
+from pipeline.summary import read_summary
+
+_RUN_COUNTING_LOADS = r'''
+import json, sys
+import transforms.models.keras as keras_runtime
+calls = []
+real = keras_runtime.load_keras_model
+def counting(spec):
+    calls.append(spec.name)
+    return real(spec)
+keras_runtime.load_keras_model = counting
+from pipeline.cli import main
+code = main(['run', '--input', sys.argv[1], '--output', sys.argv[2], '--model', sys.argv[3],
+             '--batch_size', '2'])
+print(json.dumps({'code': code, 'keras_loads': len(calls)}))
+'''
+
+
+def test_a_keras_run_loads_its_model_once_per_process(tiny_keras_model, tmp_path):
+    for i in range(5):
+        write_jpeg(tmp_path / 'in' / f'{i}.jpg', seed=i)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
+    out = subprocess.run([sys.executable, '-c', _RUN_COUNTING_LOADS, str(tmp_path / 'in'),
+                          str(tmp_path / 'out'), str(tiny_keras_model)], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    # The launcher validates the model and the in-process worker reuses it: one load.
+    assert seen == {'code': 0, 'keras_loads': 1}
+    summary = read_summary(str(tmp_path / 'out'))
+    assert summary['labeled'] == 5
+
+
+def test_summary_reports_start_up_from_launch_to_the_first_batch(tiny_keras_model, tmp_path):
+    from conftest import run_cli
+    for i in range(3):
+        write_jpeg(tmp_path / 'in' / f'{i}.jpg', seed=i)
+    r = run_cli('run', '--input', tmp_path / 'in', '--output', tmp_path / 'out',
+                '--model', tiny_keras_model)
+    assert r.code == 0, r.err
+    summary = read_summary(str(tmp_path / 'out'))
+    # Start-up happens before the first batch, and the whole run includes the first batch.
+    assert 0 < summary['startup_seconds']
+    assert 'start-up' in r.out
+
+
+def test_the_same_model_and_settings_share_one_load(tiny_keras_model, tmp_path):
+    from transforms.label import LOADS, forget_loaded_models, shared_labeled_model
+    from transforms.models import resolve_spec
+    path = tmp_path / 'copy.keras'
+    shutil.copy(tiny_keras_model, path)
+    spec = resolve_spec(str(path))
+    args = dict(batch_size=2, precision='float32', threads=None, recipe='crop')
+    before = sum(LOADS.values())
+    a = shared_labeled_model(spec, **args)
+    b = shared_labeled_model(spec, **args)
+    assert a is b and sum(LOADS.values()) == before + 1
+    c = shared_labeled_model(spec, **(args | {'recipe': 'plain'}))  # another setting: its own
+    assert c is not a and sum(LOADS.values()) == before + 2
+    forget_loaded_models()
+
+
+def test_a_model_file_replaced_in_place_is_loaded_again(tiny_keras_model, tmp_path):
+    from transforms.label import shared_labeled_model
+    from transforms.models import resolve_spec
+    path = tmp_path / 'swap.keras'
+    shutil.copy(tiny_keras_model, path)
+    args = dict(batch_size=2, precision='float32', threads=None, recipe='crop')
+    first = shared_labeled_model(resolve_spec(str(path)), **args)
+    with open(path, 'ab') as f:  # a different file at the same path (size changes)
+        f.write(b'\0' * 16)
+    os.utime(path, (1, 1))
+    second = shared_labeled_model(resolve_spec(str(path)), **args)
+    assert second is not first

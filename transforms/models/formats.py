@@ -1,0 +1,111 @@
+"""The formats registry: how each kind of model file is recognised, loaded and run.
+
+Each format's loader imports its runtime module only when called, so choosing a
+.tflite model never imports TensorFlow. `--help` texts and error messages about
+formats are built from this registry (`format_names`, `model_help`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from transforms.models.runtime import Runtime
+from transforms.models.spec import PRECISIONS, ModelSpec
+
+
+def _load_keras(spec: ModelSpec, *, batch_size: int, precision: str, **_) -> Runtime:
+    from transforms.models.keras import KerasRuntime, load_keras_model
+    model, fingerprint = load_keras_model(spec)
+    return KerasRuntime(model, spec, fingerprint, batch_size=batch_size, precision=precision)
+
+
+def _load_saved_model(spec: ModelSpec, *, num_classes: int, **_) -> Runtime:
+    from transforms.models.saved_model import SavedModelRuntime
+    return SavedModelRuntime(spec, num_classes=num_classes)
+
+
+def _load_tflite(spec: ModelSpec, *, threads: int | None, **_) -> Runtime:
+    from transforms.models.litert import TFLiteRuntime
+    return TFLiteRuntime(spec, threads=threads)
+
+
+def _load_int8(spec: ModelSpec, *, threads: int | None, num_classes: int, **_) -> Runtime:
+    from transforms.models.int8 import Int8Runtime
+    return Int8Runtime(spec, threads=threads, num_classes=num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFormat:
+    """How one kind of model is recognised and run."""
+    suffixes: tuple[str, ...]        # file name endings that select it (() = never by name)
+    load: Callable[..., Runtime]     # imports its runtime (and TensorFlow) only when called
+    supports_bf16: bool
+    uses_tensorflow: bool
+    described_as: str                # how --help and error messages name it
+    by_path: bool = True             # can be given as --model PATH (applications are by name)
+    converts_to_int8: bool = False   # --precision int8 converts it at launch (models.int8)
+    precision: str | None = None     # a format that only runs at one precision
+
+
+FORMATS: dict[str, ModelFormat] = {
+    'keras_application': ModelFormat((), _load_keras, True, True, 'a named Keras application',
+                                     by_path=False, converts_to_int8=True),
+    'keras': ModelFormat(('.keras', '.h5', '.hdf5'), _load_keras, True, True, 'a Keras file',
+                         converts_to_int8=True),
+    'saved_model': ModelFormat((), _load_saved_model, False, True,  # a folder with saved_model.pb
+                               'a SavedModel directory', converts_to_int8=True),
+    'tflite': ModelFormat(('.tflite',), _load_tflite, False, False, 'a TFLite file'),
+    # What --precision int8 made at launch, loaded from the model cache by workers.
+    'int8_tflite': ModelFormat((), _load_int8, False, False, 'an int8 conversion',
+                               by_path=False, precision='int8'),
+}
+
+
+def path_kinds() -> str:
+    """'a .keras/.h5/.hdf5 file, a SavedModel directory or a .tflite file', from FORMATS."""
+    kinds = []
+    for fmt in FORMATS.values():
+        if not fmt.by_path:
+            continue
+        if fmt.suffixes:
+            kinds.append(f'a {"/".join(fmt.suffixes)} file')
+        else:
+            kinds.append(fmt.described_as)
+    return ', '.join(kinds[:-1]) + ' or ' + kinds[-1] if len(kinds) > 1 else ''.join(kinds)
+
+
+def formats_supporting(precision: str) -> list[str]:
+    """Format names that can run at `precision` (for error messages)."""
+    if precision == 'bf16':
+        return [name for name, f in FORMATS.items() if f.supports_bf16]
+    if precision == 'int8':
+        return [name for name, f in FORMATS.items() if f.converts_to_int8]
+    return [name for name, f in FORMATS.items() if f.precision in (None, precision)]
+
+
+def load_runtime(spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
+                 threads: int | None = None, num_classes: int = 1000) -> Runtime:
+    """Load a spec's model once; every failure is a ValueError with one clear line."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'--precision must be one of {PRECISIONS}')
+    fmt = FORMATS[spec.format]
+    if fmt.precision is not None:
+        if precision != fmt.precision:
+            raise ValueError(f'{fmt.described_as} runs at {fmt.precision} only')
+    elif precision == 'bf16' and not fmt.supports_bf16:
+        able = ', '.join(FORMATS[n].described_as for n in formats_supporting('bf16'))
+        raise ValueError(f'--precision bf16 applies to Keras models ({able}); {fmt.described_as} '
+                         'runs at the precision it was converted with')
+    elif precision == 'int8':
+        # Conversion happens once, at launch (pipeline.model_prep), never in a worker.
+        able = ', '.join(FORMATS[n].described_as for n in formats_supporting('int8'))
+        if not fmt.converts_to_int8:
+            raise ValueError(f'--precision int8 applies to {able}; {fmt.described_as} '
+                             'runs at the precision it was converted with')
+        raise ValueError('--precision int8: load the converted model '
+                         '(pipeline.model_prep converts it at launch)')
+    if fmt.uses_tensorflow:
+        from transforms.models.keras import configure_tensorflow_threads
+        configure_tensorflow_threads(threads)
+    return fmt.load(spec, batch_size=batch_size, precision=precision, threads=threads,
+                    num_classes=num_classes)

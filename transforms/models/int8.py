@@ -1,0 +1,276 @@
+"""--precision int8: post-training full-integer quantization, and its runtime.
+
+At launch, a Keras or SavedModel model is converted with TFLiteConverter, calibrated
+on a seeded sample of the run's own images, and the result is stored in the model
+cache (`--model_cache`) under a key made of (model, calibration set, runtime). A
+scheduled run finds the file there and converts nothing; workers only ever load
+the cached file (format `int8_tflite`).
+
+Why LiteRT: bench/int8_runtimes.py measured LiteRT (XNNPACK) against OpenVINO on
+this project's CPU; see README "int8". The runtime is named in the cache key, so
+switching runtimes never reuses a file made for the other.
+
+For a Keras classifier whose top is Dense (+ softmax), only the backbone (pixels ->
+embedding) is quantized; the Dense head runs in float32 on the dequantized
+embedding. The head is ~0.1% of the FLOPs, and keeping it in float keeps the
+probabilities smooth (an int8 softmax output has 256 levels, which ties the low
+ranks of a top-5), and the embedding is the backbone's one output for free.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import threading
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.models.files import localized
+from transforms.models.runtime import Scores, softmax
+from transforms.models.spec import PREPROCESSORS, ModelSpec
+from transforms.read import open_raw
+
+_log = logging.getLogger('imagelabel.models')
+
+#: The int8 runtime in use; part of every cache key.
+RUNTIME = 'litert'
+
+
+def runtime_tag() -> str:
+    """'litert-2.3.0': a new runtime version may convert differently, so it keys the cache."""
+    try:
+        from importlib.metadata import version
+        return f'{RUNTIME}-{version("ai-edge-litert")}'
+    except Exception:  # noqa: BLE001
+        return RUNTIME
+
+
+def default_model_cache() -> str:
+    """A per-user cache folder (XDG), never the run's --output."""
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'imagelabel')
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """The images a conversion is calibrated on, and the digest that names them."""
+    pixels: np.ndarray  # (n, h, w, 3) uint8 at the model's input size
+    digest: str         # sha256 of the URIs, their contents, size and resize recipe
+
+
+def cache_key(*, weights_sha256: str, spec: ModelSpec, input_size: tuple[int, int],
+              calibration_digest: str, runtime: str) -> str:
+    """(model, calibration set, runtime) -> a file-name-safe key."""
+    model = repr((weights_sha256, spec.format, spec.preprocess, spec.embedding_layer,
+                  tuple(input_size)))
+    h = hashlib.sha256(f'{model}|{calibration_digest}|{runtime}'.encode()).hexdigest()
+    return f'{spec.name.replace("/", "_")}-int8-{runtime}-{h[:20]}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Files:
+    """Where a conversion lives in the cache: the .tflite, and the float head if any."""
+    model: str
+    head: str
+
+    @classmethod
+    def at(cls, cache: str, key: str) -> 'Int8Files':
+        return cls(FileSystems.join(cache, key + '.tflite'), FileSystems.join(cache, key + '.head.npz'))
+
+    def exists(self) -> bool:
+        return FileSystems.exists(self.model)
+
+
+# --- conversion (launcher only; imports TensorFlow) ------------------------------------
+
+def _dense_head(model, embedding):
+    """(W, b) of a final Dense (softmax or linear) fed by the embedding, else None."""
+    import keras
+    dense = next((layer for layer in reversed(model.layers)
+                  if isinstance(layer, keras.layers.Dense)), None)
+    if dense is None or dense.input is not embedding:
+        return None
+    rest = model.layers[model.layers.index(dense) + 1:]
+    act = getattr(dense.activation, '__name__', '')
+    if act not in ('softmax', 'linear') or any(
+            not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
+        return None
+    kernel, bias = (np.asarray(w, np.float32) for w in dense.get_weights())
+    return kernel, bias
+
+
+def _representative(pixels: np.ndarray, preprocess, dtype=np.float32):
+    def gen():
+        for image in pixels:
+            yield [np.asarray(preprocess(image[np.newaxis].astype(np.float32)), dtype)]
+    return gen
+
+
+def _quantize(converter, pixels: np.ndarray, preprocess, dtype=np.float32) -> bytes:
+    import tensorflow as tf
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(pixels, preprocess, dtype)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    return converter.convert()
+
+
+def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
+    """A Keras classifier -> (int8 .tflite bytes, float head .npz bytes or b'')."""
+    import keras
+    import tensorflow as tf
+    embedding = (model.get_layer(spec.embedding_layer).output if spec.embedding_layer
+                 else next(layer for layer in reversed(model.layers)
+                           if isinstance(layer, keras.layers.Dense)).input)
+    head = _dense_head(model, embedding)
+    if head is None:
+        raise ValueError(f'{spec.name}: --precision int8 needs a final Dense classifier '
+                         '(softmax or linear) fed by the embedding; run it at float32')
+    backbone = keras.Model(model.inputs, embedding)
+    h, w = calibration.pixels.shape[1:3]
+    # Keras 3's path to TFLite: export a SavedModel (variables frozen by the converter).
+    with tempfile.TemporaryDirectory(prefix='imagelabel-int8-') as folder:
+        backbone.export(folder, format='tf_saved_model', verbose=False,
+                        input_signature=[tf.TensorSpec((1, h, w, 3), tf.float32)])
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        content = _quantize(converter, calibration.pixels,
+                            PREPROCESSORS[spec.preprocess or 'inception'])
+    buf = io.BytesIO()
+    np.savez(buf, kernel=head[0], bias=head[1])
+    return content, buf.getvalue()
+
+
+def convert_saved_model(spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
+    """A SavedModel's serving_default -> (int8 .tflite bytes, b''): all its outputs kept."""
+    import tensorflow as tf
+    loaded = tf.saved_model.load(spec.path)
+    sig = loaded.signatures['serving_default']
+    (_, arg), = sig.structured_input_signature[1].items()
+    dtype = arg.dtype.as_numpy_dtype
+    preprocess = PREPROCESSORS[spec.preprocess or ('raw' if arg.dtype.is_integer else 'inception')]
+    converter = tf.lite.TFLiteConverter.from_saved_model(spec.path, signature_keys=['serving_default'])
+    return _quantize(converter, calibration.pixels, preprocess, dtype), b''
+
+
+def convert(spec: ModelSpec, runtime, calibration: Calibration) -> tuple[bytes, bytes]:
+    """Convert a loaded float32 runtime's model (its format says how)."""
+    if spec.format in ('keras', 'keras_application'):
+        return convert_keras(runtime.keras_model, spec, calibration)
+    if spec.format == 'saved_model':
+        return convert_saved_model(spec, calibration)
+    raise ValueError(f'{spec.format} models cannot be converted to int8')
+
+
+def store(files: Int8Files, content: bytes, head: bytes) -> None:
+    """Write a conversion to the cache; the .tflite last, so its presence means complete."""
+    if '://' not in files.model:
+        os.makedirs(os.path.dirname(files.model) or '.', exist_ok=True)
+    if head:
+        _write(files.head, head)
+    _write(files.model, content)
+
+
+def _write(path: str, data: bytes) -> None:
+    if '://' in path:
+        with FileSystems.create(path) as f:
+            f.write(data)
+        return
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(data)
+    os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+
+
+# --- the runtime (workers; LiteRT only, no TensorFlow) ------------------------------------
+
+class Int8Runtime:
+    """A cached int8 conversion on LiteRT, plus its float32 head when it has one.
+
+    One image per invoke, like TFLiteRuntime (XNNPACK runs batch 1 at full speed), on
+    one interpreter guarded by a lock.
+    """
+
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None, num_classes: int = 1000):
+        from ai_edge_litert.interpreter import Interpreter
+        with localized(spec.path) as local, open(local, 'rb') as f:
+            content = f.read()
+        digest = hashlib.sha256(content)
+        head_path = spec.path[:-len('.tflite')] + '.head.npz'
+        self._head = None
+        if FileSystems.exists(head_path):
+            with open_raw(head_path) as f:
+                raw = f.read()
+            digest.update(raw)
+            with np.load(io.BytesIO(raw)) as npz:
+                self._head = (npz['kernel'], npz['bias'])
+        try:
+            self._interp = Interpreter(model_content=content,
+                                       num_threads=threads or os.cpu_count() or 1)
+            self._interp.allocate_tensors()
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f'{spec.path} is not a loadable int8 model: {e}') from e
+        (self._in,) = self._interp.get_input_details()
+        outs = self._interp.get_output_details()
+        self.weights_sha256 = digest.hexdigest()
+        if self._head is not None:
+            self._scores, self._emb = None, outs[0]
+            self.num_outputs = int(self._head[0].shape[1])
+        else:
+            widths = {i: int(o['shape'][-1]) for i, o in enumerate(outs) if len(o['shape']) == 2}
+            scores = [i for i, w in widths.items() if w in (num_classes, num_classes + 1)]
+            if len(scores) != 1:
+                raise ValueError(f'{spec.name}: cannot tell which int8 output holds the scores '
+                                 f'(widths {list(widths.values())})')
+            others = [i for i in widths if i != scores[0]]
+            self._scores = outs[scores[0]]
+            self._emb = outs[others[0]] if len(others) == 1 else None
+            self.num_outputs = widths[scores[0]]
+        self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
+        self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        self._lock = threading.Lock()
+        self.name = spec.name
+        self.precision = 'int8'
+        self.input_size = (int(self._in['shape'][1]), int(self._in['shape'][2]))
+        self.output_kind = 'logits' if self._head is not None else (
+            spec.outputs if spec.outputs != 'auto' else 'probabilities')
+        self.description = (f'{spec.name}: int8 on {RUNTIME}, input {self.input_size[0]}x'
+                            f'{self.input_size[1]}, {self.num_outputs} {self.output_kind}, '
+                            f'embedding {self.embedding_dim}-d'
+                            + (', float32 head' if self._head is not None else ''))
+
+    def _model_input(self, pixels: np.ndarray) -> np.ndarray:
+        x = np.asarray(self._preprocess(pixels.astype(np.float32)), np.float32)
+        dtype = self._in['dtype']
+        scale, zero = self._in['quantization']
+        if np.issubdtype(dtype, np.integer) and scale:
+            info = np.iinfo(dtype)
+            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        return x.astype(dtype)
+
+    @staticmethod
+    def _read(interp, detail) -> np.ndarray:
+        values = interp.get_tensor(detail['index'])
+        scale, zero = detail['quantization']
+        out = values.astype(np.float32)
+        return (out - zero) * scale if scale and np.issubdtype(values.dtype, np.integer) else out
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        n = len(pixels)
+        emb = np.empty((n, self.embedding_dim), np.float32)
+        raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
+        with self._lock:
+            for i in range(n):
+                self._interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
+                self._interp.invoke()
+                if self._emb:
+                    emb[i] = self._read(self._interp, self._emb).reshape(-1)
+                if raw is not None:
+                    raw[i] = self._read(self._interp, self._scores).reshape(-1)
+        if self._head is not None:
+            kernel, bias = self._head
+            return Scores(softmax(emb @ kernel + bias).astype(np.float32), emb)
+        return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)

@@ -1,0 +1,242 @@
+"""Keras models (applications and .keras/.h5 files) as one compiled tf.function.
+
+TensorFlow and Keras are imported inside the functions, never at module level:
+a .tflite run must not pay TensorFlow's import.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+from typing import Callable
+
+import numpy as np
+
+from transforms.cpu import this_cpu
+from transforms.models.files import file_fingerprint, localized
+from transforms.models.runtime import Scores, bucket_size
+from transforms.models.spec import PREPROCESSORS, ModelSpec
+
+_log = logging.getLogger('imagelabel.models')
+
+
+def configure_tensorflow_threads(threads: int | None) -> None:
+    import tensorflow as tf
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TF already initialised in this process: keep its pools
+        _log.warning('TensorFlow is already initialised here; --model_threads %d ignored',
+                     threads)
+
+
+def _final_dense(model):
+    import keras
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.layers.Dense):
+            return layer
+    raise ValueError(f'model {model.name} has no Dense classification layer to take '
+                     'the embedding from; register it in transforms.models.REGISTRY with '
+                     'its embedding_layer')
+
+
+def _classifier_head(model, embedding):
+    """A float32 callable embedding -> model output, if the top is Dense [+ softmax]."""
+    import keras
+    dense = _final_dense(model)
+    rest = model.layers[model.layers.index(dense) + 1:]
+    if dense.input is not embedding or any(
+            not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
+        _log.warning('%s: the classifier head is not Dense [+ softmax], so under bf16 the '
+                     'scores are computed in bf16 too (rounded to 8 bits of mantissa)',
+                     model.name)
+        return None
+
+    def head(x):
+        x = dense(x)
+        for layer in rest:
+            x = layer(x)
+        return x
+    return head
+
+
+def _emits_probabilities(model) -> bool:
+    import keras
+    last = model.layers[-1]
+    act = getattr(last, 'activation', None)
+    return isinstance(last, keras.layers.Softmax) or getattr(act, '__name__', '') == 'softmax'
+
+
+@contextlib.contextmanager
+def onednn_bf16_calls():
+    """Run TF function calls on this thread with oneDNN's bf16 graph rewrite.
+
+    The rewrite (a Grappler pass) turns convolutions and matmuls into fused bf16
+    oneDNN kernels (AVX512-BF16 / AMX); on our CPU it measured well ahead of
+    Keras's per-layer mixed_bfloat16 policy. Grappler's options travel with each
+    function call in a thread-local FunctionCallOptions, so setting them here for
+    our own calls leaves every other model in the process in float32. (TF has no
+    public per-function switch, tf.config.optimizer's is process-wide, so this uses
+    the eager context's thread-local call options.)
+    """
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    from tensorflow.python.eager import context
+    ctx = context.context()
+    config = ctx.config  # a fresh ConfigProto copy
+    config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
+        rewriter_config_pb2.RewriterConfig.ON)
+    previous = ctx.function_call_options  # this thread's
+    ctx.function_call_options = context.FunctionCallOptions(config_proto=config)
+    try:
+        yield
+    finally:
+        ctx.function_call_options = previous
+
+
+class KerasRuntime:
+    """A Keras classifier compiled to one tf.function: uint8 in, (probs, embedding) out.
+
+    Both outputs come from one forward pass. Batches are padded to a fixed shape
+    (powers of two up to the batch size) so the function is traced a bounded
+    number of times and runs the same kernels every call.
+    """
+
+    def __init__(self, model, spec: ModelSpec, weights_sha256: str, *, batch_size: int,
+                 precision: str = 'float32'):
+        import tensorflow as tf
+        import keras
+        if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4 or model.inputs[0].shape[-1] != 3:
+            raise ValueError(f'{spec.name}: expected one image input of shape '
+                             f'(batch, height, width, 3), got {[tuple(i.shape) for i in model.inputs]}')
+        in_h, in_w = model.inputs[0].shape[1:3]
+        if spec.input_size:
+            in_h, in_w = spec.input_size
+        if in_h is None or in_w is None:
+            raise ValueError(f'{spec.name}: the model does not fix its input size')
+        if spec.embedding_layer:
+            embedding = model.get_layer(spec.embedding_layer).output
+        else:
+            embedding = _final_dense(model).input
+        kind = spec.outputs
+        if kind == 'auto':
+            kind = 'probabilities' if _emits_probabilities(model) else 'logits'
+        preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        if precision == 'bf16' and not this_cpu().has_bf16:
+            # oneDNN would silently leave the graph in float32: say so, and record
+            # the precision really used (it goes into model_id and summary.json).
+            _log.warning('--precision bf16: this CPU (%s) has no bf16 units, so the model '
+                         'runs in float32', this_cpu().describe())
+            precision = 'float32'
+        head = _classifier_head(model, embedding) if precision == 'bf16' else None
+        self._head: Callable | None = None
+
+        if head is None:
+            both = keras.Model(model.inputs, [model.outputs[0], embedding])
+
+            @tf.function(reduce_retracing=False)
+            def serve(pixels):
+                x = preprocess(tf.cast(pixels, tf.float32))
+                out, emb = both(x, training=False)
+                out = tf.cast(out, tf.float32)
+                if kind == 'logits':
+                    out = tf.nn.softmax(out)
+                return out, tf.cast(emb, tf.float32)
+        else:
+            # bf16: the backbone runs under the bf16 rewrite, but the classifier head
+            # (final Dense + softmax, ~0.1% of the FLOPs) runs in float32 on the
+            # embedding, so probabilities are not rounded to bf16's 8-bit mantissa
+            # (which ties close scores and scrambles the top-k order).
+            backbone = keras.Model(model.inputs, embedding)
+
+            @tf.function(reduce_retracing=False)
+            def serve(pixels):
+                x = preprocess(tf.cast(pixels, tf.float32))
+                return tf.cast(backbone(x, training=False), tf.float32)
+
+            @tf.function(reduce_retracing=False)
+            def serve_head(emb):
+                out = tf.cast(head(emb), tf.float32)
+                return tf.nn.softmax(out) if kind == 'logits' else out
+
+            self._head = serve_head.get_concrete_function(
+                tf.TensorSpec((None, int(embedding.shape[-1])), tf.float32))
+        self._serve = serve
+        self.keras_model = model  # the int8 converter starts from it (transforms.models.int8)
+        self._concrete: dict[int, Callable] = {}
+        self._lock = threading.Lock()
+        self.name = spec.name
+        self.weights_sha256 = weights_sha256
+        self.input_size = (int(in_h), int(in_w))
+        self.batch_size = batch_size
+        self.precision = precision
+        self.num_outputs = int(model.outputs[0].shape[-1])
+        self.embedding_dim = int(embedding.shape[-1])
+        self.output_kind = kind
+        self.description = (f'{spec.name}: Keras, input {in_h}x{in_w}, {self.num_outputs} '
+                            f'{kind}, embedding {self.embedding_dim}-d, {precision}')
+
+    def _function(self, size: int):
+        import tensorflow as tf
+        fn = self._concrete.get(size)
+        if fn is None:
+            with self._lock:
+                fn = self._concrete.get(size)
+                if fn is None:
+                    fn = self._serve.get_concrete_function(
+                        tf.TensorSpec((size, *self.input_size, 3), tf.uint8))
+                    self._concrete[size] = fn
+        return fn
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        probs, embs = [], []
+        for start in range(0, len(pixels), self.batch_size):
+            chunk = pixels[start:start + self.batch_size]
+            size = bucket_size(len(chunk), self.batch_size)
+            if size != len(chunk):
+                pad = np.zeros((size - len(chunk), *chunk.shape[1:]), np.uint8)
+                chunk_in = np.concatenate([chunk, pad])
+            else:
+                chunk_in = chunk
+            if self._head is not None:
+                with onednn_bf16_calls():
+                    e = self._function(size)(chunk_in)
+                p = self._head(e)  # float32, outside the bf16 rewrite
+            else:
+                with onednn_bf16_calls() if self.precision == 'bf16' else contextlib.nullcontext():
+                    p, e = self._function(size)(chunk_in)
+            probs.append(p.numpy()[:len(chunk)])
+            embs.append(e.numpy()[:len(chunk)])
+        return Scores(np.concatenate(probs), np.concatenate(embs))
+
+
+def load_keras_model(spec: ModelSpec):
+    """(keras.Model, weights fingerprint) for an application or a model file."""
+    import keras
+    if spec.format == 'keras_application':
+        constructor = getattr(keras.applications, spec.application)
+        if spec.weights:
+            with localized(spec.weights) as local:
+                return constructor(weights=local), file_fingerprint(local)
+        # Real users: Keras downloads the ImageNet weights on first use, checks
+        # their hash and caches them under ~/.keras/models.
+        model = constructor(weights='imagenet')
+        return model, _keras_weights_fingerprint(model)
+    if spec.format == 'keras':
+        with localized(spec.path) as local:
+            try:
+                model = keras.models.load_model(local, compile=False)
+            except Exception as e:  # noqa: BLE001 - reported as one clear line
+                raise ValueError(f'{spec.path} is not a loadable Keras model: {type(e).__name__}: '
+                                 f'{str(e).splitlines()[0] if str(e) else ""}') from e
+            return model, file_fingerprint(local)
+    raise ValueError(f'{spec.format} is not a Keras format')
+
+
+def _keras_weights_fingerprint(model) -> str:
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()

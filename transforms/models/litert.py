@@ -1,0 +1,161 @@
+""".tflite models on LiteRT (ai_edge_litert): no TensorFlow import anywhere here."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from typing import NamedTuple
+
+import numpy as np
+
+from transforms.models.files import localized
+from transforms.models.runtime import Scores, looks_like_probabilities, softmax
+from transforms.models.spec import PREPROCESSORS, ModelSpec, _raw
+
+_log = logging.getLogger('imagelabel.models')
+
+
+_PASSTHROUGH_OPS = {'RESHAPE', 'SQUEEZE', 'SOFTMAX', 'DEQUANTIZE', 'QUANTIZE'}
+_CLASSIFIER_OPS = {'CONV_2D', 'FULLY_CONNECTED'}
+
+
+class PatchedModel(NamedTuple):
+    """A .tflite model with its classifier's input added as an output (if found)."""
+    content: bytes
+    has_embedding: bool
+    ends_in_softmax: bool | None  # None: the graph could not be read
+
+
+def expose_penultimate(content: bytes) -> PatchedModel:
+    """Add the classifier's input (the embedding) to the model's outputs.
+
+    The XNNPACK delegate keeps intermediate tensors internal, so the embedding
+    can only be read if it is a model output. We walk back from the output through
+    reshapes/softmax to the final CONV_2D or FULLY_CONNECTED op and append its input
+    to the subgraph's outputs in the flatbuffer.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith('_')}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+    graph = model.subgraphs[0]
+    producer = {t: op for op in graph.operators for t in op.outputs}
+    tensor, chain = int(graph.outputs[0]), []
+    embedding = None
+    while tensor in producer:
+        op = producer[tensor]
+        code = model.operatorCodes[op.opcodeIndex]
+        name = ops.get(max(code.builtinCode, code.deprecatedBuiltinCode), 'CUSTOM')
+        chain.append(name)
+        if name in _CLASSIFIER_OPS:
+            embedding = int(op.inputs[0])
+            break
+        if name not in _PASSTHROUGH_OPS:
+            break
+        tensor = int(op.inputs[0])
+    ends_in_softmax = 'SOFTMAX' in chain
+    if embedding is None:
+        return PatchedModel(content, False, ends_in_softmax)
+    graph.outputs = np.append(graph.outputs, embedding).astype(np.int32)
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b'TFL3')
+    return PatchedModel(bytes(builder.Output()), True, ends_in_softmax)
+
+
+class TFLiteRuntime:
+    """A .tflite classifier on LiteRT (float, uint8- or int8-quantized), one image per invoke.
+
+    Quantized models with fixed-shape reshapes cannot be batch-resized under
+    XNNPACK, and at batch 1 the interpreter already runs at full speed, so a batch
+    is a loop of invokes on one interpreter (guarded by a lock: an interpreter is
+    not thread-safe, and Beam shares the model across a worker's threads).
+    """
+
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+        with localized(spec.path) as local, open(local, 'rb') as f:
+            content = f.read()
+        self.weights_sha256 = hashlib.sha256(content).hexdigest()
+        try:
+            graph = expose_penultimate(content)
+        except Exception as e:  # noqa: BLE001 - unparseable: the interpreter will say why
+            _log.warning('%s: could not read the model graph (%s): no embedding, and '
+                         'logits/probabilities will be decided by a probe', spec.name, e)
+            graph = PatchedModel(content, has_embedding=False, ends_in_softmax=None)
+        patched, has_embedding = graph.content, graph.has_embedding
+        try:
+            self._interp = Interpreter(model_content=patched,
+                                       num_threads=threads or os.cpu_count() or 1)
+            self._interp.allocate_tensors()
+        except Exception as e:  # noqa: BLE001 - one clear line
+            raise ValueError(f'{spec.path} is not a loadable TFLite model: '
+                             f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from e
+        (inp,) = self._interp.get_input_details()
+        if len(inp['shape']) != 4 or inp['shape'][-1] != 3:
+            raise ValueError(f'{spec.name}: expected an image input (1, height, width, 3), '
+                             f'got shape {list(inp["shape"])}')
+        outs = self._interp.get_output_details()
+        self._in = inp
+        self._out = outs[0]
+        self._emb = outs[-1] if has_embedding and len(outs) > 1 else None
+        self._quantized_input = bool(np.issubdtype(inp['dtype'], np.integer))
+        # uint8 models take raw pixels (their input scale is 1/128 around 128); others
+        # (float, int8) take [-1, 1], quantized with the input tensor's own parameters.
+        self._preprocess = PREPROCESSORS[spec.preprocess or (
+            'raw' if inp['dtype'] == np.uint8 else 'inception')]
+        kind = spec.outputs
+        self._lock = threading.Lock()
+        self.name = spec.name
+        self.precision = 'float32'  # as requested; the file's own quantization is in model_id
+        self.input_size = (int(inp['shape'][1]), int(inp['shape'][2]))
+        self.num_outputs = int(self._out['shape'][-1])
+        self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
+        if kind == 'auto':
+            if graph.ends_in_softmax is None:  # unknown graph: probe once
+                probe = self._invoke(np.full((1, *self.input_size, 3), 128, np.uint8))[0]
+                kind = 'probabilities' if looks_like_probabilities(probe) else 'logits'
+            else:
+                kind = 'probabilities' if graph.ends_in_softmax else 'logits'
+        self.output_kind = kind
+        self.description = (f'{spec.name}: TFLite {np.dtype(inp["dtype"]).name}, '
+                            f'input {self.input_size[0]}x{self.input_size[1]}, {self.num_outputs} {kind}, '
+                            f'embedding {self.embedding_dim}-d')
+
+    @staticmethod
+    def _dequantize(values: np.ndarray, detail) -> np.ndarray:
+        scale, zero = detail['quantization']
+        if scale:
+            return (values.astype(np.float32) - zero) * scale
+        return values.astype(np.float32)
+
+    def _model_input(self, pixels: np.ndarray) -> np.ndarray:
+        dtype = self._in['dtype']
+        if self._preprocess is _raw:
+            return pixels.astype(dtype)
+        x = self._preprocess(pixels.astype(np.float32))
+        if self._quantized_input:
+            scale, zero = self._in['quantization']
+            info = np.iinfo(dtype)
+            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        return np.asarray(x, dtype=dtype)
+
+    def _invoke(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (dequantized) outputs and embeddings, one invoke per image."""
+        n = len(pixels)
+        raw = np.empty((n, self.num_outputs), np.float32)
+        emb = np.empty((n, self.embedding_dim), np.float32)
+        with self._lock:
+            for i in range(n):
+                self._interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
+                self._interp.invoke()
+                raw[i] = self._dequantize(self._interp.get_tensor(self._out['index']),
+                                          self._out).reshape(-1)
+                if self._emb:
+                    emb[i] = self._dequantize(self._interp.get_tensor(self._emb['index']),
+                                              self._emb).reshape(-1)
+        return raw, emb
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        raw, emb = self._invoke(pixels)
+        return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)

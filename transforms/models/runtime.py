@@ -1,0 +1,40 @@
+"""What every runtime returns and promises, and the small pure helpers they share."""
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Scores(NamedTuple):
+    """A batch's model outputs: probabilities over the label set, and embeddings."""
+    probabilities: np.ndarray  # (n, num_classes) float32
+    embeddings: np.ndarray     # (n, dim) float32; dim may be 0 when unavailable
+
+
+class Runtime(Protocol):
+    name: str
+    weights_sha256: str
+    input_size: tuple[int, int]
+    num_outputs: int
+    embedding_dim: int
+    output_kind: str  # 'probabilities' or 'logits' (what the model emits; predict() softmaxes)
+    precision: str    # the arithmetic really used (bf16 falls back to float32 without units)
+    description: str
+
+    def predict(self, pixels: np.ndarray) -> Scores: ...
+
+
+def bucket_size(n: int, batch_size: int) -> int:
+    """Fixed shape to pad n images to: the next power of two, capped at batch_size."""
+    return min(1 << max(n - 1, 0).bit_length(), batch_size)
+
+
+def looks_like_probabilities(scores: np.ndarray) -> bool:
+    return bool(scores.min() >= 0 and np.allclose(scores.sum(axis=-1), 1.0, atol=1e-2))
