@@ -348,3 +348,13 @@ def test_a_saved_model_folder_on_gs_loads_and_leaves_no_local_copy(runs, tiny_ke
     assert remote.model_id == local.model_id == remote.model_id
     assert remote.runtime.weights_sha256 == file_fingerprint(str(export))
     assert model_copies('saved_model.pb') == before
+
+
+def test_a_report_over_a_gs_output_reads_rows_and_thumbnails_from_the_store(runs, tmp_path):
+    page = tmp_path / 'report.html'
+    result = run_cli('report', '--output', 'gs://imagelabel-test/e2e/out', '--out', page)
+    assert result.code == 0, result.err
+    figures = json.loads((tmp_path / 'report.json').read_text())
+    assert figures['counts']['labeled'] == PHOTOS and figures['counts']['errors'] == 2
+    assert figures['tiles']['shown'] == PHOTOS and figures['tiles']['unreadable'] == 0
+    assert page.read_text().count('data:image/') >= PHOTOS  # thumbnails read through gs://
