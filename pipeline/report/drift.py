@@ -9,6 +9,7 @@ appeared and vanished labels say what changed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Mapping
 
 
@@ -58,9 +59,13 @@ def shares(counts: Mapping[str, int]) -> dict[str, float]:
 
 
 def total_variation(p: Mapping[str, float], q: Mapping[str, float]) -> float:
-    """Half the L1 distance between two distributions over labels: in [0, 1]."""
-    keys = set(p) | set(q)
-    return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in keys)
+    """Half the L1 distance between two distributions over labels: in [0, 1].
+
+    Summed exactly (fsum) in label order, so the value does not depend on the
+    hash seed or on which run comes first.
+    """
+    keys = sorted(set(p) | set(q))
+    return 0.5 * math.fsum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in keys)
 
 
 def compare(current: Mapping[str, int], previous: Mapping[str, int], *, top: int = 10) -> Drift:
