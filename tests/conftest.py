@@ -159,14 +159,25 @@ def bq_emulator(tmp_path_factory, gcs_emulator):
     server.stop()
 
 
-@pytest.fixture()
-def cloud(monkeypatch, gcs_emulator, bq_emulator):
-    """Both emulators, and the two standard settings that point a whole run at them."""
+@dataclasses.dataclass(frozen=True)
+class Cloud:
+    gcs: object
+    bq: object
+    project: str
+
+
+def point_at_emulators(mp: pytest.MonkeyPatch, gcs, bq) -> Cloud:
+    """The two standard settings that point a whole run at the emulators (undone by `mp`)."""
     from emulators import PROJECT
     from transforms.gcp import configure_emulators
-    monkeypatch.setenv('STORAGE_EMULATOR_HOST', gcs_emulator.url)
-    monkeypatch.setenv('BIGQUERY_EMULATOR_HOST', bq_emulator.url)
-    monkeypatch.setenv('GOOGLE_CLOUD_PROJECT', PROJECT)
+    mp.setenv('STORAGE_EMULATOR_HOST', gcs.url)
+    mp.setenv('BIGQUERY_EMULATOR_HOST', bq.url)
+    mp.setenv('GOOGLE_CLOUD_PROJECT', PROJECT)
     configure_emulators()
-    return dataclasses.make_dataclass('Cloud', ['gcs', 'bq', 'project'])(
-        gcs_emulator, bq_emulator, PROJECT)
+    return Cloud(gcs, bq, PROJECT)
+
+
+@pytest.fixture()
+def cloud(monkeypatch, gcs_emulator, bq_emulator) -> Cloud:
+    """Both emulators, with the settings in force for one test."""
+    return point_at_emulators(monkeypatch, gcs_emulator, bq_emulator)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import read_parquet_rows, run_cli
+from conftest import point_at_emulators, read_parquet_rows, run_cli
 
 PHOTOS = 12
 BROKEN = {'broken.jpg': b'this is not an image', 'truncated.jpg': None}
@@ -62,18 +62,9 @@ def runs(request, assets, mobilenet_v2_quant, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def cloud_module(gcs_emulator, bq_emulator):
-    """The `cloud` settings, for a module-scoped fixture."""
-    from emulators import PROJECT
-    from transforms.gcp import configure_emulators
+    """The `cloud` settings, for this module's shared runs."""
     mp = pytest.MonkeyPatch()
-    mp.setenv('STORAGE_EMULATOR_HOST', gcs_emulator.url)
-    mp.setenv('BIGQUERY_EMULATOR_HOST', bq_emulator.url)
-    mp.setenv('GOOGLE_CLOUD_PROJECT', PROJECT)
-    configure_emulators()
-
-    class Cloud:
-        gcs, bq, project = gcs_emulator, bq_emulator, PROJECT
-    yield Cloud
+    yield point_at_emulators(mp, gcs_emulator, bq_emulator)
     mp.undo()
 
 
