@@ -13,7 +13,10 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # numpy is imported where it is used, in the child processes
+    import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULT_MARK = 'BENCH_RESULT '

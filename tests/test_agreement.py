@@ -8,7 +8,6 @@ dominates the photo. It reaches ~95% held-out accuracy in a few seconds.
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest

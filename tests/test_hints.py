@@ -1,7 +1,6 @@
 """Precision hints: a faster precision for this CPU, only where the model can use it."""
 from __future__ import annotations
 
-import json
 
 from conftest import run_cli, write_jpeg
 from pipeline.hints import precision_hint
