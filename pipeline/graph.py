@@ -23,7 +23,7 @@ from transforms.postprocess import ToErrorRows, ToLabelRows
 from transforms.errors import ERRORS_TAG
 from transforms.read import ListImages, ReadImages, RetryPolicy
 from transforms.incremental import (ERROR_INDEX_COLUMNS, INDEX_COLUMNS, AttachSource,
-                                    ReuseByContent, SkipUnchanged)
+                                    ReadEarlier, ReuseByContent, SkipUnchanged)
 from transforms.sinks import ERRORS, LABELS, Sink
 from transforms.sinks.parquet import EarlierRuns
 
@@ -95,16 +95,3 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
     for sink in sinks:
         _ = {LABELS: label_rows, ERRORS: error_rows} | f'Write{type(sink).__name__}' >> sink
 
-
-class ReadEarlier(beam.PTransform):
-    """Rows of earlier runs' Parquet files (a listed set; none on a first run)."""
-
-    def __init__(self, files: list[str], columns: list[str] | None = None):
-        super().__init__()
-        self._files = files
-        self._columns = columns
-
-    def expand(self, pbegin):
-        from apache_beam.io.parquetio import ReadAllFromParquet
-        return (pbegin | 'Files' >> beam.Create(self._files)
-                | 'Read' >> ReadAllFromParquet(columns=self._columns))

@@ -12,8 +12,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
+from transforms.sinks.parquet import SUMMARY_FILE, partition_dir
 
-SUMMARY_FILE = 'summary.json'
 
 
 @dataclasses.dataclass
@@ -144,7 +144,6 @@ def read_summary(output: str, run_date: str | None = None) -> dict:
     `output` may be a run's own folder, or the --output root: then the run of
     `run_date`, or of the latest date there.
     """
-    from transforms.sinks.parquet import partition_dir
     from transforms.storage import open_raw
     if run_date:
         path = FileSystems.join(partition_dir(output, run_date), SUMMARY_FILE)

@@ -209,5 +209,19 @@ class AttachSource(beam.PTransform):
                 | 'WithSource' >> beam.FlatMap(attach))
 
 
-__all__ = ['AttachSource', 'Decision', 'Listed', 'ReuseByContent',
+class ReadEarlier(beam.PTransform):
+    """Rows of earlier runs' Parquet files (a listed set; none on a first run)."""
+
+    def __init__(self, files: list[str], columns: list[str] | None = None):
+        super().__init__()
+        self._files = files
+        self._columns = columns
+
+    def expand(self, pbegin):
+        from apache_beam.io.parquetio import ReadAllFromParquet
+        return (pbegin | 'Files' >> beam.Create(self._files)
+                | 'Read' >> ReadAllFromParquet(columns=self._columns))
+
+
+__all__ = ['AttachSource', 'Decision', 'Listed', 'ReadEarlier', 'ReuseByContent',
            'SkipUnchanged', 'TRANSIENT_ERRORS', 'decide', 'latest', 'reused_row', 'with_source']

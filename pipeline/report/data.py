@@ -20,8 +20,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.read import open_raw
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from transforms.sinks.parquet import SUMMARY_FILE
 
-SUMMARY_FILE = 'summary.json'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
 from transforms.sinks.base import ERRORS, LABELS, RunInfo, Sink
 
 SUFFIX = '.parquet'
+#: The run's machine interface (pipeline.summary writes it into the run's partition).
 SUMMARY_FILE = 'summary.json'
 PARTITION_KEY = 'run_date'
 _SCHEMAS = {LABELS: LABELS_SCHEMA, ERRORS: ERRORS_SCHEMA}
