@@ -228,3 +228,31 @@ def test_without_a_byte_budget_the_same_results_pile_up_to_the_lookahead():
     assert Held.peak > 8 * mb4  # the contrast: nothing stopped them
     list(dofn.finish_bundle())
     dofn.teardown()
+
+
+def test_the_byte_totals_come_back_to_zero_once_everything_is_emitted():
+    # The totals are kept as results land and leave (not summed per element); a result
+    # emitted before its done-callback ran must not stay counted.
+    dofn = BigResults(threads=4, lookahead=3, max_inflight_bytes=1 << 30)
+    dofn.setup()
+    for _ in range(3):  # several bundles: the totals start afresh with each
+        dofn.start_bundle()
+        for size in [1000, 10, 5000, 0, 300] * 40:
+            list(dofn.process(size, timestamp=0, window=None))
+            assert dofn.inflight_bytes() <= 4 * 5000  # never more than the queue can hold
+        list(dofn.finish_bundle())
+        assert (dofn._held_bytes, dofn._done_bytes, dofn._running) == (0, 0, 0)
+        assert dofn.inflight_bytes() == 0
+    dofn.teardown()
+
+
+def test_the_queue_stays_full_so_the_pool_has_work_while_downstream_runs():
+    # Results are emitted only when more than `lookahead` wait: handing a finished one
+    # downstream early would leave the pool idle while the model runs on it.
+    dofn = Double(threads=2, lookahead=5)
+    dofn.setup()
+    dofn.start_bundle()
+    emitted = [len(list(dofn.process(x, timestamp=0, window=None))) for x in range(20)]
+    assert emitted == [0] * 5 + [1] * 15
+    assert [w.value for w in dofn.finish_bundle()] == [2 * x for x in range(15, 20)]
+    dofn.teardown()

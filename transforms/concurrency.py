@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import threading
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -49,6 +50,13 @@ class LookaheadDoFn(beam.DoFn):
         self.peak_inflight_bytes = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: collections.deque = collections.deque()
+        self._reset_totals()
+
+    def _reset_totals(self) -> None:
+        self._bytes_lock = threading.Lock()
+        self._held_bytes = 0   # inputs of pending elements
+        self._done_bytes = 0   # results landed, not yet emitted
+        self._running = 0      # results not landed yet (counted at the size hint)
 
     def work(self, element: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -69,17 +77,25 @@ class LookaheadDoFn(beam.DoFn):
 
         A result still being computed is counted at the largest size seen so far:
         otherwise every queued read would count as 0 until it lands, and a slow
-        head of the queue would let the rest pile up unbounded.
+        head of the queue would let the rest pile up unbounded. Kept as running
+        totals (updated when a result lands and when it is emitted): summing the
+        queue on every element cost a third of the bundle thread's time.
         """
-        total = 0
-        for future, _, _, held in self._pending:
-            if future.done():
-                size = self.result_bytes(future.result())
-                self._size_hint = max(self._size_hint, size)
-            else:
-                size = self._size_hint
-            total += held + size
-        return total
+        with self._bytes_lock:
+            return self._held_bytes + self._done_bytes + self._running * self._size_hint
+
+    def _landed(self, future: concurrent.futures.Future) -> None:
+        """A result is done (runs on the pool thread): move it from running to done."""
+        try:
+            size = self.result_bytes(future.result()) if not future.cancelled() else 0
+        except Exception:  # noqa: BLE001 - the error surfaces when the result is emitted
+            size = 0
+        with self._bytes_lock:
+            self._size_hint = max(self._size_hint, size)
+            self._running -= 1
+            if not getattr(future, 'emitted', False):  # else: already gone downstream
+                future.result_size = size
+                self._done_bytes += size
 
     def _over_budget(self) -> bool:
         if self._max_bytes is None or not self._pending:
@@ -97,13 +113,21 @@ class LookaheadDoFn(beam.DoFn):
 
     def start_bundle(self):
         self._pending = collections.deque()
+        self._reset_totals()
 
     def process(self, element: Any, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
-        self._pending.append((self._pool.submit(self.work, element), timestamp, window,
-                              self.element_bytes(element) if self._max_bytes else 0))
-        while len(self._pending) > self._lookahead or (
-                self._pending and self._pending[0][0].done()) or self._over_budget():
+        held = self.element_bytes(element) if self._max_bytes else 0
+        future = self._pool.submit(self.work, element)
+        if self._max_bytes:
+            with self._bytes_lock:
+                self._held_bytes += held
+                self._running += 1
+            future.add_done_callback(self._landed)  # now, if it is done already
+        self._pending.append((future, timestamp, window, held))
+        # Keep the queue full: emitting a result as soon as it is done would run the
+        # stages downstream (the model) while the pool has nothing queued to work on.
+        while len(self._pending) > self._lookahead or self._over_budget():
             yield from self._emit(self._pending.popleft())
 
     def finish_bundle(self) -> Iterator[Any]:
@@ -116,8 +140,16 @@ class LookaheadDoFn(beam.DoFn):
             self._pool = None
 
     def _emit(self, item: tuple) -> Iterator[Any]:
-        future, timestamp, window, _ = item
-        for out in self.outputs(future.result()):
+        future, timestamp, window, held = item
+        result = future.result()
+        if self._max_bytes:
+            with self._bytes_lock:
+                self._held_bytes -= held
+                # result() can return before the done-callback has run: then the
+                # callback, seeing `emitted`, leaves the done total alone.
+                self._done_bytes -= getattr(future, 'result_size', 0)
+                future.emitted = True
+        for out in self.outputs(result):
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(
                     out.tag, WindowedValue(out.value, timestamp, (window,)))
