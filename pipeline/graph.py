@@ -76,7 +76,8 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
     handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=model.precision,
                                 threads=s.model_threads, recipe=s.resize.value,
                                 expected_model_id=model.model_id, head=s.head,
-                                share_model=s.share_model, model_copies=s.model_copies)
+                                share_model=s.share_model, model_copies=s.model_copies,
+                                interpreters=s.interpreters)
     labeled = decoded.decoded | 'LabelImages' >> LabelImages(handler)
 
     label_rows = labeled['scores'] | 'ToLabelRows' >> ToLabelRows(

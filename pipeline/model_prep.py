@@ -84,7 +84,8 @@ def _resolve(s: Settings) -> ModelSpec:
 
 def _load(s: Settings, spec: ModelSpec, precision: str) -> LoadedModel:
     return shared_labeled_model(spec, batch_size=s.batch_size, precision=precision,
-                                threads=s.model_threads, recipe=s.resize.value, head=s.head)
+                                threads=s.model_threads, recipe=s.resize.value, head=s.head,
+                                interpreters=s.interpreters)
 
 
 def _facts(spec: ModelSpec, model: LoadedModel, precision: str,
@@ -159,7 +160,11 @@ def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
 
 
 def summary_extras(result, started: float | None, model: ModelFacts) -> dict:
-    """The RunSummary fields the launcher adds: start-up time, CPU, precision, agreement."""
+    """The RunSummary fields the launcher adds: start-up time, CPU, precision, agreement.
+
+    Called when the run has finished: `labeling_seconds` runs from the first batch
+    entering the model to now (outputs written), the steady part of the run.
+    """
     from pipeline.summary import first_batch_unix_ms
     from pipeline.hints import precision_hint
     first = first_batch_unix_ms(result)
@@ -168,6 +173,7 @@ def summary_extras(result, started: float | None, model: ModelFacts) -> dict:
     available = {p for p, ok in (('bf16', fmt.supports_bf16), ('int8', fmt.converts_to_int8)) if ok}
     return dict(
         startup_seconds=(round(first / 1000 - started, 3) if first and started else None),
+        labeling_seconds=round(now() - first / 1000, 3) if first else None,
         precision=model.precision_used, cpu=cpu.model, cpu_units=cpu.units,
         precision_hint=precision_hint(cpu, model.precision_used, available),
         agreement=model.agreement)

@@ -70,7 +70,13 @@ class ImageLabelOptions(PipelineOptions):
             'runs it on LiteRT. Both are checked against float32 at launch (--min_agreement).')
         add_precision_flags(parser)
         parser.add_argument('--model_threads', type=int, default=0,
-                            help='Threads for the model; 0 lets the runtime choose.')
+                            help='Threads for the model (for .tflite and int8: per '
+                            'interpreter); 0 lets the runtime choose.')
+        parser.add_argument('--interpreters', type=int, default=0,
+                            help='LiteRT interpreters per worker process (.tflite and int8), '
+                            'each running a slice of every batch; 0: one single-threaded '
+                            'interpreter per core (measured fastest while decode shares the '
+                            'cores: bench/cores_limit.py).')
         parser.add_argument('--decode_threads', type=int, default=2,
                             help='Threads decoding images ahead of the model, per worker.')
         parser.add_argument('--max_pixels', type=int, default=DEFAULT_MAX_PIXELS,
@@ -189,6 +195,7 @@ class Settings:
     model_cache: str = ''
     agreement_images: int = 64
     min_agreement: float = 0.9
+    interpreters: int | None = None   # LiteRT interpreters per process; None: one per core
 
 
 def new_run_id() -> str:
@@ -223,8 +230,11 @@ def settings_from(options: PipelineOptions) -> Settings:
                          f'got {o.min_agreement}')
     if not o.model_cache:
         raise ValueError('--model_cache must name a folder (local or gs://)')
-    if o.model_threads is not None and o.model_threads < 0:
-        raise ValueError(f'--model_threads must be >= 0, got {o.model_threads}')
+    for name in ('model_threads', 'interpreters'):
+        value = getattr(o, name)
+        if value is not None and value < 0:
+            raise ValueError(f'--{name} must be >= 0 (0: chosen from the core count), '
+                             f'got {value}')
     return Settings(
         input=o.input, output=(o.output.rstrip('/') or '/') if o.output else None, model=o.model, weights=o.weights,
         labels=o.labels_file, top_k=o.top_k, resize=ResizeRecipe(o.resize),
@@ -237,7 +247,8 @@ def settings_from(options: PipelineOptions) -> Settings:
         share_model=bool(o.share_model) or o.model_copies is not None,
         model_copies=o.model_copies, dry_run=dry_run_from(options), head=o.head,
         calibration_images=o.calibration_images, model_cache=o.model_cache.rstrip('/') or '/',
-        agreement_images=o.agreement_images, min_agreement=o.min_agreement)
+        agreement_images=o.agreement_images, min_agreement=o.min_agreement,
+        interpreters=o.interpreters or None)
 
 
 def parse_run_date(value: str | None) -> str:

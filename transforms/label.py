@@ -87,7 +87,8 @@ def model_fingerprint(weights_sha256: str, **settings: Any) -> str:
 
 def load_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
                        threads: Optional[int], recipe: str,
-                       head: Optional[str] = None) -> LoadedModel:
+                       head: Optional[str] = None,
+                       interpreters: Optional[int] = None) -> LoadedModel:
     """Load the model and check it against its label set; ValueError if they disagree.
 
     `head`: a head file from `imagelabel train-head`; refused (ValueError) unless it
@@ -95,7 +96,7 @@ def load_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
     """
     labels = load_labels(spec.labels)
     runtime = load_runtime(spec, batch_size=batch_size, precision=precision, threads=threads,
-                           num_classes=len(labels))
+                           num_classes=len(labels), interpreters=interpreters)
     n = runtime.num_outputs
     # 1001 outputs with ImageNet's 1000 names: class 0 is "background" (TF-slim and the
     # quantized MobileNets). Any other mismatch is an error, never a silent shift.
@@ -139,15 +140,17 @@ def _stamp(path: str | None):
 
 def shared_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
                          threads: Optional[int], recipe: str,
-                         head: Optional[str] = None) -> LoadedModel:
+                         head: Optional[str] = None,
+                         interpreters: Optional[int] = None) -> LoadedModel:
     """load_labeled_model, once per process for the same model and settings."""
     key = (spec, _stamp(spec.path), _stamp(spec.weights), batch_size, precision, threads, recipe,
-           head, _stamp(head))
+           head, _stamp(head), interpreters)
     with _LOADED_LOCK:  # one load at a time: a second caller waits for the first's model
         model = _LOADED.get(key)
         if model is None:
             model = load_labeled_model(spec, batch_size=batch_size, precision=precision,
-                                       threads=threads, recipe=recipe, head=head)
+                                       threads=threads, recipe=recipe, head=head,
+                                       interpreters=interpreters)
             _LOADED[key] = model
             LOADS[key] += 1
         return model
@@ -165,7 +168,8 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
     def __init__(self, spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
                  threads: Optional[int] = None, recipe: str = 'crop',
                  expected_model_id: Optional[str] = None, head: Optional[str] = None,
-                 share_model: bool = False, model_copies: Optional[int] = None):
+                 share_model: bool = False, model_copies: Optional[int] = None,
+                 interpreters: Optional[int] = None):
         super().__init__()
         self._head = head
         # Beam's large_model / model_copies, answered by the two methods below.
@@ -176,6 +180,7 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
         self._batch_size = batch_size
         self._precision = precision
         self._threads = threads
+        self._interpreters = interpreters
         self._recipe = recipe
         self._retried = metrics.counter(metrics.INFERENCE_BATCHES_RETRIED)
         self._batch_clock = metrics.distribution(metrics.BATCH_START_UNIX_MS)
@@ -183,7 +188,8 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
     def load_model(self) -> LoadedModel:
         model = shared_labeled_model(self._spec, batch_size=self._batch_size,
                                      precision=self._precision, threads=self._threads,
-                                     recipe=self._recipe, head=self._head)
+                                     recipe=self._recipe, head=self._head,
+                                     interpreters=self._interpreters)
         if self._expected_model_id and model.model_id != self._expected_model_id:
             # e.g. a gs:// model overwritten after launch: never mix two models' rows
             raise RuntimeError(f'worker loaded model_id {model.model_id}, but the job was '

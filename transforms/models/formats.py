@@ -24,14 +24,17 @@ def _load_saved_model(spec: ModelSpec, *, num_classes: int, **_) -> Runtime:
     return SavedModelRuntime(spec, num_classes=num_classes)
 
 
-def _load_tflite(spec: ModelSpec, *, threads: int | None, **_) -> Runtime:
+def _load_tflite(spec: ModelSpec, *, threads: int | None, interpreters: int | None,
+                 **_) -> Runtime:
     from transforms.models.litert import TFLiteRuntime
-    return TFLiteRuntime(spec, threads=threads)
+    return TFLiteRuntime(spec, threads=threads, interpreters=interpreters)
 
 
-def _load_int8(spec: ModelSpec, *, threads: int | None, num_classes: int, **_) -> Runtime:
+def _load_int8(spec: ModelSpec, *, threads: int | None, num_classes: int,
+               interpreters: int | None, **_) -> Runtime:
     from transforms.models.int8 import Int8Runtime
-    return Int8Runtime(spec, threads=threads, num_classes=num_classes)
+    return Int8Runtime(spec, threads=threads, num_classes=num_classes,
+                       interpreters=interpreters)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +87,14 @@ def formats_supporting(precision: str) -> list[str]:
 
 
 def load_runtime(spec: ModelSpec, *, batch_size: int = 32, precision: str = 'float32',
-                 threads: int | None = None, num_classes: int = 1000) -> Runtime:
-    """Load a spec's model once; every failure is a ValueError with one clear line."""
+                 threads: int | None = None, num_classes: int = 1000,
+                 interpreters: int | None = None) -> Runtime:
+    """Load a spec's model once; every failure is a ValueError with one clear line.
+
+    `threads`: the runtime's threads (LiteRT: per interpreter); `interpreters`:
+    LiteRT interpreters running a batch's slices in parallel. None: chosen from
+    the core count (transforms.models.interpreters.choose_layout).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f'--precision must be one of {PRECISIONS}')
     fmt = FORMATS[spec.format]
@@ -108,4 +117,4 @@ def load_runtime(spec: ModelSpec, *, batch_size: int = 32, precision: str = 'flo
         from transforms.models.keras import configure_tensorflow_threads
         configure_tensorflow_threads(threads)
     return fmt.load(spec, batch_size=batch_size, precision=precision, threads=threads,
-                    num_classes=num_classes)
+                    num_classes=num_classes, interpreters=interpreters)

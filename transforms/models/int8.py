@@ -24,12 +24,12 @@ import io
 import logging
 import os
 import tempfile
-import threading
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.models.files import localized
+from transforms.models.interpreters import InterpreterPool, choose_layout
 from transforms.models.runtime import Scores, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 from transforms.read import open_raw
@@ -190,12 +190,12 @@ def _write(path: str, data: bytes) -> None:
 class Int8Runtime:
     """A cached int8 conversion on LiteRT, plus its float32 head when it has one.
 
-    One image per invoke, like TFLiteRuntime (XNNPACK runs batch 1 at full speed), on
-    one interpreter guarded by a lock.
+    One image per invoke, like TFLiteRuntime (XNNPACK runs batch 1 at full speed),
+    spread over an InterpreterPool (transforms.models.interpreters).
     """
 
-    def __init__(self, spec: ModelSpec, *, threads: int | None = None, num_classes: int = 1000):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None, num_classes: int = 1000,
+                 interpreters: int | None = None):
         with localized(spec.path) as local, open(local, 'rb') as f:
             content = f.read()
         digest = hashlib.sha256(content)
@@ -207,14 +207,13 @@ class Int8Runtime:
             digest.update(raw)
             with np.load(io.BytesIO(raw)) as npz:
                 self._head = (npz['kernel'], npz['bias'])
+        self.layout = choose_layout(interpreters, threads)
         try:
-            self._interp = Interpreter(model_content=content,
-                                       num_threads=threads or os.cpu_count() or 1)
-            self._interp.allocate_tensors()
+            self._pool = InterpreterPool(content, self.layout)
         except Exception as e:  # noqa: BLE001
             raise ValueError(f'{spec.path} is not a loadable int8 model: {e}') from e
-        (self._in,) = self._interp.get_input_details()
-        outs = self._interp.get_output_details()
+        (self._in,) = self._pool.first.get_input_details()
+        outs = self._pool.first.get_output_details()
         self.weights_sha256 = digest.hexdigest()
         if self._head is not None:
             self._scores, self._emb = None, outs[0]
@@ -231,7 +230,6 @@ class Int8Runtime:
             self.num_outputs = widths[scores[0]]
         self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
         self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
-        self._lock = threading.Lock()
         self.name = spec.name
         self.precision = 'int8'
         self.input_size = (int(self._in['shape'][1]), int(self._in['shape'][2]))
@@ -240,7 +238,8 @@ class Int8Runtime:
         self.description = (f'{spec.name}: int8 on {RUNTIME}, input {self.input_size[0]}x'
                             f'{self.input_size[1]}, {self.num_outputs} {self.output_kind}, '
                             f'embedding {self.embedding_dim}-d'
-                            + (', float32 head' if self._head is not None else ''))
+                            + (', float32 head' if self._head is not None else '')
+                            + f'; {self.layout}')
 
     def _model_input(self, pixels: np.ndarray) -> np.ndarray:
         x = np.asarray(self._preprocess(pixels.astype(np.float32)), np.float32)
@@ -262,14 +261,16 @@ class Int8Runtime:
         n = len(pixels)
         emb = np.empty((n, self.embedding_dim), np.float32)
         raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
-        with self._lock:
-            for i in range(n):
-                self._interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
-                self._interp.invoke()
-                if self._emb:
-                    emb[i] = self._read(self._interp, self._emb).reshape(-1)
-                if raw is not None:
-                    raw[i] = self._read(self._interp, self._scores).reshape(-1)
+
+        def one(interp, i: int) -> None:
+            interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
+            interp.invoke()
+            if self._emb:
+                emb[i] = self._read(interp, self._emb).reshape(-1)
+            if raw is not None:
+                raw[i] = self._read(interp, self._scores).reshape(-1)
+
+        self._pool.run(n, one)
         if self._head is not None:
             kernel, bias = self._head
             return Scores(softmax(emb @ kernel + bias).astype(np.float32), emb)

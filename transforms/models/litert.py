@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
 from typing import NamedTuple
 
 import numpy as np
 
 from transforms.models.files import localized
+from transforms.models.interpreters import InterpreterPool, choose_layout
 from transforms.models.runtime import Scores, looks_like_probabilities, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec, _raw
 
@@ -68,12 +67,12 @@ class TFLiteRuntime:
 
     Quantized models with fixed-shape reshapes cannot be batch-resized under
     XNNPACK, and at batch 1 the interpreter already runs at full speed, so a batch
-    is a loop of invokes on one interpreter (guarded by a lock: an interpreter is
-    not thread-safe, and Beam shares the model across a worker's threads).
+    is a loop of invokes, spread over an InterpreterPool (by default one
+    single-threaded interpreter per core; see transforms.models.interpreters).
     """
 
-    def __init__(self, spec: ModelSpec, *, threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None,
+                 interpreters: int | None = None):
         with localized(spec.path) as local, open(local, 'rb') as f:
             content = f.read()
         self.weights_sha256 = hashlib.sha256(content).hexdigest()
@@ -84,18 +83,17 @@ class TFLiteRuntime:
                          'logits/probabilities will be decided by a probe', spec.name, e)
             graph = PatchedModel(content, has_embedding=False, ends_in_softmax=None)
         patched, has_embedding = graph.content, graph.has_embedding
+        self.layout = choose_layout(interpreters, threads)
         try:
-            self._interp = Interpreter(model_content=patched,
-                                       num_threads=threads or os.cpu_count() or 1)
-            self._interp.allocate_tensors()
+            self._pool = InterpreterPool(patched, self.layout)
         except Exception as e:  # noqa: BLE001 - one clear line
             raise ValueError(f'{spec.path} is not a loadable TFLite model: '
                              f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from e
-        (inp,) = self._interp.get_input_details()
+        (inp,) = self._pool.first.get_input_details()
         if len(inp['shape']) != 4 or inp['shape'][-1] != 3:
             raise ValueError(f'{spec.name}: expected an image input (1, height, width, 3), '
                              f'got shape {list(inp["shape"])}')
-        outs = self._interp.get_output_details()
+        outs = self._pool.first.get_output_details()
         self._in = inp
         self._out = outs[0]
         self._emb = outs[-1] if has_embedding and len(outs) > 1 else None
@@ -105,7 +103,6 @@ class TFLiteRuntime:
         self._preprocess = PREPROCESSORS[spec.preprocess or (
             'raw' if inp['dtype'] == np.uint8 else 'inception')]
         kind = spec.outputs
-        self._lock = threading.Lock()
         self.name = spec.name
         self.precision = 'float32'  # as requested; the file's own quantization is in model_id
         self.input_size = (int(inp['shape'][1]), int(inp['shape'][2]))
@@ -120,7 +117,7 @@ class TFLiteRuntime:
         self.output_kind = kind
         self.description = (f'{spec.name}: TFLite {np.dtype(inp["dtype"]).name}, '
                             f'input {self.input_size[0]}x{self.input_size[1]}, {self.num_outputs} {kind}, '
-                            f'embedding {self.embedding_dim}-d')
+                            f'embedding {self.embedding_dim}-d; {self.layout}')
 
     @staticmethod
     def _dequantize(values: np.ndarray, detail) -> np.ndarray:
@@ -145,15 +142,17 @@ class TFLiteRuntime:
         n = len(pixels)
         raw = np.empty((n, self.num_outputs), np.float32)
         emb = np.empty((n, self.embedding_dim), np.float32)
-        with self._lock:
-            for i in range(n):
-                self._interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
-                self._interp.invoke()
-                raw[i] = self._dequantize(self._interp.get_tensor(self._out['index']),
-                                          self._out).reshape(-1)
-                if self._emb:
-                    emb[i] = self._dequantize(self._interp.get_tensor(self._emb['index']),
-                                              self._emb).reshape(-1)
+
+        def one(interp, i: int) -> None:
+            interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
+            interp.invoke()
+            raw[i] = self._dequantize(interp.get_tensor(self._out['index']),
+                                      self._out).reshape(-1)
+            if self._emb:
+                emb[i] = self._dequantize(interp.get_tensor(self._emb['index']),
+                                          self._emb).reshape(-1)
+
+        self._pool.run(n, one)
         return raw, emb
 
     def predict(self, pixels: np.ndarray) -> Scores:

@@ -1,0 +1,110 @@
+"""Several LiteRT interpreters over one model, running slices of a batch in parallel.
+
+Why not one interpreter with a thread per core? On a worker whose cores also
+decode images, XNNPACK's threads meet at a barrier after every operator: when the
+OS hands one of them's core to a decode thread, the other spins until it comes
+back. Interpreters with one thread each never wait on each other, so decode fills
+the gaps instead of stalling the model. `bench/cores_limit.py` measures both
+layouts; on 2 cores with decode running beside them, one single-threaded
+interpreter per core is the faster one (README, Performance).
+
+The interpreter handles are not thread-safe; each one is used by one thread at a time
+(a free-list), so Beam may call `run` from several threads at once.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import itertools
+import os
+import queue
+from typing import Any, Callable, Iterator
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How many interpreters, with how many threads each."""
+    interpreters: int
+    threads_each: int
+
+    def __str__(self) -> str:
+        return f'{self.interpreters} interpreter(s) x {self.threads_each} thread(s)'
+
+
+def choose_layout(interpreters: int | None, threads: int | None,
+                  cores: int | None = None) -> Layout:
+    """Fill in what the user left at 0/None from the core count.
+
+    Nothing given: one single-threaded interpreter per core (measured fastest with
+    decode sharing the cores). Only threads given: as many interpreters of that
+    many threads as fit the cores. Only interpreters given: the cores shared out.
+    """
+    cores = cores or usable_cores()
+    if interpreters and threads:
+        return Layout(interpreters, threads)
+    if threads:
+        return Layout(max(1, cores // threads), threads)
+    if interpreters:
+        return Layout(interpreters, max(1, cores // interpreters))
+    return Layout(cores, 1)
+
+
+class InterpreterPool:
+    """`layout.interpreters` interpreters of one model; `run` spreads a batch over them."""
+
+    def __init__(self, content: bytes, layout: Layout):
+        from ai_edge_litert.interpreter import Interpreter
+        self.layout = layout
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self.interpreters = []
+        for _ in range(layout.interpreters):
+            interp = Interpreter(model_content=content, num_threads=layout.threads_each)
+            interp.allocate_tensors()
+            self.interpreters.append(interp)
+            self._free.put(interp)
+        self._pool = (concurrent.futures.ThreadPoolExecutor(
+            layout.interpreters - 1, thread_name_prefix='litert')
+            if layout.interpreters > 1 else None)
+
+    @property
+    def first(self):
+        """An interpreter to read tensor details from (all are alike)."""
+        return self.interpreters[0]
+
+    def run(self, n: int, one: Callable[[Any, int], None]) -> None:
+        """Call `one(interpreter, i)` for every i in range(n), on all interpreters at once.
+
+        `one` sets the input, invokes and stores the outputs for image i; LiteRT
+        releases the GIL while it invokes, so the interpreters really run at once.
+        Each takes the next image when it is free (not a fixed slice): when decode
+        threads slow one core down, the other interpreter takes more images instead
+        of idling at the end of the batch. The calling thread is one of the workers.
+        """
+        taken = itertools.count()  # next() on a count is atomic under the GIL
+        helpers = min(n, len(self.interpreters)) - 1
+        futures = [self._pool.submit(self._drain, one, taken, n)
+                   for _ in range(helpers)] if self._pool is not None else []
+        try:
+            self._drain(one, taken, n)
+        finally:
+            concurrent.futures.wait(futures)  # never return while a helper still writes
+        for f in futures:
+            f.result()  # re-raises a helper's failure
+
+    def _drain(self, one: Callable[[Any, int], None], taken: Iterator[int], n: int) -> None:
+        interp = self._free.get()
+        try:
+            for i in taken:
+                if i >= n:
+                    break
+                one(interp, i)
+        finally:
+            self._free.put(interp)
