@@ -1,8 +1,9 @@
 """The sink registry: the options choose the sinks; each converts the common rows itself."""
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
-import pyarrow as pa
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -10,7 +11,7 @@ from pipeline.options import ImageLabelOptions
 from transforms.schema import LABELS_SCHEMA
 from transforms.sinks import SINKS, RunInfo, Sink, sinks_for
 from transforms.sinks.bigquery import BigQuerySink
-from transforms.sinks.parquet import ParquetSink, to_parquet_row
+from transforms.sinks.parquet import ParquetSink, RowsToArrowTables, rows_to_batch
 
 RUN = RunInfo(run_id='r1', run_date='2026-11-23', local=True)
 
@@ -40,13 +41,38 @@ def test_no_sink_at_all_is_an_error_naming_every_enabling_flag():
         sinks_for(_flags(), RUN)
 
 
-def test_the_parquet_sink_turns_the_embedding_array_into_what_arrow_takes():
-    row = {'embedding': np.array([0.25, 1.5], np.float32), 'uri': 'a'}
-    out = to_parquet_row(row)
-    assert out['embedding'] == [0.25, 1.5] and isinstance(out['embedding'], list)
-    assert isinstance(row['embedding'], np.ndarray)  # the common row is not changed
-    arr = pa.array([out['embedding']], type=LABELS_SCHEMA.field('embedding').type)
-    assert arr.to_pylist() == [[0.25, 1.5]]
+def _label_row(uri, embedding, **extra):
+    return {'uri': uri, 'labels': [{'index': 3, 'label': 'cat', 'score': 0.5}],
+            'top_label': 'cat', 'embedding': embedding, 'model': 'm', 'model_id': 'id',
+            'content_sha256': '0' * 64, 'width': 4, 'height': 3, 'run_id': 'r',
+            'processed_at': datetime.datetime(2026, 11, 24, tzinfo=datetime.timezone.utc),
+            **extra}
+
+
+def test_the_parquet_sink_writes_embedding_arrays_and_earlier_lists_as_the_same_column():
+    fresh = np.array([0.25, 1.5, -2.0], np.float32)
+    rows = [_label_row('a', fresh), _label_row('b', [1.0, 2.0, 3.0], source_size=7)]
+    batch = rows_to_batch(rows, LABELS_SCHEMA)
+    assert batch.schema == LABELS_SCHEMA
+    back = batch.to_pylist()
+    assert back[0]['embedding'] == [0.25, 1.5, -2.0]
+    assert back[1]['embedding'] == [1.0, 2.0, 3.0]
+    assert back[0]['source_size'] is None and back[1]['source_size'] == 7  # missing: null
+    assert back[1]['labels'] == [{'index': 3, 'label': 'cat', 'score': 0.5}]
+    assert isinstance(rows[0]['embedding'], np.ndarray)  # the common row is not changed
+
+
+def test_rows_to_arrow_tables_emits_every_row_once_in_tables_of_the_schema():
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    import apache_beam as beam
+    rows = [_label_row(f'u{i}', np.full(5, i, np.float32)) for i in range(600)]
+    with TestPipeline() as p:
+        tables = (p | beam.Create(rows, reshuffle=False)
+                  | beam.ParDo(RowsToArrowTables(LABELS_SCHEMA, batch_rows=256)))
+        got = tables | beam.FlatMap(lambda t: [(r['uri'], r['embedding'][0])
+                                               for r in t.to_pylist()])
+        assert_that(got, equal_to([(f'u{i}', float(i)) for i in range(600)]))
 
 
 def test_every_sink_flag_is_declared_by_its_sink_and_listed_in_run_help():
