@@ -38,6 +38,9 @@ class RunSummary:
     # From launch (flags parsed) to the first batch entering the model: imports, model
     # load (and int8 conversion or its cache hit, and the agreement check), graph start.
     startup_seconds: float | None = None
+    # From the first batch entering the model to the end (outputs written): the run
+    # without its start-up. labeled / labeling_seconds is its steady rate.
+    labeling_seconds: float | None = None
     precision: str = 'float32'        # the arithmetic really used (bf16 may fall back)
     cpu: str = ''                     # the launcher's CPU model name
     cpu_units: list[str] = dataclasses.field(default_factory=list)  # AVX2, AVX512-VNNI, AMX...
@@ -51,6 +54,13 @@ class RunSummary:
     @property
     def images_per_second(self) -> float:
         return self.inputs / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_images_per_second(self) -> float | None:
+        """Labeled images per second once the first batch reached the model."""
+        if not self.labeling_seconds or self.labeling_seconds <= 0:
+            return None
+        return self.labeled / self.labeling_seconds
 
     def render(self) -> str:
         classes = ', '.join(f'{k} {v}' for k, v in sorted(self.errors_by_class.items()))
@@ -70,7 +80,9 @@ class RunSummary:
             f'  retries    {self.read_retries} transient read failures retried',
             f'  time       {self.seconds:.1f} s, {self.images_per_second:.1f} images/s'
             + (f' (start-up {self.startup_seconds:.1f} s)' if self.startup_seconds is not None
-               else ''),
+               else '')
+            + (f'; after start-up {self.steady_images_per_second:.1f} images/s'
+               if self.steady_images_per_second else ''),
         ]
         if self.cpu:
             lines.append(f'  cpu        {self.cpu} ({", ".join(self.cpu_units) or "no AVX2"}); '
@@ -90,8 +102,10 @@ class RunSummary:
         return '\n'.join(lines)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self) | {'images_per_second': self.images_per_second,
-                                           'balanced': self.balanced}
+        steady = self.steady_images_per_second
+        return dataclasses.asdict(self) | {
+            'images_per_second': self.images_per_second, 'balanced': self.balanced,
+            'steady_images_per_second': round(steady, 3) if steady else None}
 
 
 def counter_values(result) -> dict[str, int]:

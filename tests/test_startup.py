@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, write_jpeg
 from pipeline.summary import read_summary
 
@@ -52,6 +54,10 @@ def test_summary_reports_start_up_from_launch_to_the_first_batch(tiny_keras_mode
     # Start-up happens before the first batch, and the whole run includes the first batch.
     assert 0 < summary['startup_seconds']
     assert 'start-up' in r.out
+    # The steady part runs from the first batch to the end: after start-up, within the run.
+    assert 0 < summary['labeling_seconds'] < summary['startup_seconds'] + summary['seconds']
+    assert summary['steady_images_per_second'] == pytest.approx(
+        3 / summary['labeling_seconds'], rel=1e-3)
 
 
 def test_the_same_model_and_settings_share_one_load(tiny_keras_model, tmp_path):
