@@ -149,6 +149,7 @@ def run_imagelabel(manifest: pathlib.Path, output: pathlib.Path, model: str, exp
         raise RuntimeError(f'imagelabel run labeled {summary["labeled"]} images, expected '
                            f'{expect}; see {log}.stdout/.stderr')
     return {'n': expect, **child.facts(), 'errors': summary['errors'],
+            'labeled': summary['labeled'], 'labeling_s': summary.get('labeling_seconds'),
             'pipeline_s': summary['seconds'], 'startup_s': summary.get('startup_seconds'),
             'precision': summary.get('precision'), 'agreement': summary.get('agreement'),
             'cpu': summary.get('cpu')}

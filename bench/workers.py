@@ -154,8 +154,126 @@ def worker_tflite_bare(args) -> dict[str, Any]:
     return out
 
 
+def worker_cores_bound(args) -> dict[str, Any]:
+    """Single-thread decode and invoke rates (the two-core bound), and what each step costs.
+
+    All on one thread, bytes already in memory unless the step is the read itself:
+    `steps_ms` is CPU milliseconds per image of every step the pipeline does, so
+    their sum against the pipeline's own CPU per image shows Beam's share.
+    """
+    import hashlib
+    import io
+    import pickle
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from ai_edge_litert.interpreter import Interpreter
+    from PIL import Image
+
+    from transforms.decode import DecodedImage, ResizeRecipe, crop_box, decode_image
+    from transforms.models.interpreters import InterpreterPool, Layout
+    from transforms.models.litert import expose_penultimate
+    from transforms.postprocess import label_row
+    from transforms.label import ImageInfo, ImageScores
+    from transforms.schema import LABELS_SCHEMA
+    from transforms.sinks.parquet import rows_to_batch
+    from apache_beam.ml.inference.base import PredictionResult
+
+    paths = args['images']
+    content = expose_penultimate(pathlib.Path(args['model']).read_bytes()).content
+    probe = Interpreter(model_content=content)
+    size = tuple(int(d) for d in probe.get_input_details()[0]['shape'][1:3])
+    del probe
+
+    def cpu_rate(fn, items) -> tuple[float, list]:
+        start = time.process_time()
+        out = [fn(x) for x in items]
+        return len(items) / (time.process_time() - start), out
+
+    def ms(fn, items) -> float:
+        rate, _ = cpu_rate(fn, items)
+        return round(1000.0 / rate, 4)
+
+    datas = [pathlib.Path(p).read_bytes() for p in paths]
+    steps: dict[str, float] = {}
+    steps['read file (page cache)'] = ms(lambda p: pathlib.Path(p).read_bytes(), paths)
+    steps['sha256 of the bytes'] = ms(lambda d: hashlib.sha256(d).hexdigest(), datas)
+
+    def jpeg_only(d):
+        im = Image.open(io.BytesIO(d))
+        im.draft('RGB', (size[1], size[0]))
+        im.load()
+        return im
+    _, loaded = cpu_rate(jpeg_only, datas[:8])
+    steps['JPEG decode (DCT-scaled draft)'] = ms(jpeg_only, datas)
+    loaded = [jpeg_only(d) for d in datas]
+    steps['crop and resize to the model input'] = ms(
+        lambda im: np.asarray(im.convert('RGB').resize(
+            (size[1], size[0]), Image.BILINEAR,
+            box=crop_box(im.width, im.height, size[1], size[0])), np.uint8), loaded)
+    del loaded
+
+    def decode(d):
+        return decode_image(d, size, recipe=ResizeRecipe.CROP)[0]
+    decode_rate, pixels = cpu_rate(decode, datas)  # the single-thread decode the bound uses
+    steps['decode_image (all of the above but the read)'] = round(1000.0 / decode_rate, 4)
+
+    one = Interpreter(model_content=content, num_threads=1)
+    one.allocate_tensors()
+    inp, outs = one.get_input_details()[0], one.get_output_details()
+
+    def invoke(x, interp=one):
+        interp.set_tensor(inp['index'], x[None])
+        interp.invoke()
+        return [interp.get_tensor(o['index']) for o in outs]
+    sample = pixels[:args['invoke_n']]
+    for x in sample[:8]:
+        invoke(x)
+    invoke_rate, outputs = cpu_rate(invoke, sample)
+    steps['invoke, 1 interpreter x 1 thread'] = round(1000.0 / invoke_rate, 4)
+
+    decoded = [DecodedImage(uri=p, content_sha256='0' * 64, width=500, height=375, pixels=x)
+               for p, x in zip(paths, pixels)]
+    steps['pickle a decoded image (a stage boundary)'] = ms(
+        lambda d: pickle.loads(pickle.dumps(d, protocol=4)), decoded[:200])
+    n_classes = int(outs[0]['shape'][-1]) - 1
+    labels = [f'class {i}' for i in range(n_classes)]
+    results = [PredictionResult(ImageInfo(p, '0' * 64, 500, 375),
+                                ImageScores(np.random.default_rng(i).random(n_classes, np.float32),
+                                            o[-1].reshape(-1).astype(np.float32)), 'm')
+               for i, (p, o) in enumerate(zip(paths, outputs))]
+    rows = []
+    steps['label row (top-5, dict)'] = ms(
+        lambda r: rows.append(label_row(r, k=5, labels=labels, model='m', run_id='r')), results)
+
+    def write(batch_rows):
+        pq.write_table(pa.Table.from_batches([rows_to_batch(batch_rows, LABELS_SCHEMA)]),
+                       io.BytesIO())
+    start = time.process_time()
+    for i in range(0, len(rows), 256):
+        write(rows[i:i + 256])
+    steps['Parquet: rows to Arrow (numpy embeddings) and write'] = round(
+        1000.0 * (time.process_time() - start) / len(rows), 4)
+
+    layouts = {}
+    for layout in (Layout(1, 2), Layout(2, 1)):
+        pool = InterpreterPool(content, layout)
+        pool.run(8, lambda interp, i: invoke(sample[i], interp))
+        start, start_cpu = time.perf_counter(), time.process_time()
+        pool.run(len(sample), lambda interp, i: invoke(sample[i], interp))
+        wall = time.perf_counter() - start
+        layouts[str(layout)] = {'images_per_s': round(len(sample) / wall, 3),
+                                'images_per_cpu_s': round(
+                                    len(sample) / (time.process_time() - start_cpu), 3)}
+    return {'photos': len(paths), 'input_size': size, 'invoked': len(sample),
+            'decode_images_per_s': round(decode_rate, 3),
+            'invoke_images_per_s': round(invoke_rate, 3),
+            'steps_ms': steps, 'invoke_layouts': layouts}
+
+
 WORKERS = {'save_model': worker_save_model, 'ceiling': worker_ceiling,
-           'tflite_bare': worker_tflite_bare}
+           'tflite_bare': worker_tflite_bare, 'cores_bound': worker_cores_bound}
 
 
 def main(argv=None) -> int:

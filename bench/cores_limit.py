@@ -1,0 +1,130 @@
+"""Quantized MobileNetV2 at the cores' limit: `imagelabel run` against the two-core bound.
+
+    python bench/cores_limit.py                      # 3 rounds, 1000 sample photos (~5 min)
+    python bench/cores_limit.py --rounds 1 --configs default
+
+The bound: a core that only decoded and invoked, one image after the other, would
+label 1 / (1/decode + 1/invoke) images per second, with `decode` and `invoke` the
+single-thread rates measured in the same round; two cores, twice that. Each round
+measures the bound, then runs `imagelabel run` once per configuration on the same
+photos, and takes its steady rate from summary.json (labeled / labeling_seconds:
+from the first batch reaching the model to the outputs written; start-up excluded).
+The figure is the median over rounds of rate / bound (issue #13 asks >= 0.95).
+
+Each round also prints what every step costs per image on one thread (read, hash,
+JPEG decode, resize, invoke, row, Parquet) next to the pipeline's own CPU per image:
+the difference is what Beam and the threads around the steps cost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import make_images  # noqa: E402
+from bench import (TFLITE_MODEL, cores, cpu_name, default_assets, run_imagelabel,  # noqa: E402
+                   run_worker, sample_photos)
+from report import fmt  # noqa: E402
+
+#: What is compared: name -> extra `imagelabel run` flags. `default` is what users get.
+CONFIGS: dict[str, list[str]] = {
+    'default': [],
+    'one 2-thread interpreter': ['--interpreters', '1', '--model_threads', '2'],
+    'decode_threads 1': ['--decode_threads', '1'],
+    'batch_size 64': ['--batch_size', '64'],
+}
+
+
+def bound(decode: float, invoke: float, n_cores: int) -> float:
+    """Images/s of n cores that each decode and invoke one image after the other."""
+    return n_cores / (1.0 / decode + 1.0 / invoke)
+
+
+def one_round(args, photos: list[pathlib.Path], manifest: pathlib.Path, k: int) -> dict[str, Any]:
+    model = str(pathlib.Path(args.assets) / TFLITE_MODEL)
+    out = pathlib.Path(args.workdir)
+    bare, _ = run_worker('cores_bound', {'model': model, 'images': [str(p) for p in photos],
+                                         'invoke_n': args.invoke_n},
+                         log=out / 'logs' / f'cores-bound-{k}')
+    limit = bound(bare['decode_images_per_s'], bare['invoke_images_per_s'], cores())
+    runs = {}
+    for name in args.configs:
+        res = run_imagelabel(manifest, out / 'runs' / f'cores-{name.replace(" ", "-")}', model,
+                             len(photos), log=out / 'logs' / f'cores-{name.replace(" ", "-")}-{k}',
+                             extra=CONFIGS[name])
+        steady = res['labeled'] / res['labeling_s'] if res.get('labeling_s') else None
+        runs[name] = {**res, 'steady_images_per_s': round(steady, 3) if steady else None,
+                      'over_bound': round(steady / limit, 4) if steady else None,
+                      'cpu_ms_per_image': round(1000.0 * res['cpu_s'] / res['labeled'], 3)}
+    return {'bare': bare, 'bound_images_per_s': round(limit, 3), 'runs': runs}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--photos', type=int, default=1000,
+                        help='ImageNet sample photos per run (max 1000).')
+    parser.add_argument('--invoke_n', type=int, default=300,
+                        help='Photos invoked for the single-thread invoke rate.')
+    parser.add_argument('--configs', default=','.join(CONFIGS),
+                        help=f'Comma-separated, of: {", ".join(CONFIGS)}.')
+    parser.add_argument('--assets', default=default_assets())
+    parser.add_argument('--workdir', default=str(HERE / 'out'))
+    parser.add_argument('--out', default=str(HERE / 'out' / 'cores_limit.json'))
+    args = parser.parse_args(argv)
+    args.configs = [c.strip() for c in args.configs.split(',') if c.strip()]
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f'--configs: unknown {unknown[0]!r}; choose from {", ".join(CONFIGS)}')
+    if not (pathlib.Path(args.assets) / TFLITE_MODEL).exists():
+        parser.error(f'assets not found at {args.assets}: pass --assets or set IMAGELABEL_ASSETS')
+    assets = pathlib.Path(args.assets)
+    photos = sample_photos(assets, min(args.photos, 1000))
+    manifest = make_images.write_manifest(
+        photos, pathlib.Path(args.workdir) / 'manifests' / f'imagenet-sample-{len(photos)}.txt')
+    cpu = cpu_name()
+    print(f'cores_limit: {cpu}; {len(photos)} photos, {args.rounds} rounds', flush=True)
+    rounds = []
+    for k in range(args.rounds):
+        r = one_round(args, photos, manifest, k)
+        rounds.append(r)
+        line = ', '.join(f'{name} {fmt(v["steady_images_per_s"])} img/s '
+                         f'({fmt(v["over_bound"], 3)})' for name, v in r['runs'].items())
+        print(f'round {k + 1}: bound {fmt(r["bound_images_per_s"])} img/s '
+              f'(decode {fmt(r["bare"]["decode_images_per_s"])}, invoke '
+              f'{fmt(r["bare"]["invoke_images_per_s"])}); {line}', flush=True)
+
+    medians = {name: statistics.median(r['runs'][name]['over_bound'] for r in rounds)
+               for name in args.configs}
+    last = rounds[-1]
+    print(f'\nMobileNetV2 quant, {len(photos)} ImageNet sample photos, on {cpu}')
+    print(f'{"configuration":28} {"median rate/bound":>18} {"img/s (median)":>15} '
+          f'{"CPU ms/img":>11}')
+    for name in args.configs:
+        rates = [r['runs'][name]['steady_images_per_s'] for r in rounds]
+        cpu_ms = [r['runs'][name]['cpu_ms_per_image'] for r in rounds]
+        print(f'{name:28} {medians[name]:18.3f} {statistics.median(rates):15.1f} '
+              f'{statistics.median(cpu_ms):11.2f}')
+    print('\nsteps on one thread, CPU ms per image (last round):')
+    for step, v in last['bare']['steps_ms'].items():
+        print(f'  {step:48} {v:8.3f}')
+    for layout, v in last['bare']['invoke_layouts'].items():
+        print(f'  invoke alone, {layout:34} {v["images_per_s"]:8.1f} img/s, '
+              f'{v["images_per_cpu_s"]:.1f} img/CPU-s')
+    print('  (pipeline CPU ms per image includes start-up: compare rounds, not steps)')
+    result = {'cpu': cpu, 'photos': len(photos), 'rounds': rounds,
+              'median_over_bound': medians}
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f'\nresults: {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
