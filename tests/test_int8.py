@@ -90,6 +90,36 @@ def test_int8_rows_have_the_float32_schema_labels_and_embedding(tiny_keras_model
     assert names <= set((ROOT / 'transforms' / 'data' / 'imagenet_labels.txt').read_text().split('\n'))
 
 
+def test_a_saved_model_folder_converts_to_int8_and_labels_like_its_float32_self(
+        tiny_keras_model, photos, tmp_path, conversions):
+    import keras
+    import numpy as np
+    saved = tmp_path / 'saved'
+    keras.models.load_model(tiny_keras_model).export(str(saved), verbose=False)
+    cache = tmp_path / 'cache'
+    q = _int8_run(saved, photos, tmp_path / 'q', cache)
+    assert q.code == 0, q.err
+    assert len(conversions) == 1 and len(list(cache.glob('saved-int8-litert-*.tflite'))) == 1
+    summary = read_summary(str(tmp_path / 'q'))
+    assert summary['precision'] == 'int8' and summary['labeled'] == 12
+    assert summary['agreement']['images'] == 4
+    f = run_cli('run', '--input', photos, '--output', tmp_path / 'f', '--model', saved)
+    assert f.code == 0, f.err
+    q_rows = {r['uri']: r for r in read_parquet_rows(tmp_path / 'q', 'labels')}
+    f_rows = {r['uri']: r for r in read_parquet_rows(tmp_path / 'f', 'labels')}
+    assert set(q_rows) == set(f_rows) and set(next(iter(q_rows.values()))) == set(
+        next(iter(f_rows.values())))
+    # Same classes, scores within int8's rounding: quantized, not another model.
+    for uri, row in f_rows.items():
+        f_scores = {lab['index']: lab['score'] for lab in row['labels']}
+        q_scores = {lab['index']: lab['score'] for lab in q_rows[uri]['labels']}
+        common = set(f_scores) & set(q_scores)
+        assert len(common) >= 3, (f_scores, q_scores)
+        assert max(abs(f_scores[i] - q_scores[i]) for i in common) < 0.05
+    again = _int8_run(saved, photos, tmp_path / 'q2', cache)  # the cache serves the rerun
+    assert again.code == 0 and len(conversions) == 1
+
+
 def test_int8_on_a_tflite_model_is_refused_with_one_line(mobilenet_v2_quant, photos, tmp_path):
     r = _int8_run(mobilenet_v2_quant, photos, tmp_path / 'o', tmp_path / 'cache')
     assert r.code == 2

@@ -30,6 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.models.files import localized
 from transforms.models.interpreters import InterpreterPool, choose_layout
+from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
 from transforms.models.runtime import Scores, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 from transforms.read import open_raw
@@ -38,6 +39,9 @@ _log = logging.getLogger('imagelabel.models')
 
 #: The int8 runtime in use; part of every cache key.
 RUNTIME = 'litert'
+#: How conversions are made; a change that makes different files bumps it (cache key).
+#: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
+CONVERSION_VERSION = 2
 
 
 def runtime_tag() -> str:
@@ -67,7 +71,8 @@ def cache_key(*, weights_sha256: str, spec: ModelSpec, input_size: tuple[int, in
     """(model, calibration set, runtime) -> a file-name-safe key."""
     model = repr((weights_sha256, spec.format, spec.preprocess, spec.embedding_layer,
                   tuple(input_size)))
-    h = hashlib.sha256(f'{model}|{calibration_digest}|{runtime}'.encode()).hexdigest()
+    h = hashlib.sha256(
+        f'{model}|{calibration_digest}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
     return f'{spec.name.replace("/", "_")}-int8-{runtime}-{h[:20]}'
 
 
@@ -145,7 +150,12 @@ def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[byt
 
 
 def convert_saved_model(spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
-    """A SavedModel's serving_default -> (int8 .tflite bytes, b''): all its outputs kept."""
+    """A SavedModel's serving_default -> (int8 .tflite bytes, b'').
+
+    Its outputs are kept, except that a final softmax hands over its logits (the
+    runtime applies softmax in float32: see logits_instead_of_softmax), and the
+    classifier's input is added as the embedding when the graph shows it.
+    """
     import tensorflow as tf
     loaded = tf.saved_model.load(spec.path)
     sig = loaded.signatures['serving_default']
@@ -153,7 +163,9 @@ def convert_saved_model(spec: ModelSpec, calibration: Calibration) -> tuple[byte
     dtype = arg.dtype.as_numpy_dtype
     preprocess = PREPROCESSORS[spec.preprocess or ('raw' if arg.dtype.is_integer else 'inception')]
     converter = tf.lite.TFLiteConverter.from_saved_model(spec.path, signature_keys=['serving_default'])
-    return _quantize(converter, calibration.pixels, preprocess, dtype), b''
+    content = _quantize(converter, calibration.pixels, preprocess, dtype)
+    content = expose_penultimate(content).content
+    return logits_instead_of_softmax(content)[0], b''
 
 
 def convert(spec: ModelSpec, runtime, calibration: Calibration) -> tuple[bytes, bytes]:
@@ -233,8 +245,11 @@ class Int8Runtime:
         self.name = spec.name
         self.precision = 'int8'
         self.input_size = (int(self._in['shape'][1]), int(self._in['shape'][2]))
-        self.output_kind = 'logits' if self._head is not None else (
-            spec.outputs if spec.outputs != 'auto' else 'probabilities')
+        # Logits, unless the file still ends in a softmax: a Keras conversion keeps its
+        # float32 head, and a SavedModel's conversion hands over its softmax's logits
+        # (logits_instead_of_softmax); a model that emitted logits still does.
+        self.output_kind = ('probabilities' if self._head is None and ends_in_softmax(content)
+                            else 'logits')
         self.description = (f'{spec.name}: int8 on {RUNTIME}, input {self.input_size[0]}x'
                             f'{self.input_size[1]}, {self.num_outputs} {self.output_kind}, '
                             f'embedding {self.embedding_dim}-d'

@@ -26,6 +26,27 @@ class PatchedModel(NamedTuple):
     ends_in_softmax: bool | None  # None: the graph could not be read
 
 
+def _read_graph(content: bytes):
+    """(schema module, unpacked model, its first subgraph, tensor -> producing op, op name)."""
+    from ai_edge_litert import schema_py_generated as schema
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith('_')}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+    graph = model.subgraphs[0]
+    producer = {t: op for op in graph.operators for t in op.outputs}
+
+    def name(op) -> str:
+        code = model.operatorCodes[op.opcodeIndex]
+        return ops.get(max(code.builtinCode, code.deprecatedBuiltinCode), 'CUSTOM')
+    return model, graph, producer, name
+
+
+def _pack(model, size_hint: int) -> bytes:
+    import flatbuffers
+    builder = flatbuffers.Builder(size_hint + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b'TFL3')
+    return bytes(builder.Output())
+
+
 def expose_penultimate(content: bytes) -> PatchedModel:
     """Add the classifier's input (the embedding) to the model's outputs.
 
@@ -34,32 +55,58 @@ def expose_penultimate(content: bytes) -> PatchedModel:
     reshapes/softmax to the final CONV_2D or FULLY_CONNECTED op and append its input
     to the subgraph's outputs in the flatbuffer.
     """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith('_')}
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
-    graph = model.subgraphs[0]
-    producer = {t: op for op in graph.operators for t in op.outputs}
+    model, graph, producer, name = _read_graph(content)
     tensor, chain = int(graph.outputs[0]), []
     embedding = None
     while tensor in producer:
         op = producer[tensor]
-        code = model.operatorCodes[op.opcodeIndex]
-        name = ops.get(max(code.builtinCode, code.deprecatedBuiltinCode), 'CUSTOM')
-        chain.append(name)
-        if name in _CLASSIFIER_OPS:
+        chain.append(name(op))
+        if chain[-1] in _CLASSIFIER_OPS:
             embedding = int(op.inputs[0])
             break
-        if name not in _PASSTHROUGH_OPS:
+        if chain[-1] not in _PASSTHROUGH_OPS:
             break
         tensor = int(op.inputs[0])
     ends_in_softmax = 'SOFTMAX' in chain
     if embedding is None:
         return PatchedModel(content, False, ends_in_softmax)
     graph.outputs = np.append(graph.outputs, embedding).astype(np.int32)
-    builder = flatbuffers.Builder(len(content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b'TFL3')
-    return PatchedModel(bytes(builder.Output()), True, ends_in_softmax)
+    return PatchedModel(_pack(model, len(content)), True, ends_in_softmax)
+
+
+def logits_instead_of_softmax(content: bytes) -> tuple[bytes, bool]:
+    """Make the first output the logits a final SOFTMAX (and DEQUANTIZE) would take.
+
+    A fully quantized softmax has an output scale of 1/256: every probability under
+    0.002 reads as 0, so most of a 1000-class top-5 is zeros. The logits, quantized
+    with their own range, keep the ranking; the runtime applies softmax in float32.
+    Returns (content, True) when replaced, (content, False) when the output is not a
+    softmax.
+    """
+    model, graph, producer, name = _read_graph(content)
+    tensor = int(graph.outputs[0])
+    if tensor in producer and name(producer[tensor]) == 'DEQUANTIZE':
+        tensor = int(producer[tensor].inputs[0])
+    if tensor not in producer or name(producer[tensor]) != 'SOFTMAX':
+        return content, False
+    outputs = np.array(graph.outputs, np.int32)
+    outputs[0] = int(producer[tensor].inputs[0])
+    graph.outputs = outputs
+    return _pack(model, len(content)), True
+
+
+def ends_in_softmax(content: bytes) -> bool:
+    """Whether the first output comes out of a SOFTMAX (through reshapes/dequantize)."""
+    _, graph, producer, name = _read_graph(content)
+    tensor = int(graph.outputs[0])
+    while tensor in producer:
+        op_name = name(producer[tensor])
+        if op_name == 'SOFTMAX':
+            return True
+        if op_name not in _PASSTHROUGH_OPS:
+            return False
+        tensor = int(producer[tensor].inputs[0])
+    return False
 
 
 class TFLiteRuntime:
