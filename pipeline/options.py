@@ -71,7 +71,8 @@ class ImageLabelOptions(PipelineOptions):
         add_precision_flags(parser)
         parser.add_argument('--model_threads', type=int, default=0,
                             help='Threads for the model (for .tflite and int8: per '
-                            'interpreter); 0 lets the runtime choose.')
+                            'interpreter, and one interpreter unless --interpreters says '
+                            'more); 0 lets the runtime choose.')
         parser.add_argument('--interpreters', type=int, default=0,
                             help='LiteRT interpreters per worker process (.tflite and int8), '
                             'each running a slice of every batch; 0: one single-threaded '

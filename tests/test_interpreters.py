@@ -18,8 +18,8 @@ QUANT_V2 = 'models/mobilenet_v2_1.0_224_quant.tflite'
 @pytest.mark.parametrize('interpreters, threads, cores, expected', [
     (None, None, 2, Layout(2, 1)),   # nothing given: one single-threaded interpreter per core
     (None, None, 16, Layout(16, 1)),
-    (None, 2, 8, Layout(4, 2)),      # threads given: as many as fit the cores
-    (None, 4, 2, Layout(1, 4)),      # more threads than cores: still one interpreter
+    (None, 1, 8, Layout(1, 1)),      # threads given: one interpreter (--model_threads 1 on
+    (None, 4, 2, Layout(1, 4)),      # Dataflow stays one thread per SDK process)
     (3, None, 8, Layout(3, 2)),      # interpreters given: the cores shared out
     (4, None, 2, Layout(4, 1)),
     (1, 2, 2, Layout(1, 2)),         # both given: as asked

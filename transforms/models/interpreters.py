@@ -44,14 +44,16 @@ def choose_layout(interpreters: int | None, threads: int | None,
     """Fill in what the user left at 0/None from the core count.
 
     Nothing given: one single-threaded interpreter per core (measured fastest with
-    decode sharing the cores). Only threads given: as many interpreters of that
-    many threads as fit the cores. Only interpreters given: the cores shared out.
+    decode sharing the cores). Only threads given: one interpreter with that many
+    (what --model_threads always meant; `--model_threads 1` on Dataflow, which runs
+    one SDK process per vCPU, stays one thread per process). Only interpreters
+    given: the cores shared out among them.
     """
     cores = cores or usable_cores()
     if interpreters and threads:
         return Layout(interpreters, threads)
     if threads:
-        return Layout(max(1, cores // threads), threads)
+        return Layout(1, threads)
     if interpreters:
         return Layout(interpreters, max(1, cores // interpreters))
     return Layout(cores, 1)
