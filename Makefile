@@ -11,11 +11,11 @@ BENCH_ARGS ?=
 
 .PHONY: install test bench metadata lock report-example
 
-# .venv: imagelabel with its test tools (the GCS emulator among them).
+# .venv: imagelabel with its test tools (the GCS emulator among them) and OpenVINO.
 # .venv-bq: the BigQuery emulator, whose exact pins clash with ours.
 # chromium: Debian's, for the report's browser test (installed only where missing).
 install:
-	$(PYTHON) -m venv .venv && .venv/bin/pip install -e '.[test]'
+	$(PYTHON) -m venv .venv && .venv/bin/pip install -e '.[test,openvino]'
 	$(PYTHON) -m venv .venv-bq && .venv-bq/bin/pip install -r tests/bqemulator-requirements.txt
 	.venv-bq/bin/python tests/install_duckdb_extensions.py
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)

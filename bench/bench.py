@@ -464,7 +464,8 @@ class Bench:
         cache = self.out / 'model_cache'
         # Random weights: agreement means nothing here (README), so the gate is off;
         # the figures are still reported. Convert once, outside the timed runs.
-        extra = ['--precision', 'int8', '--model_cache', str(cache), '--min_agreement', '0']
+        extra = ['--precision', 'int8', '--model_cache', str(cache), '--min_agreement', '0',
+                 '--int8_runtime', self.args.int8_runtime]
         inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
         # The calibration sample depends on the input, so each input size has its own
         # cache entry: convert for both before the timed runs.
@@ -490,7 +491,8 @@ class Bench:
             'labeling_over_f32_ceiling': ratio(res.get('images_per_s_labeling'),
                                                self.ceiling_rate())}
         self.end_to_end_row(
-            f'imagelabel run --precision int8 (LiteRT), batch {self.args.batch_size}', res,
+            f'imagelabel run --precision int8 ({self.args.int8_runtime}), batch '
+            f'{self.args.batch_size}', res,
             f'marginal {res["n_small"]}->{res["n_big"]}; conversion cached; cores busy '
             f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
@@ -605,6 +607,8 @@ def parse_args(argv=None):
                         help='A .keras Inception-v3-shaped classifier to use instead of the '
                         'seeded random-weight one (e.g. one with real ImageNet weights, which '
                         'makes the bf16 agreement figures meaningful).')
+    parser.add_argument('--int8_runtime', default='litert', choices=('litert', 'openvino'),
+                        help='int8: the runtime imagelabel runs the quantized model on.')
     parser.add_argument('--baseline_root', default=None,
                         help='startup: another checkout to compare start-up with (e.g. the '
                         'main checkout before the one-load change).')

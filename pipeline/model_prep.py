@@ -110,22 +110,26 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
     """Convert (or find in --model_cache) the int8 model; the spec workers load it from."""
     from transforms.models import int8
     runtime = float_model.runtime
+    if s.int8_runtime == 'openvino':
+        from transforms.models.openvino_int8 import require
+        require()  # one line saying what to install, before anything is converted
     key = int8.cache_key(weights_sha256=runtime.weights_sha256, spec=spec,
                          input_size=runtime.input_size, calibration_digest=sample.digest,
-                         runtime=int8.runtime_tag())
-    files = int8.Int8Files.at(s.model_cache, key)
+                         runtime=int8.runtime_tag(s.int8_runtime))
+    files = int8.Int8Files.at(s.model_cache, key, s.int8_runtime)
     if files.exists():
         _log.info('int8: using %s from the model cache', files.model)
     else:
         started = time.monotonic()
         content, head = int8.convert(spec, runtime, int8.Calibration(sample.calibration,
-                                                                     sample.digest))
+                                                                     sample.digest),
+                                     s.int8_runtime)
         int8.store(files, content, head)
         _log.info('int8: converted %s in %.1f s (calibrated on %d images) -> %s', spec.name,
                   time.monotonic() - started, len(sample.calibration), files.model)
     integer_input = getattr(runtime, '_integer_input', False)
     return dataclasses.replace(
-        spec, format='int8_tflite', path=files.model, application=None, weights=None,
+        spec, format=int8.RUNTIMES[s.int8_runtime][1], path=files.model, application=None, weights=None,
         preprocess=spec.preprocess or ('raw' if integer_input else 'inception'),
         outputs=runtime.output_kind)
 

@@ -147,7 +147,7 @@ def dry_run_from(options: PipelineOptions) -> bool:
 
 def add_precision_flags(parser) -> None:
     """The flags of reduced precision: int8 calibration, its cache, the agreement gate."""
-    from transforms.models.int8 import default_model_cache
+    from transforms.models.int8 import RUNTIMES, default_model_cache
     parser.add_argument('--calibration_images', type=int, default=200,
                         help='int8: images of the run\'s own input (a seeded sample) to '
                         'calibrate the quantization on.')
@@ -155,6 +155,10 @@ def add_precision_flags(parser) -> None:
                         help='int8: folder (local or gs://) where converted models are kept '
                         'by (model, calibration set, runtime), so a scheduled run converts '
                         'once; workers only load from it.')
+    parser.add_argument('--int8_runtime', default='litert', choices=sorted(RUNTIMES),
+                        help='int8: what runs the quantized model. litert (always installed) '
+                        'or openvino (NNCF quantization; uses AVX512-VNNI and AMX where the '
+                        'CPU has them; pip install \'imagelabel[openvino]\').')
     parser.add_argument('--agreement_images', type=int, default=64,
                         help='int8/bf16: held-out images of the input (seeded, not used for '
                         'calibration) on which reduced precision is compared with float32 at '
@@ -197,6 +201,7 @@ class Settings:
     agreement_images: int = 64
     min_agreement: float = 0.9
     interpreters: int | None = None   # LiteRT interpreters per process; None: one per core
+    int8_runtime: str = 'litert'      # litert or openvino (transforms.models.int8.RUNTIMES)
 
 
 def new_run_id() -> str:
@@ -231,6 +236,9 @@ def settings_from(options: PipelineOptions) -> Settings:
                          f'got {o.min_agreement}')
     if not o.model_cache:
         raise ValueError('--model_cache must name a folder (local or gs://)')
+    if o.int8_runtime != 'litert' and o.precision != 'int8':
+        raise ValueError(f'--int8_runtime {o.int8_runtime} applies to --precision int8 only; '
+                         'add --precision int8, or leave --int8_runtime out')
     for name in ('model_threads', 'interpreters'):
         value = getattr(o, name)
         if value is not None and value < 0:
@@ -249,7 +257,7 @@ def settings_from(options: PipelineOptions) -> Settings:
         model_copies=o.model_copies, dry_run=dry_run_from(options), head=o.head,
         calibration_images=o.calibration_images, model_cache=o.model_cache.rstrip('/') or '/',
         agreement_images=o.agreement_images, min_agreement=o.min_agreement,
-        interpreters=o.interpreters or None)
+        interpreters=o.interpreters or None, int8_runtime=o.int8_runtime)
 
 
 def parse_run_date(value: str | None) -> str:

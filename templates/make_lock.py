@@ -2,7 +2,8 @@
 
     python templates/make_lock.py > templates/requirements.lock      # or: make lock
 
-Starts from pyproject.toml's `dependencies` (not the test or bench extras), follows
+Starts from pyproject.toml's `dependencies` and the `openvino` extra (not the test or
+bench extras), follows
 every installed package's own requirements (extras included where asked for,
 environment markers evaluated for this interpreter) and pins each one to the
 version installed in the running environment. Run it from the venv the tests
@@ -52,7 +53,9 @@ def closure(roots: list[str]) -> dict[str, str]:
 
 def main() -> int:
     project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
-    pins = closure(project['dependencies'])
+    # The openvino extra too: the template's launcher converts (nncf) and its workers
+    # run (openvino) --int8_runtime openvino.
+    pins = closure(project['dependencies'] + project['optional-dependencies']['openvino'])
     print('# Runtime dependencies of imagelabel, pinned to the versions tested.')
     print('# Regenerate: make lock (python templates/make_lock.py), from the test venv.')
     print(f'# Python {sys.version_info.major}.{sys.version_info.minor}, {sys.platform}.')

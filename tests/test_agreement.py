@@ -59,15 +59,22 @@ def test_the_model_really_learned_its_task(trained):
     assert trained[3] >= 0.85  # else agreement below would mean nothing
 
 
-def test_int8_of_a_trained_model_agrees_with_float32_and_says_so(trained, tmp_path):
-    r = _run(trained, tmp_path / 'out', '--precision', 'int8', '--model_cache', tmp_path / 'cache')
+@pytest.mark.parametrize('runtime', ['litert', 'openvino'])
+def test_int8_of_a_trained_model_agrees_with_float32_and_says_so(trained, tmp_path, runtime):
+    r = _run(trained, tmp_path / 'out', '--precision', 'int8', '--model_cache', tmp_path / 'cache',
+             '--int8_runtime', runtime)
     assert r.code == 0, r.err
     summary = read_summary(str(tmp_path / 'out'))
     a = summary['agreement']
     assert summary['precision'] == 'int8' and a['precision'] == 'int8' and a['images'] == 64
     assert a['top1'] >= 0.95 and a['top5_overlap'] == 1.0  # 3 classes: top-5 holds them all
-    assert 0 < a['max_prob_diff'] < 0.5
+    # Not bit-for-bit, not garbage. Measured on this model: LiteRT's largest probability
+    # difference 0.03 (no top-1 flip); OpenVINO's 0.56, from 2 of 64 near-tie images
+    # whose top-1 flipped (NNCF's MIXED preset; the symmetric default was no better).
+    assert 0 < a['max_prob_diff'] < {'litert': 0.2, 'openvino': 0.8}[runtime]
     assert f'top-1 {a["top1"]:.3f}' in r.out
+    suffix = {'litert': '.tflite', 'openvino': '.ovz'}[runtime]  # the runtime that ran
+    assert [p.suffix for p in (tmp_path / 'cache').iterdir() if 'head' not in p.name] == [suffix]
     # The int8 labels are the task's: most sample photos are reddest.
     from conftest import read_parquet_rows
     rows = read_parquet_rows(tmp_path / 'out', 'labels')

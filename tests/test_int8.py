@@ -149,7 +149,7 @@ import json, sys
 import numpy as np
 from transforms.label import ImageModelHandler
 from transforms.models import ModelSpec
-spec = ModelSpec(name='tiny.keras', format='int8_tflite', path=sys.argv[1], preprocess='inception',
+spec = ModelSpec(name='tiny.keras', format=sys.argv[2], path=sys.argv[1], preprocess='inception',
                  outputs='probabilities')
 model = ImageModelHandler(spec, precision='int8').load_model()
 p = model.predict(np.full((2, 64, 64, 3), 100, np.uint8))
@@ -158,13 +158,16 @@ print(json.dumps({'tensorflow': 'tensorflow' in sys.modules, 'shape': list(p.pro
 '''
 
 
+@pytest.mark.parametrize('runtime, suffix, fmt', [('litert', '.tflite', 'int8_tflite'),
+                                                  ('openvino', '.ovz', 'int8_openvino')])
 def test_a_worker_loads_the_cached_int8_file_without_tensorflow(tiny_keras_model, photos,
-                                                                tmp_path):
+                                                                tmp_path, runtime, suffix, fmt):
     cache = tmp_path / 'cache'
-    assert _int8_run(tiny_keras_model, photos, tmp_path / 'o', cache).code == 0
-    (cached,) = cache.glob('*.tflite')
+    assert _int8_run(tiny_keras_model, photos, tmp_path / 'o', cache,
+                     '--int8_runtime', runtime).code == 0
+    (cached,) = cache.glob('*' + suffix)
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
-    out = subprocess.run([sys.executable, '-c', _WORKER, str(cached)], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, '-c', _WORKER, str(cached), fmt], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])

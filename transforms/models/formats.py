@@ -37,6 +37,13 @@ def _load_int8(spec: ModelSpec, *, threads: int | None, num_classes: int,
                        interpreters=interpreters)
 
 
+def _load_openvino(spec: ModelSpec, *, threads: int | None, num_classes: int,
+                   interpreters: int | None, **_) -> Runtime:
+    from transforms.models.openvino_int8 import OpenVINORuntime
+    return OpenVINORuntime(spec, threads=threads, num_classes=num_classes,
+                           interpreters=interpreters)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelFormat:
     """How one kind of model is recognised and run."""
@@ -61,6 +68,9 @@ FORMATS: dict[str, ModelFormat] = {
     # What --precision int8 made at launch, loaded from the model cache by workers.
     'int8_tflite': ModelFormat((), _load_int8, False, False, 'an int8 conversion',
                                by_path=False, precision='int8'),
+    'int8_openvino': ModelFormat((), _load_openvino, False, False,
+                                 'an int8 conversion for OpenVINO', by_path=False,
+                                 precision='int8'),
 }
 
 

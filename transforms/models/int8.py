@@ -37,20 +37,23 @@ from transforms.read import open_raw
 
 _log = logging.getLogger('imagelabel.models')
 
-#: The int8 runtime in use; part of every cache key.
-RUNTIME = 'litert'
+#: The int8 runtimes (--int8_runtime): how each names its cache files, and the
+#: format workers load them with (transforms.models.formats). Part of every cache key.
+RUNTIMES = {'litert': ('.tflite', 'int8_tflite'), 'openvino': ('.ovz', 'int8_openvino')}
+RUNTIME = 'litert'  # the default
 #: How conversions are made; a change that makes different files bumps it (cache key).
 #: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
 CONVERSION_VERSION = 2
 
 
-def runtime_tag() -> str:
+def runtime_tag(runtime: str = RUNTIME) -> str:
     """'litert-2.3.0': a new runtime version may convert differently, so it keys the cache."""
+    package = {'litert': 'ai-edge-litert', 'openvino': 'openvino'}[runtime]
     try:
         from importlib.metadata import version
-        return f'{RUNTIME}-{version("ai-edge-litert")}'
+        return f'{runtime}-{version(package)}'
     except Exception:  # noqa: BLE001
-        return RUNTIME
+        return runtime
 
 
 def default_model_cache() -> str:
@@ -83,8 +86,9 @@ class Int8Files:
     head: str
 
     @classmethod
-    def at(cls, cache: str, key: str) -> 'Int8Files':
-        return cls(FileSystems.join(cache, key + '.tflite'), FileSystems.join(cache, key + '.head.npz'))
+    def at(cls, cache: str, key: str, runtime: str = RUNTIME) -> 'Int8Files':
+        suffix = RUNTIMES[runtime][0]
+        return cls(FileSystems.join(cache, key + suffix), FileSystems.join(cache, key + '.head.npz'))
 
     def exists(self) -> bool:
         return FileSystems.exists(self.model)
@@ -124,10 +128,13 @@ def _quantize(converter, pixels: np.ndarray, preprocess, dtype=np.float32) -> by
     return converter.convert()
 
 
-def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
-    """A Keras classifier -> (int8 .tflite bytes, float head .npz bytes or b'')."""
+def backbone_and_head(model, spec: ModelSpec):
+    """(Keras model up to the embedding, float32 head .npz bytes) of a Keras classifier.
+
+    Both int8 runtimes quantize only the backbone: the final Dense and softmax run in
+    float32 on the embedding, so probabilities are not rounded to int8's 256 steps.
+    """
     import keras
-    import tensorflow as tf
     embedding = (model.get_layer(spec.embedding_layer).output if spec.embedding_layer
                  else next(layer for layer in reversed(model.layers)
                            if isinstance(layer, keras.layers.Dense)).input)
@@ -135,7 +142,15 @@ def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[byt
     if head is None:
         raise ValueError(f'{spec.name}: --precision int8 needs a final Dense classifier '
                          '(softmax or linear) fed by the embedding; run it at float32')
-    backbone = keras.Model(model.inputs, embedding)
+    buf = io.BytesIO()
+    np.savez(buf, kernel=head[0], bias=head[1])
+    return keras.Model(model.inputs, embedding), buf.getvalue()
+
+
+def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
+    """A Keras classifier -> (int8 .tflite bytes, float head .npz bytes)."""
+    import tensorflow as tf
+    backbone, head = backbone_and_head(model, spec)
     h, w = calibration.pixels.shape[1:3]
     # Keras 3's path to TFLite: export a SavedModel (variables frozen by the converter).
     with tempfile.TemporaryDirectory(prefix='imagelabel-int8-') as folder:
@@ -144,9 +159,7 @@ def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[byt
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         content = _quantize(converter, calibration.pixels,
                             PREPROCESSORS[spec.preprocess or 'inception'])
-    buf = io.BytesIO()
-    np.savez(buf, kernel=head[0], bias=head[1])
-    return content, buf.getvalue()
+    return content, head
 
 
 def convert_saved_model(spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
@@ -168,11 +181,18 @@ def convert_saved_model(spec: ModelSpec, calibration: Calibration) -> tuple[byte
     return logits_instead_of_softmax(content)[0], b''
 
 
-def convert(spec: ModelSpec, runtime, calibration: Calibration) -> tuple[bytes, bytes]:
-    """Convert a loaded float32 runtime's model (its format says how)."""
-    if spec.format in ('keras', 'keras_application'):
+def convert(spec: ModelSpec, runtime, calibration: Calibration,
+            int8_runtime: str = 'litert') -> tuple[bytes, bytes]:
+    """Convert a loaded float32 runtime's model for `int8_runtime` (its format says how)."""
+    if int8_runtime == 'openvino':
+        from transforms.models import openvino_int8
+        if spec.format in ('keras', 'keras_application'):
+            return openvino_int8.convert_keras(runtime.keras_model, spec, calibration)
+        if spec.format == 'saved_model':
+            return openvino_int8.convert_saved_model(spec, calibration)
+    elif spec.format in ('keras', 'keras_application'):
         return convert_keras(runtime.keras_model, spec, calibration)
-    if spec.format == 'saved_model':
+    elif spec.format == 'saved_model':
         return convert_saved_model(spec, calibration)
     raise ValueError(f'{spec.format} models cannot be converted to int8')
 

@@ -1,0 +1,204 @@
+"""int8 on OpenVINO: NNCF post-training quantization at launch, OpenVINO on the workers.
+
+Why a second int8 runtime: on the same AMD Zen 3 (AVX2 only) OpenVINO's int8
+Inception-v3 did 8.67 images per CPU-second against LiteRT's 4.83 and Keras
+float32's 3.91 (`bench/int8_runtimes.py`), and OpenVINO uses AVX512-VNNI and AMX
+int8 instructions where the CPU has them. Chosen with `--int8_runtime openvino`;
+needs the `openvino` extra (`pip install 'imagelabel[openvino]'`).
+
+A conversion is one cache file: the OpenVINO IR (`.xml` text and `.bin` weights)
+in one `.npz`, so that the cache's write-then-rename keeps it whole. Keras models
+keep their final Dense in float32 (the `.head.npz` beside it, as for LiteRT), so
+probabilities are not rounded; a SavedModel keeps all its outputs (OpenVINO's int8
+leaves softmax in float32).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+import threading
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.models.interpreters import choose_layout
+from transforms.models.runtime import Scores, softmax
+from transforms.models.spec import PREPROCESSORS, ModelSpec
+from transforms.read import open_raw
+
+INSTALL_HINT = "pip install 'imagelabel[openvino]' (the openvino and nncf packages)"
+
+
+def require() -> None:
+    """ValueError with the install line if OpenVINO or NNCF is missing."""
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f'--int8_runtime openvino needs {INSTALL_HINT}; missing: {e.name}') from e
+
+
+def version() -> str:
+    from importlib.metadata import version as v
+    return v('openvino')
+
+
+def pack(model) -> bytes:
+    """An openvino.Model -> one .npz of its IR (xml text and bin weights)."""
+    import openvino as ov
+    with tempfile.TemporaryDirectory(prefix='imagelabel-ov-') as folder:
+        ov.save_model(model, f'{folder}/m.xml', compress_to_fp16=False)
+        with open(f'{folder}/m.xml', 'rb') as f:
+            xml = f.read()
+        with open(f'{folder}/m.bin', 'rb') as f:
+            weights = f.read()
+    buf = io.BytesIO()
+    np.savez(buf, xml=np.frombuffer(xml, np.uint8), bin=np.frombuffer(weights, np.uint8))
+    return buf.getvalue()
+
+
+def _quantize(ov_model, pixels: np.ndarray, preprocess) -> bytes:
+    import nncf
+    samples = [np.asarray(preprocess(p[None].astype(np.float32)), np.float32) for p in pixels]
+    # MIXED: symmetric weights, asymmetric activations; activations after ReLU (and raw
+    # 0..255 inputs) are one-sided, so symmetric ones would waste half their range.
+    quantized = nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples),
+                              preset=nncf.QuantizationPreset.MIXED)
+    return pack(quantized)
+
+
+def convert_keras(model, spec: ModelSpec, calibration) -> tuple[bytes, bytes]:
+    """A Keras classifier -> (int8 IR .npz bytes, float32 head .npz bytes)."""
+    import openvino as ov
+    import tensorflow as tf
+
+    from transforms.models.int8 import backbone_and_head
+    backbone, head = backbone_and_head(model, spec)  # the float32 head stays in numpy
+    h, w = calibration.pixels.shape[1:3]
+    with tempfile.TemporaryDirectory(prefix='imagelabel-int8-') as folder:
+        backbone.export(folder, format='tf_saved_model', verbose=False,
+                        input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)])
+        ov_model = ov.convert_model(folder)
+    content = _quantize(ov_model, calibration.pixels, PREPROCESSORS[spec.preprocess or 'inception'])
+    return content, head
+
+
+def convert_saved_model(spec: ModelSpec, calibration) -> tuple[bytes, bytes]:
+    """A SavedModel's serving signature -> (int8 IR .npz bytes, b''): its outputs kept."""
+    import openvino as ov
+    import tensorflow as tf
+    sig = tf.saved_model.load(spec.path).signatures['serving_default']
+    (_, arg), = sig.structured_input_signature[1].items()
+    if arg.dtype.is_integer:
+        raise ValueError(f'{spec.name}: --int8_runtime openvino takes float image inputs; '
+                         'this SavedModel takes integers: use --int8_runtime litert')
+    ov_model = ov.convert_model(spec.path)
+    return _quantize(ov_model, calibration.pixels,
+                     PREPROCESSORS[spec.preprocess or 'inception']), b''
+
+
+class OpenVINORuntime:
+    """A cached OpenVINO int8 conversion, plus its float32 head when it has one.
+
+    Compiled for throughput: OpenVINO picks how many streams (parallel inferences)
+    the cores take, and a batch's images go to an AsyncInferQueue with one request
+    per stream, each image as soon as a request is free. The GIL is released while
+    OpenVINO runs.
+    """
+
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None, num_classes: int = 1000,
+                 interpreters: int | None = None):
+        require()
+        import openvino as ov
+        with open_raw(spec.path) as f:
+            blob = f.read()
+        digest = hashlib.sha256(blob)
+        head_path = spec.path[:-len('.ovz')] + '.head.npz'
+        self._head = None
+        if FileSystems.exists(head_path):
+            with open_raw(head_path) as f:
+                raw = f.read()
+            digest.update(raw)
+            with np.load(io.BytesIO(raw)) as npz:
+                self._head = (npz['kernel'], npz['bias'])
+        try:
+            with np.load(io.BytesIO(blob)) as npz:
+                xml, weights = npz['xml'].tobytes().decode(), npz['bin']
+            core = ov.Core()
+            model = core.read_model(model=xml, weights=ov.Tensor(weights))
+            shape = list(model.inputs[0].get_partial_shape().get_min_shape())
+            model.reshape([1, *shape[1:]])
+            config: dict = {'PERFORMANCE_HINT': 'THROUGHPUT'}  # OpenVINO fills the cores
+            if threads or interpreters:  # as asked: streams x threads, like LiteRT's layout
+                layout = choose_layout(interpreters, threads)
+                config.update(NUM_STREAMS=layout.interpreters,
+                              INFERENCE_NUM_THREADS=layout.interpreters * layout.threads_each)
+            self._compiled = core.compile_model(model, 'CPU', config)
+        except Exception as e:  # noqa: BLE001 - one clear line
+            raise ValueError(f'{spec.path} is not a loadable OpenVINO int8 model: '
+                             f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from e
+        self.weights_sha256 = digest.hexdigest()
+        outs = self._compiled.outputs
+        widths = {i: int(o.get_partial_shape()[-1].get_length()) for i, o in enumerate(outs)
+                  if o.get_partial_shape().rank.get_length() == 2}
+        if self._head is not None:
+            self._scores, self._emb = None, 0
+            self.num_outputs = int(self._head[0].shape[1])
+        else:
+            scores = [i for i, w in widths.items() if w in (num_classes, num_classes + 1)]
+            if len(scores) != 1:
+                raise ValueError(f'{spec.name}: cannot tell which int8 output holds the scores '
+                                 f'(widths {list(widths.values())})')
+            others = [i for i in widths if i != scores[0]]
+            self._scores = scores[0]
+            self._emb = others[0] if len(others) == 1 else None
+            self.num_outputs = widths[scores[0]]
+        self.embedding_dim = widths.get(self._emb, 0) if self._emb is not None else 0
+        in_shape = self._compiled.inputs[0].get_partial_shape()
+        self.input_size = (int(in_shape[1].get_length()), int(in_shape[2].get_length()))
+        self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        self._requests = int(self._compiled.get_property('OPTIMAL_NUMBER_OF_INFER_REQUESTS'))
+        self._queue_lock = threading.Lock()  # one AsyncInferQueue per call at a time
+        self.name = spec.name
+        self.precision = 'int8'
+        self.layout = f'{self._requests} OpenVINO stream(s)'
+        self.output_kind = 'logits' if self._head is not None else (
+            spec.outputs if spec.outputs != 'auto' else 'probabilities')
+        self.description = (f'{spec.name}: int8 on openvino {version()}, input '
+                            f'{self.input_size[0]}x{self.input_size[1]}, {self.num_outputs} '
+                            f'{self.output_kind}, embedding {self.embedding_dim}-d'
+                            + (', float32 head' if self._head is not None else '')
+                            + f'; {self.layout}')
+
+    def predict(self, pixels: np.ndarray) -> Scores:
+        import openvino as ov
+        n = len(pixels)
+        emb = np.empty((n, self.embedding_dim), np.float32)
+        raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
+        failures: list[BaseException] = []
+
+        def done(request, i: int) -> None:
+            try:
+                if self._emb is not None:
+                    emb[i] = request.get_output_tensor(self._emb).data.reshape(-1)
+                if raw is not None:
+                    raw[i] = request.get_output_tensor(self._scores).data.reshape(-1)
+            except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+                failures.append(e)
+
+        with self._queue_lock:
+            queue = ov.AsyncInferQueue(self._compiled, self._requests)
+            queue.set_callback(done)
+            for i in range(n):
+                x = np.asarray(self._preprocess(pixels[i:i + 1].astype(np.float32)), np.float32)
+                queue.start_async({0: x}, i)
+            queue.wait_all()
+        if failures:
+            raise failures[0]
+        if self._head is not None:
+            kernel, bias = self._head
+            return Scores(softmax(emb @ kernel + bias).astype(np.float32), emb)
+        return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)
+
+
