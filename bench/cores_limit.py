@@ -60,7 +60,8 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
     for name in args.configs:
         tag = name.replace(' ', '-')
         by_n = {n: run_imagelabel(manifest, out / 'runs' / f'cores-{tag}-{n}', model, n,
-                                  log=out / 'logs' / f'cores-{tag}-{n}-{k}', extra=CONFIGS[name])
+                                  log=out / 'logs' / f'cores-{tag}-{n}-{k}', extra=CONFIGS[name],
+                                  root=pathlib.Path(args.root))
                 for n, manifest in manifests.items()}
         small, big = (by_n[n] for n in sorted(by_n))
         # Marginal: the extra images over the extra labeling time, so that the fixed
@@ -84,6 +85,10 @@ def main(argv=None) -> int:
                         help='Photos invoked for the single-thread invoke rate.')
     parser.add_argument('--configs', default=','.join(CONFIGS),
                         help=f'Comma-separated, of: {", ".join(CONFIGS)}.')
+    parser.add_argument('--root', default=str(HERE.parent),
+                        help='The checkout whose `imagelabel run` is measured (e.g. one before a '
+                        'change; its summary.json needs labeling_seconds). The bound is always '
+                        'measured with this checkout\'s decode and LiteRT.')
     parser.add_argument('--assets', default=default_assets())
     parser.add_argument('--workdir', default=str(HERE / 'out'))
     parser.add_argument('--out', default=str(HERE / 'out' / 'cores_limit.json'))
@@ -100,7 +105,8 @@ def main(argv=None) -> int:
         photos[:n], pathlib.Path(args.workdir) / 'manifests' / f'imagenet-sample-{n}.txt')
         for n in (len(photos) // 4, len(photos))}
     cpu = cpu_name()
-    print(f'cores_limit: {cpu}; {len(photos)} photos, {args.rounds} rounds', flush=True)
+    print(f'cores_limit: {cpu}; {len(photos)} photos, {args.rounds} rounds; imagelabel from '
+          f'{args.root}', flush=True)
     rounds = []
     for k in range(args.rounds):
         r = one_round(args, photos, manifests, k)

@@ -181,3 +181,24 @@ def point_at_emulators(mp: pytest.MonkeyPatch, gcs, bq) -> Cloud:
 def cloud(monkeypatch, gcs_emulator, bq_emulator) -> Cloud:
     """Both emulators, with the settings in force for one test."""
     return point_at_emulators(monkeypatch, gcs_emulator, bq_emulator)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+    """One int8 conversion the launcher made: for which runtime, on which calibration set."""
+    runtime: str
+    digest: str
+
+
+@pytest.fixture
+def conversions(monkeypatch) -> list[Conversion]:
+    """The int8 conversions made while the test runs (int8.convert calls), in order."""
+    from transforms.models import int8
+    calls: list[Conversion] = []
+    real = int8.convert
+
+    def counting(spec, runtime, calibration, int8_runtime='litert'):
+        calls.append(Conversion(int8_runtime, calibration.digest))
+        return real(spec, runtime, calibration, int8_runtime)
+    monkeypatch.setattr(int8, 'convert', counting)
+    return calls

@@ -28,7 +28,6 @@ import tempfile
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.models.files import localized
 from transforms.models.interpreters import InterpreterPool, choose_layout
 from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
 from transforms.models.runtime import Scores, softmax
@@ -217,7 +216,32 @@ def _write(path: str, data: bytes) -> None:
     os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
 
 
-# --- the runtime (workers; LiteRT only, no TensorFlow) ------------------------------------
+# --- the runtimes (workers; no TensorFlow) ------------------------------------------------
+
+def read_conversion(path: str, suffix: str) -> tuple[bytes, tuple | None, str]:
+    """A cached conversion: (model bytes, float32 head (kernel, bias) or None, sha256).
+
+    The sha256 covers the model and its head: it is the weights part of model_id.
+    """
+    with open_raw(path) as f:
+        content = f.read()
+    digest = hashlib.sha256(content)
+    head_path = path[:-len(suffix)] + '.head.npz'
+    head = None
+    if FileSystems.exists(head_path):
+        with open_raw(head_path) as f:
+            raw = f.read()
+        digest.update(raw)
+        with np.load(io.BytesIO(raw)) as npz:
+            head = (npz['kernel'], npz['bias'])
+    return content, head, digest.hexdigest()
+
+
+def head_scores(head: tuple, embeddings: np.ndarray) -> Scores:
+    """The float32 head on int8 embeddings: probabilities, with the embeddings."""
+    kernel, bias = head
+    return Scores(softmax(embeddings @ kernel + bias).astype(np.float32), embeddings)
+
 
 class Int8Runtime:
     """A cached int8 conversion on LiteRT, plus its float32 head when it has one.
@@ -228,17 +252,7 @@ class Int8Runtime:
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None, num_classes: int = 1000,
                  interpreters: int | None = None):
-        with localized(spec.path) as local, open(local, 'rb') as f:
-            content = f.read()
-        digest = hashlib.sha256(content)
-        head_path = spec.path[:-len('.tflite')] + '.head.npz'
-        self._head = None
-        if FileSystems.exists(head_path):
-            with open_raw(head_path) as f:
-                raw = f.read()
-            digest.update(raw)
-            with np.load(io.BytesIO(raw)) as npz:
-                self._head = (npz['kernel'], npz['bias'])
+        content, self._head, sha256 = read_conversion(spec.path, RUNTIMES['litert'][0])
         self.layout = choose_layout(interpreters, threads)
         try:
             self._pool = InterpreterPool(content, self.layout)
@@ -246,7 +260,7 @@ class Int8Runtime:
             raise ValueError(f'{spec.path} is not a loadable int8 model: {e}') from e
         (self._in,) = self._pool.first.get_input_details()
         outs = self._pool.first.get_output_details()
-        self.weights_sha256 = digest.hexdigest()
+        self.weights_sha256 = sha256
         if self._head is not None:
             self._scores, self._emb = None, outs[0]
             self.num_outputs = int(self._head[0].shape[1])
@@ -307,6 +321,5 @@ class Int8Runtime:
 
         self._pool.run(n, one)
         if self._head is not None:
-            kernel, bias = self._head
-            return Scores(softmax(emb @ kernel + bias).astype(np.float32), emb)
+            return head_scores(self._head, emb)
         return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)

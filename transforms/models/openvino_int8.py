@@ -14,18 +14,16 @@ leaves softmax in float32).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import tempfile
 import threading
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
+from transforms.models.int8 import RUNTIMES, backbone_and_head, head_scores, read_conversion
 from transforms.models.interpreters import choose_layout
 from transforms.models.runtime import Scores, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
-from transforms.read import open_raw
 
 INSTALL_HINT = "pip install 'imagelabel[openvino]' (the openvino and nncf packages)"
 
@@ -73,7 +71,6 @@ def convert_keras(model, spec: ModelSpec, calibration) -> tuple[bytes, bytes]:
     import openvino as ov
     import tensorflow as tf
 
-    from transforms.models.int8 import backbone_and_head
     backbone, head = backbone_and_head(model, spec)  # the float32 head stays in numpy
     h, w = calibration.pixels.shape[1:3]
     with tempfile.TemporaryDirectory(prefix='imagelabel-int8-') as folder:
@@ -111,17 +108,7 @@ class OpenVINORuntime:
                  interpreters: int | None = None):
         require()
         import openvino as ov
-        with open_raw(spec.path) as f:
-            blob = f.read()
-        digest = hashlib.sha256(blob)
-        head_path = spec.path[:-len('.ovz')] + '.head.npz'
-        self._head = None
-        if FileSystems.exists(head_path):
-            with open_raw(head_path) as f:
-                raw = f.read()
-            digest.update(raw)
-            with np.load(io.BytesIO(raw)) as npz:
-                self._head = (npz['kernel'], npz['bias'])
+        blob, self._head, sha256 = read_conversion(spec.path, RUNTIMES['openvino'][0])
         try:
             with np.load(io.BytesIO(blob)) as npz:
                 xml, weights = npz['xml'].tobytes().decode(), npz['bin']
@@ -138,7 +125,7 @@ class OpenVINORuntime:
         except Exception as e:  # noqa: BLE001 - one clear line
             raise ValueError(f'{spec.path} is not a loadable OpenVINO int8 model: '
                              f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from e
-        self.weights_sha256 = digest.hexdigest()
+        self.weights_sha256 = sha256
         outs = self._compiled.outputs
         widths = {i: int(o.get_partial_shape()[-1].get_length()) for i, o in enumerate(outs)
                   if o.get_partial_shape().rank.get_length() == 2}
@@ -197,8 +184,7 @@ class OpenVINORuntime:
         if failures:
             raise failures[0]
         if self._head is not None:
-            kernel, bias = self._head
-            return Scores(softmax(emb @ kernel + bias).astype(np.float32), emb)
+            return head_scores(self._head, emb)
         return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)
 
 
