@@ -67,7 +67,8 @@ class ImageLabelOptions(PipelineOptions):
             help='bf16 runs Keras models through oneDNN\'s bf16 graph rewrite (much faster '
             'on CPUs with AVX512-BF16 or AMX); int8 quantizes a Keras or SavedModel model '
             'at launch (calibrated on the run\'s own images, cached in --model_cache) and '
-            'runs it on LiteRT. Both are checked against float32 at launch (--min_agreement).')
+            'runs it on LiteRT or OpenVINO (--int8_runtime). Both are checked against float32 '
+            'at launch (--min_agreement).')
         add_precision_flags(parser)
         parser.add_argument('--model_threads', type=int, default=0,
                             help='Threads for the model (for .tflite and int8: per '

@@ -50,10 +50,10 @@ class LookaheadDoFn(beam.DoFn):
         self.peak_inflight_bytes = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: collections.deque = collections.deque()
+        self._bytes_lock: threading.Lock | None = None  # made in setup: locks do not pickle
         self._reset_totals()
 
     def _reset_totals(self) -> None:
-        self._bytes_lock = threading.Lock()
         self._held_bytes = 0   # inputs of pending elements
         self._done_bytes = 0   # results landed, not yet emitted
         self._running = 0      # results not landed yet (counted at the size hint)
@@ -85,17 +85,22 @@ class LookaheadDoFn(beam.DoFn):
             return self._held_bytes + self._done_bytes + self._running * self._size_hint
 
     def _landed(self, future: concurrent.futures.Future) -> None:
-        """A result is done (runs on the pool thread): move it from running to done."""
+        """A result is done (runs on the pool thread): move it from running to done.
+
+        result() can return to the bundle's thread before this callback runs; whichever
+        of the two comes second finds the other's mark and leaves the totals alone.
+        """
         try:
             size = self.result_bytes(future.result()) if not future.cancelled() else 0
         except Exception:  # noqa: BLE001 - the error surfaces when the result is emitted
             size = 0
         with self._bytes_lock:
             self._size_hint = max(self._size_hint, size)
+            if getattr(future, 'emitted', False):  # already gone downstream, and counted
+                return
+            future.landed_size = size
             self._running -= 1
-            if not getattr(future, 'emitted', False):  # else: already gone downstream
-                future.result_size = size
-                self._done_bytes += size
+            self._done_bytes += size
 
     def _over_budget(self) -> bool:
         if self._max_bytes is None or not self._pending:
@@ -108,6 +113,7 @@ class LookaheadDoFn(beam.DoFn):
         return held > self._max_bytes
 
     def setup(self):
+        self._bytes_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._threads, thread_name_prefix=type(self).__name__)
 
@@ -145,9 +151,10 @@ class LookaheadDoFn(beam.DoFn):
         if self._max_bytes:
             with self._bytes_lock:
                 self._held_bytes -= held
-                # result() can return before the done-callback has run: then the
-                # callback, seeing `emitted`, leaves the done total alone.
-                self._done_bytes -= getattr(future, 'result_size', 0)
+                if hasattr(future, 'landed_size'):
+                    self._done_bytes -= future.landed_size
+                else:  # its callback has not run yet (see _landed)
+                    self._running -= 1
                 future.emitted = True
         for out in self.outputs(result):
             if isinstance(out, beam.pvalue.TaggedOutput):
