@@ -146,7 +146,10 @@ class OpenVINORuntime:
         self.input_size = (int(in_shape[1].get_length()), int(in_shape[2].get_length()))
         self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
         self._requests = int(self._compiled.get_property('OPTIMAL_NUMBER_OF_INFER_REQUESTS'))
-        self._queue_lock = threading.Lock()  # one AsyncInferQueue per call at a time
+        # One request per stream, made once; a batch at a time (Beam may call from threads).
+        self._queue = ov.AsyncInferQueue(self._compiled, self._requests)
+        self._queue.set_callback(self._landed)
+        self._queue_lock = threading.Lock()
         self.name = spec.name
         self.precision = 'int8'
         self.layout = f'{self._requests} OpenVINO stream(s)'
@@ -158,29 +161,27 @@ class OpenVINORuntime:
                             + (', float32 head' if self._head is not None else '')
                             + f'; {self.layout}')
 
+    def _landed(self, request, userdata) -> None:
+        """An image is done (OpenVINO's thread): copy its outputs into the batch's arrays."""
+        i, emb, raw, failures = userdata
+        try:
+            if self._emb is not None:
+                emb[i] = request.get_output_tensor(self._emb).data.reshape(-1)
+            if raw is not None:
+                raw[i] = request.get_output_tensor(self._scores).data.reshape(-1)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
+            failures.append(e)
+
     def predict(self, pixels: np.ndarray) -> Scores:
-        import openvino as ov
         n = len(pixels)
         emb = np.empty((n, self.embedding_dim), np.float32)
         raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
         failures: list[BaseException] = []
-
-        def done(request, i: int) -> None:
-            try:
-                if self._emb is not None:
-                    emb[i] = request.get_output_tensor(self._emb).data.reshape(-1)
-                if raw is not None:
-                    raw[i] = request.get_output_tensor(self._scores).data.reshape(-1)
-            except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
-                failures.append(e)
-
         with self._queue_lock:
-            queue = ov.AsyncInferQueue(self._compiled, self._requests)
-            queue.set_callback(done)
             for i in range(n):
                 x = np.asarray(self._preprocess(pixels[i:i + 1].astype(np.float32)), np.float32)
-                queue.start_async({0: x}, i)
-            queue.wait_all()
+                self._queue.start_async({0: x}, (i, emb, raw, failures))
+            self._queue.wait_all()
         if failures:
             raise failures[0]
         if self._head is not None:
