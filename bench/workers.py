@@ -205,7 +205,8 @@ def worker_cores_bound(args) -> dict[str, Any]:
         im.draft('RGB', (size[1], size[0]))
         im.load()
         return im
-    _, loaded = cpu_rate(jpeg_only, datas[:8])
+    for d in datas[:8]:  # warm up
+        jpeg_only(d)
     steps['JPEG decode (DCT-scaled draft)'] = ms(jpeg_only, datas)
     loaded = [jpeg_only(d) for d in datas]
     steps['crop and resize to the model input'] = ms(
