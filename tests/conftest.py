@@ -202,3 +202,19 @@ def conversions(monkeypatch) -> list[Conversion]:
         return real(spec, runtime, calibration, int8_runtime)
     monkeypatch.setattr(int8, 'convert', counting)
     return calls
+
+
+@pytest.fixture(scope='module')
+def int8_photos(tmp_path_factory) -> pathlib.Path:
+    """12 small generated photos: enough to calibrate, check agreement and label (int8 tests)."""
+    folder = tmp_path_factory.mktemp('photos')
+    for i in range(12):
+        write_jpeg(folder / f'{i:02d}.jpg', size=(96, 80), seed=i)
+    return folder
+
+
+def int8_run(model, photos, out, cache, *extra) -> CliResult:
+    """`imagelabel run --precision int8` on few images, gate off: the mechanics, not agreement."""
+    return run_cli('run', '--input', photos, '--output', out, '--model', model,
+                   '--precision', 'int8', '--model_cache', cache, '--min_agreement', '0',
+                   '--calibration_images', '6', '--agreement_images', '4', *extra)

@@ -14,34 +14,22 @@ import sys
 import pytest
 from pipeline.summary import read_summary
 
-from conftest import ROOT, read_parquet_rows, run_cli, write_jpeg
+from conftest import ROOT, int8_run, read_parquet_rows, run_cli
 
 
-@pytest.fixture(scope='module')
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('photos')
-    for i in range(12):
-        write_jpeg(folder / f'{i:02d}.jpg', size=(96, 80), seed=i)
-    return folder
-
-
-def _int8_run(model, photos, out, cache, *extra):
-    return run_cli('run', '--input', photos, '--output', out, '--model', model,
-                   '--precision', 'int8', '--model_cache', cache, '--min_agreement', '0',
-                   '--calibration_images', '6', '--agreement_images', '4', *extra)
-
-
+@pytest.mark.parametrize('runtime, suffix', [('litert', '.tflite'), ('openvino', '.ovz')])
 def test_a_scheduled_run_converts_once_and_then_loads_from_the_cache(
-        tiny_keras_model, photos, tmp_path, conversions):
+        tiny_keras_model, int8_photos, tmp_path, conversions, runtime, suffix):
     cache = tmp_path / 'cache'
-    first = _int8_run(tiny_keras_model, photos, tmp_path / 'a', cache)
+    flags = ('--int8_runtime', runtime)
+    first = int8_run(tiny_keras_model, int8_photos, tmp_path / 'a', cache, *flags)
     assert first.code == 0, first.err
-    files = sorted(p.name for p in cache.iterdir())
-    assert len(files) == 2 and files[0].endswith('.head.npz') and files[1].endswith('.tflite')
-    assert files[1].startswith('tiny.keras-int8-litert-')
-    second = _int8_run(tiny_keras_model, photos, tmp_path / 'b', cache)
+    files = sorted(p.name for p in cache.iterdir())  # one model file, and the float32 head
+    assert len(files) == 2 and files[0].endswith('.head.npz') and files[1].endswith(suffix)
+    assert files[1].startswith(f'tiny.keras-int8-{runtime}-')
+    second = int8_run(tiny_keras_model, int8_photos, tmp_path / 'b', cache, *flags)
     assert second.code == 0, second.err
-    assert len(conversions) == 1  # the second run found it in the cache
+    assert [c.runtime for c in conversions] == [runtime]  # the second run used the cache
     a = read_summary(str(tmp_path / 'a'))
     b = read_summary(str(tmp_path / 'b'))
     assert a['model_id'] == b['model_id'] and a['precision'] == b['precision'] == 'int8'
@@ -49,19 +37,19 @@ def test_a_scheduled_run_converts_once_and_then_loads_from_the_cache(
 
 
 def test_another_calibration_set_is_another_cache_entry(
-        tiny_keras_model, photos, tmp_path, conversions):
+        tiny_keras_model, int8_photos, tmp_path, conversions):
     cache = tmp_path / 'cache'
-    assert _int8_run(tiny_keras_model, photos, tmp_path / 'a', cache).code == 0
-    assert _int8_run(tiny_keras_model, photos, tmp_path / 'b', cache,
+    assert int8_run(tiny_keras_model, int8_photos, tmp_path / 'a', cache).code == 0
+    assert int8_run(tiny_keras_model, int8_photos, tmp_path / 'b', cache,
                      '--calibration_images', '5').code == 0
     assert len(conversions) == 2 and conversions[0].digest != conversions[1].digest
     assert len(list(cache.glob('*.tflite'))) == 2
 
 
-def test_int8_rows_have_the_float32_schema_labels_and_embedding(tiny_keras_model, photos,
+def test_int8_rows_have_the_float32_schema_labels_and_embedding(tiny_keras_model, int8_photos,
                                                                 tmp_path):
-    assert _int8_run(tiny_keras_model, photos, tmp_path / 'q', tmp_path / 'cache').code == 0
-    f32 = run_cli('run', '--input', photos, '--output', tmp_path / 'f', '--model',
+    assert int8_run(tiny_keras_model, int8_photos, tmp_path / 'q', tmp_path / 'cache').code == 0
+    f32 = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'f', '--model',
                   tiny_keras_model)
     assert f32.code == 0, f32.err
     q_rows = read_parquet_rows(tmp_path / 'q', 'labels')
@@ -77,18 +65,18 @@ def test_int8_rows_have_the_float32_schema_labels_and_embedding(tiny_keras_model
 
 
 def test_a_saved_model_folder_converts_to_int8_and_labels_like_its_float32_self(
-        tiny_keras_model, photos, tmp_path, conversions):
+        tiny_keras_model, int8_photos, tmp_path, conversions):
     import keras
     saved = tmp_path / 'saved'
     keras.models.load_model(tiny_keras_model).export(str(saved), verbose=False)
     cache = tmp_path / 'cache'
-    q = _int8_run(saved, photos, tmp_path / 'q', cache)
+    q = int8_run(saved, int8_photos, tmp_path / 'q', cache)
     assert q.code == 0, q.err
     assert len(conversions) == 1 and len(list(cache.glob('saved-int8-litert-*.tflite'))) == 1
     summary = read_summary(str(tmp_path / 'q'))
     assert summary['precision'] == 'int8' and summary['labeled'] == 12
     assert summary['agreement']['images'] == 4
-    f = run_cli('run', '--input', photos, '--output', tmp_path / 'f', '--model', saved)
+    f = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'f', '--model', saved)
     assert f.code == 0, f.err
     q_rows = {r['uri']: r for r in read_parquet_rows(tmp_path / 'q', 'labels')}
     f_rows = {r['uri']: r for r in read_parquet_rows(tmp_path / 'f', 'labels')}
@@ -101,12 +89,12 @@ def test_a_saved_model_folder_converts_to_int8_and_labels_like_its_float32_self(
         common = set(f_scores) & set(q_scores)
         assert len(common) >= 3, (f_scores, q_scores)
         assert max(abs(f_scores[i] - q_scores[i]) for i in common) < 0.05
-    again = _int8_run(saved, photos, tmp_path / 'q2', cache)  # the cache serves the rerun
+    again = int8_run(saved, int8_photos, tmp_path / 'q2', cache)  # the cache serves the rerun
     assert again.code == 0 and len(conversions) == 1
 
 
-def test_int8_on_a_tflite_model_is_refused_with_one_line(mobilenet_v2_quant, photos, tmp_path):
-    r = _int8_run(mobilenet_v2_quant, photos, tmp_path / 'o', tmp_path / 'cache')
+def test_int8_on_a_tflite_model_is_refused_with_one_line(mobilenet_v2_quant, int8_photos, tmp_path):
+    r = int8_run(mobilenet_v2_quant, int8_photos, tmp_path / 'o', tmp_path / 'cache')
     assert r.code == 2
     assert r.err.strip().splitlines()[-1] == (
         'imagelabel: error: --precision int8 applies to a named Keras application, a Keras '
@@ -145,10 +133,10 @@ print(json.dumps({'tensorflow': 'tensorflow' in sys.modules, 'shape': list(p.pro
 
 @pytest.mark.parametrize('runtime, suffix, fmt', [('litert', '.tflite', 'int8_tflite'),
                                                   ('openvino', '.ovz', 'int8_openvino')])
-def test_a_worker_loads_the_cached_int8_file_without_tensorflow(tiny_keras_model, photos,
+def test_a_worker_loads_the_cached_int8_file_without_tensorflow(tiny_keras_model, int8_photos,
                                                                 tmp_path, runtime, suffix, fmt):
     cache = tmp_path / 'cache'
-    assert _int8_run(tiny_keras_model, photos, tmp_path / 'o', cache,
+    assert int8_run(tiny_keras_model, int8_photos, tmp_path / 'o', cache,
                      '--int8_runtime', runtime).code == 0
     (cached,) = cache.glob('*' + suffix)
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')

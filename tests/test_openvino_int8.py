@@ -1,7 +1,8 @@
 """--int8_runtime openvino: NNCF quantization at launch, cached as one file, run by OpenVINO.
 
-The mechanics on the random-weight tiny model with --min_agreement 0 (agreement on a
-trained model is in test_agreement.py, for both int8 runtimes).
+The mechanics on the random-weight tiny model with --min_agreement 0. The cache and the
+TensorFlow-free worker are tested for both runtimes in test_int8.py, agreement on a
+trained model in test_agreement.py.
 """
 from __future__ import annotations
 
@@ -9,44 +10,17 @@ import sys
 
 import pytest
 
-from conftest import read_parquet_rows, run_cli, write_jpeg
-from pipeline.summary import read_summary
-
-
-@pytest.fixture(scope='module')
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('photos')
-    for i in range(12):
-        write_jpeg(folder / f'{i:02d}.jpg', size=(96, 80), seed=i)
-    return folder
+from conftest import int8_run, read_parquet_rows, run_cli
 
 
 def _openvino_run(model, photos, out, cache, *extra):
-    return run_cli('run', '--input', photos, '--output', out, '--model', model,
-                   '--precision', 'int8', '--int8_runtime', 'openvino', '--model_cache', cache,
-                   '--min_agreement', '0', '--calibration_images', '6',
-                   '--agreement_images', '4', *extra)
-
-
-def test_an_openvino_conversion_is_one_cache_file_with_its_head_and_is_reused(
-        tiny_keras_model, photos, tmp_path, conversions):
-    cache = tmp_path / 'cache'
-    first = _openvino_run(tiny_keras_model, photos, tmp_path / 'a', cache)
-    assert first.code == 0, first.err
-    files = sorted(p.name for p in cache.iterdir())
-    assert len(files) == 2 and files[0].endswith('.head.npz') and files[1].endswith('.ovz')
-    assert files[1].startswith('tiny.keras-int8-openvino-')
-    second = _openvino_run(tiny_keras_model, photos, tmp_path / 'b', cache)
-    assert second.code == 0, second.err
-    assert [c.runtime for c in conversions] == ['openvino']  # the second run used the cache
-    a, b = read_summary(str(tmp_path / 'a')), read_summary(str(tmp_path / 'b'))
-    assert a['model_id'] == b['model_id'] and a['precision'] == 'int8' and a['labeled'] == 12
+    return int8_run(model, photos, out, cache, '--int8_runtime', 'openvino', *extra)
 
 
 def test_openvino_int8_rows_are_float32_rows_with_nearly_the_same_scores(
-        tiny_keras_model, photos, tmp_path):
-    assert _openvino_run(tiny_keras_model, photos, tmp_path / 'q', tmp_path / 'c').code == 0
-    f32 = run_cli('run', '--input', photos, '--output', tmp_path / 'f', '--model',
+        tiny_keras_model, int8_photos, tmp_path):
+    assert _openvino_run(tiny_keras_model, int8_photos, tmp_path / 'q', tmp_path / 'c').code == 0
+    f32 = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'f', '--model',
                   tiny_keras_model)
     assert f32.code == 0, f32.err
     q = {r['uri']: r for r in read_parquet_rows(tmp_path / 'q', 'labels')}
@@ -61,13 +35,13 @@ def test_openvino_int8_rows_are_float32_rows_with_nearly_the_same_scores(
         assert diff < 0.05 * max(abs(v) for v in row['embedding'])
 
 
-def test_openvino_on_a_saved_model_keeps_its_outputs(tiny_keras_model, photos, tmp_path):
+def test_openvino_on_a_saved_model_keeps_its_outputs(tiny_keras_model, int8_photos, tmp_path):
     import keras
     saved = tmp_path / 'saved'
     keras.models.load_model(tiny_keras_model).export(str(saved), verbose=False)
-    r = _openvino_run(saved, photos, tmp_path / 'q', tmp_path / 'c')
+    r = _openvino_run(saved, int8_photos, tmp_path / 'q', tmp_path / 'c')
     assert r.code == 0, r.err
-    f = run_cli('run', '--input', photos, '--output', tmp_path / 'f', '--model', saved)
+    f = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'f', '--model', saved)
     assert f.code == 0, f.err
     q_rows = {r['uri']: r for r in read_parquet_rows(tmp_path / 'q', 'labels')}
     for row in read_parquet_rows(tmp_path / 'f', 'labels'):
@@ -77,9 +51,9 @@ def test_openvino_on_a_saved_model_keeps_its_outputs(tiny_keras_model, photos, t
         assert len(common) >= 3 and max(abs(got[i] - want[i]) for i in common) < 1e-3
 
 
-def test_int8_runtime_without_int8_precision_is_refused_when_parsed(tiny_keras_model, photos,
+def test_int8_runtime_without_int8_precision_is_refused_when_parsed(tiny_keras_model, int8_photos,
                                                                     tmp_path):
-    r = run_cli('run', '--input', photos, '--output', tmp_path / 'o', '--model', tiny_keras_model,
+    r = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'o', '--model', tiny_keras_model,
                 '--int8_runtime', 'openvino')
     assert r.code == 2
     assert r.err.strip().splitlines()[-1] == (
