@@ -129,7 +129,7 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
                   time.monotonic() - started, len(sample.calibration), files.model)
     integer_input = getattr(runtime, '_integer_input', False)
     return dataclasses.replace(
-        spec, format=int8.RUNTIMES[s.int8_runtime][1], path=files.model, application=None,
+        spec, format=int8.RUNTIMES[s.int8_runtime].format, path=files.model, application=None,
         weights=None,
         preprocess=spec.preprocess or ('raw' if integer_input else 'inception'),
         outputs=runtime.output_kind)

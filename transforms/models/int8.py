@@ -36,9 +36,19 @@ from transforms.read import open_raw
 
 _log = logging.getLogger('imagelabel.models')
 
-#: The int8 runtimes (--int8_runtime): how each names its cache files, and the
-#: format workers load them with (transforms.models.formats). Part of every cache key.
-RUNTIMES = {'litert': ('.tflite', 'int8_tflite'), 'openvino': ('.ovz', 'int8_openvino')}
+
+@dataclasses.dataclass(frozen=True)
+class Int8RuntimeInfo:
+    """An int8 runtime: its cache files' suffix, the format workers load them with
+    (transforms.models.formats), and the package whose version keys the cache."""
+    suffix: str
+    format: str
+    package: str
+
+
+#: The int8 runtimes (--int8_runtime).
+RUNTIMES = {'litert': Int8RuntimeInfo('.tflite', 'int8_tflite', 'ai-edge-litert'),
+            'openvino': Int8RuntimeInfo('.ovz', 'int8_openvino', 'openvino')}
 RUNTIME = 'litert'  # the default
 #: How conversions are made; a change that makes different files bumps it (cache key).
 #: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
@@ -47,10 +57,9 @@ CONVERSION_VERSION = 2
 
 def runtime_tag(runtime: str = RUNTIME) -> str:
     """'litert-2.3.0': a new runtime version may convert differently, so it keys the cache."""
-    package = {'litert': 'ai-edge-litert', 'openvino': 'openvino'}[runtime]
     try:
         from importlib.metadata import version
-        return f'{runtime}-{version(package)}'
+        return f'{runtime}-{version(RUNTIMES[runtime].package)}'
     except Exception:  # noqa: BLE001
         return runtime
 
@@ -86,8 +95,8 @@ class Int8Files:
 
     @classmethod
     def at(cls, cache: str, key: str, runtime: str = RUNTIME) -> 'Int8Files':
-        suffix = RUNTIMES[runtime][0]
-        return cls(FileSystems.join(cache, key + suffix), FileSystems.join(cache, key + '.head.npz'))
+        return cls(FileSystems.join(cache, key + RUNTIMES[runtime].suffix),
+                   FileSystems.join(cache, key + '.head.npz'))
 
     def exists(self) -> bool:
         return FileSystems.exists(self.model)
@@ -252,7 +261,7 @@ class Int8Runtime:
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None, num_classes: int = 1000,
                  interpreters: int | None = None):
-        content, self._head, sha256 = read_conversion(spec.path, RUNTIMES['litert'][0])
+        content, self._head, sha256 = read_conversion(spec.path, RUNTIMES['litert'].suffix)
         self.layout = choose_layout(interpreters, threads)
         try:
             self._pool = InterpreterPool(content, self.layout)

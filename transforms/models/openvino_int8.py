@@ -108,7 +108,7 @@ class OpenVINORuntime:
                  interpreters: int | None = None):
         require()
         import openvino as ov
-        blob, self._head, sha256 = read_conversion(spec.path, RUNTIMES['openvino'][0])
+        blob, self._head, sha256 = read_conversion(spec.path, RUNTIMES['openvino'].suffix)
         try:
             with np.load(io.BytesIO(blob)) as npz:
                 xml, weights = npz['xml'].tobytes().decode(), npz['bin']
