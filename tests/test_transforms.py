@@ -67,3 +67,15 @@ def test_label_images_runs_the_model_through_run_inference(tiny_keras_model):
         assert_that(shapes, equal_to([(f'img{i}', (1000,), (16,), True) for i in range(6)]),
                     label='scores')
         assert_that(out['errors'], equal_to([]), label='errors')
+
+
+def test_the_read_stage_bounds_its_memory_by_max_inflight_bytes_not_by_max_bytes():
+    # Two different limits: one per object (--max_bytes), one for what the read-ahead holds
+    # (--max_inflight_bytes). The read stage once let the first overwrite the second.
+    from transforms.read import ReadImages, RetryPolicy
+    dofn = ReadImages(max_bytes=1000, retry=RetryPolicy(attempts=1),
+                      max_inflight_bytes=5 << 20)._dofn
+    assert dofn._max_inflight_bytes == 5 << 20 and dofn._max_bytes == 1000
+    unbounded = ReadImages(max_bytes=1000, retry=RetryPolicy(attempts=1),
+                           max_inflight_bytes=None)._dofn
+    assert unbounded._max_inflight_bytes is None

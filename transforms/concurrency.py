@@ -45,7 +45,7 @@ class LookaheadDoFn(beam.DoFn):
             raise ValueError('max_inflight_bytes must be positive')
         self._threads = threads
         self._lookahead = lookahead
-        self._max_bytes = max_inflight_bytes
+        self._max_inflight_bytes = max_inflight_bytes
         self._size_hint = 0
         self.peak_inflight_bytes = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -103,14 +103,14 @@ class LookaheadDoFn(beam.DoFn):
             self._done_bytes += size
 
     def _over_budget(self) -> bool:
-        if self._max_bytes is None or not self._pending:
+        if self._max_inflight_bytes is None or not self._pending:
             return False
         if self._size_hint == 0 and len(self._pending) > 1 and (
                 type(self).result_bytes is not LookaheadDoFn.result_bytes):
             return True  # no result sized yet: learn one before queueing more
         held = self.inflight_bytes()
         self.peak_inflight_bytes = max(self.peak_inflight_bytes, held)
-        return held > self._max_bytes
+        return held > self._max_inflight_bytes
 
     def setup(self):
         self._bytes_lock = threading.Lock()
@@ -123,9 +123,9 @@ class LookaheadDoFn(beam.DoFn):
 
     def process(self, element: Any, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
-        held = self.element_bytes(element) if self._max_bytes else 0
+        held = self.element_bytes(element) if self._max_inflight_bytes else 0
         future = self._pool.submit(self.work, element)
-        if self._max_bytes:
+        if self._max_inflight_bytes:
             with self._bytes_lock:
                 self._held_bytes += held
                 self._running += 1
@@ -148,7 +148,7 @@ class LookaheadDoFn(beam.DoFn):
     def _emit(self, item: tuple) -> Iterator[Any]:
         future, timestamp, window, held = item
         result = future.result()
-        if self._max_bytes:
+        if self._max_inflight_bytes:
             with self._bytes_lock:
                 self._held_bytes -= held
                 if hasattr(future, 'landed_size'):
