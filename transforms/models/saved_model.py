@@ -25,6 +25,7 @@ class SavedModelRuntime:
             except Exception as e:  # noqa: BLE001
                 raise ValueError(f'{spec.path} is not a loadable SavedModel with a '
                                  f'serving_default signature: {type(e).__name__}') from e
+            fingerprint = file_fingerprint(local)  # the local copy: gs:// is read once
         (arg_name, arg_spec), = sig.structured_input_signature[1].items()
         if len(arg_spec.shape) != 4 or arg_spec.shape[-1] != 3:
             raise ValueError(f'{spec.name}: expected an image input (batch, height, width, 3), '
@@ -48,7 +49,7 @@ class SavedModelRuntime:
                                          ('raw' if self._integer_input else 'inception')]
         self._dtype = arg_spec.dtype
         self.name = spec.name
-        self.weights_sha256 = file_fingerprint(spec.path)
+        self.weights_sha256 = fingerprint
         self.precision = 'float32'
         self.input_size = (int(h), int(w))
         self.num_outputs = int(widths[self._scores_key])
