@@ -135,9 +135,9 @@ class SkipUnchanged(beam.PTransform):
 
         def choose(joined):
             _, groups = joined
+            earlier = latest(groups['previous'])  # one per URI, whatever the listing holds
             for item in groups['listed']:
-                decision = decide(item, latest(groups['previous']), model_id=model_id,
-                                  retry_errors=retry_errors)
+                decision = decide(item, earlier, model_id=model_id, retry_errors=retry_errors)
                 if decision is Decision.SKIP:
                     skipped.inc()
                     continue

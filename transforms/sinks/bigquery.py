@@ -135,7 +135,7 @@ def schema_differences(expected: list[dict], actual: list[dict], prefix: str = '
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        return [float(x) for x in value.astype(np.float64)]
+        return value.astype(np.float64).tolist()  # Python floats, without a Python loop
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, datetime.datetime):
