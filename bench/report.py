@@ -116,7 +116,7 @@ def compare_labels(a_dir: pathlib.Path, b_dir: pathlib.Path) -> dict[str, Any]:
 
     def load(d):
         rows = {}
-        for f in sorted(d.glob('labels-*.parquet')):
+        for f in sorted(d.glob('**/labels-*.parquet')):
             for r in pq.read_table(f, columns=['uri', 'labels', 'embedding']).to_pylist():
                 rows[r['uri']] = r
         return rows
