@@ -28,7 +28,7 @@ import tempfile
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.models.interpreters import InterpreterPool, choose_layout
+from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
 from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
 from transforms.models.runtime import Scores, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
@@ -299,36 +299,15 @@ class Int8Runtime:
                             + (', float32 head' if self._head is not None else '')
                             + f'; {self.layout}')
 
-    def _model_input(self, pixels: np.ndarray) -> np.ndarray:
-        x = np.asarray(self._preprocess(pixels.astype(np.float32)), np.float32)
-        dtype = self._in['dtype']
-        scale, zero = self._in['quantization']
-        if np.issubdtype(dtype, np.integer) and scale:
-            info = np.iinfo(dtype)
-            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        return x.astype(dtype)
-
-    @staticmethod
-    def _read(interp, detail) -> np.ndarray:
-        values = interp.get_tensor(detail['index'])
-        scale, zero = detail['quantization']
-        out = values.astype(np.float32)
-        return (out - zero) * scale if scale and np.issubdtype(values.dtype, np.integer) else out
-
     def predict(self, pixels: np.ndarray) -> Scores:
         n = len(pixels)
         emb = np.empty((n, self.embedding_dim), np.float32)
         raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
-
-        def one(interp, i: int) -> None:
-            interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
-            interp.invoke()
-            if self._emb:
-                emb[i] = self._read(interp, self._emb).reshape(-1)
-            if raw is not None:
-                raw[i] = self._read(interp, self._scores).reshape(-1)
-
-        self._pool.run(n, one)
+        self._pool.invoke_each(
+            n, lambda i: quantize(np.asarray(self._preprocess(pixels[i:i + 1].astype(np.float32)),
+                                             np.float32), self._in), self._in,
+            ([(self._emb, emb)] if self._emb else []) +
+            ([(self._scores, raw)] if raw is not None else []))
         if self._head is not None:
             return head_scores(self._head, emb)
         return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)

@@ -20,6 +20,26 @@ import os
 import queue
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Values for an input tensor: quantized with its own scale and zero point if integer."""
+    dtype = detail['dtype']
+    scale, zero = detail['quantization']
+    if np.issubdtype(dtype, np.integer) and scale:
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return np.asarray(x, dtype=dtype)
+
+
+def read_output(interp, detail: dict) -> np.ndarray:
+    """An output tensor as float32, dequantized if it is integer."""
+    values = interp.get_tensor(detail['index'])
+    scale, zero = detail['quantization']
+    out = values.astype(np.float32)
+    return (out - zero) * scale if scale and np.issubdtype(values.dtype, np.integer) else out
+
 
 def usable_cores() -> int:
     """Cores this process may run on (a container's CPU set, not the host's)."""
@@ -100,6 +120,17 @@ class InterpreterPool:
             concurrent.futures.wait(futures)  # never return while a helper still writes
         for f in futures:
             f.result()  # re-raises a helper's failure
+
+    def invoke_each(self, n: int, model_input: Callable[[int], np.ndarray], input_detail: dict,
+                    outputs: list[tuple[dict, np.ndarray]]) -> None:
+        """For each image i < n: set model_input(i), invoke, and write row i of every
+        (output tensor detail, float32 array) pair, dequantized."""
+        def one(interp, i: int) -> None:
+            interp.set_tensor(input_detail['index'], model_input(i))
+            interp.invoke()
+            for detail, array in outputs:
+                array[i] = read_output(interp, detail).reshape(-1)
+        self.run(n, one)
 
     def _drain(self, one: Callable[[Any, int], None], taken: Iterator[int], n: int) -> None:
         interp = self._free.get()

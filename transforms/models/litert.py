@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from transforms.models.files import localized
-from transforms.models.interpreters import InterpreterPool, choose_layout
+from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
 from transforms.models.runtime import Scores, looks_like_probabilities, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec, _raw
 
@@ -144,7 +144,6 @@ class TFLiteRuntime:
         self._in = inp
         self._out = outs[0]
         self._emb = outs[-1] if has_embedding and len(outs) > 1 else None
-        self._quantized_input = bool(np.issubdtype(inp['dtype'], np.integer))
         # uint8 models take raw pixels (their input scale is 1/128 around 128); others
         # (float, int8) take [-1, 1], quantized with the input tensor's own parameters.
         self._preprocess = PREPROCESSORS[spec.preprocess or (
@@ -166,40 +165,18 @@ class TFLiteRuntime:
                             f'input {self.input_size[0]}x{self.input_size[1]}, {self.num_outputs} {kind}, '
                             f'embedding {self.embedding_dim}-d; {self.layout}')
 
-    @staticmethod
-    def _dequantize(values: np.ndarray, detail) -> np.ndarray:
-        scale, zero = detail['quantization']
-        if scale:
-            return (values.astype(np.float32) - zero) * scale
-        return values.astype(np.float32)
-
     def _model_input(self, pixels: np.ndarray) -> np.ndarray:
-        dtype = self._in['dtype']
         if self._preprocess is _raw:
-            return pixels.astype(dtype)
-        x = self._preprocess(pixels.astype(np.float32))
-        if self._quantized_input:
-            scale, zero = self._in['quantization']
-            info = np.iinfo(dtype)
-            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        return np.asarray(x, dtype=dtype)
+            return pixels.astype(self._in['dtype'])
+        return quantize(self._preprocess(pixels.astype(np.float32)), self._in)
 
     def _invoke(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw (dequantized) outputs and embeddings, one invoke per image."""
         n = len(pixels)
         raw = np.empty((n, self.num_outputs), np.float32)
         emb = np.empty((n, self.embedding_dim), np.float32)
-
-        def one(interp, i: int) -> None:
-            interp.set_tensor(self._in['index'], self._model_input(pixels[i:i + 1]))
-            interp.invoke()
-            raw[i] = self._dequantize(interp.get_tensor(self._out['index']),
-                                      self._out).reshape(-1)
-            if self._emb:
-                emb[i] = self._dequantize(interp.get_tensor(self._emb['index']),
-                                          self._emb).reshape(-1)
-
-        self._pool.run(n, one)
+        self._pool.invoke_each(n, lambda i: self._model_input(pixels[i:i + 1]), self._in,
+                               [(self._out, raw)] + ([(self._emb, emb)] if self._emb else []))
         return raw, emb
 
     def predict(self, pixels: np.ndarray) -> Scores:
