@@ -36,7 +36,6 @@ class ModelFacts:
     labels: list[str]
     model_id: str
     description: str
-    precision: str = 'float32'        # what workers load with (their handler's precision)
     precision_used: str = 'float32'   # the arithmetic really used (bf16 may fall back)
     agreement: dict | None = None     # reduced precision vs float32, measured at launch
 
@@ -73,7 +72,7 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
         threads=s.decode_threads, lookahead=2 * s.batch_size,
         max_inflight_bytes=s.max_inflight_bytes)
 
-    handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=model.precision,
+    handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=s.precision,
                                 threads=s.model_threads, recipe=s.resize.value,
                                 expected_model_id=model.model_id, head=s.head,
                                 share_model=s.share_model, model_copies=s.model_copies,

@@ -26,7 +26,7 @@ from pipeline.options import Settings
 from transforms.cpu import this_cpu
 from transforms.decode import decode_image
 from transforms.errors import ImageError
-from transforms.label import LoadedModel, shared_labeled_model
+from transforms.label import LoadedModel, load_labeled_model, shared_labeled_model
 from transforms.models import FORMATS, ModelSpec, resolve_spec
 from transforms.read import expand_source, open_raw
 
@@ -82,17 +82,21 @@ def _resolve(s: Settings) -> ModelSpec:
                         outputs=s.model_outputs)
 
 
-def _load(s: Settings, spec: ModelSpec, precision: str) -> LoadedModel:
-    return shared_labeled_model(spec, batch_size=s.batch_size, precision=precision,
-                                threads=s.model_threads, recipe=s.resize.value, head=s.head,
-                                interpreters=s.interpreters)
+def _load(s: Settings, spec: ModelSpec, precision: str, *, for_workers: bool = True
+          ) -> LoadedModel:
+    """The model, loaded once per process when workers here will ask for it again
+    (shared_labeled_model); a float32 model only used at launch, as int8's source or
+    the agreement reference, is not kept for the whole run."""
+    load = shared_labeled_model if for_workers else load_labeled_model
+    return load(spec, batch_size=s.batch_size, precision=precision, threads=s.model_threads,
+                recipe=s.resize.value, head=s.head, interpreters=s.interpreters)
 
 
-def _facts(spec: ModelSpec, model: LoadedModel, precision: str,
+def _facts(spec: ModelSpec, model: LoadedModel,
            agreement: agreement_math.Agreement | None = None) -> ModelFacts:
     return ModelFacts(spec=spec, input_size=model.runtime.input_size, labels=model.labels,
                       model_id=model.model_id, description=model.runtime.description,
-                      precision=precision, precision_used=model.runtime.precision,
+                      precision_used=model.runtime.precision,
                       agreement=agreement.to_json() if agreement else None)
 
 
@@ -147,21 +151,22 @@ def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
         if not local and '://' not in s.model_cache:
             raise ValueError(f'--model_cache {s.model_cache} is a local path, which workers on '
                              'a remote runner cannot read; use a gs:// URI')
-    model = _load(s, spec, 'float32' if s.precision == 'int8' else s.precision)
+    to_int8 = s.precision == 'int8'  # then this float32 model is only the conversion's source
+    model = _load(s, spec, 'float32' if to_int8 else s.precision, for_workers=not to_int8)
     if s.top_k > model.num_classes and not s.head:  # a head's rows keep all its classes
         raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
     if s.precision == 'float32' or (s.precision == 'bf16' and model.runtime.precision != 'bf16'):
-        return _facts(spec, model, s.precision)  # bf16 without bf16 units ran float32: said so
+        return _facts(spec, model)  # bf16 without bf16 units ran float32: said so
     if s.precision == 'bf16':
         sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                                calibration=0)
-        reference = _load(s, spec, 'float32')
-        return _facts(spec, model, 'bf16', _compare(s, reference, model, sample.held_out, 'bf16'))
+        reference = _load(s, spec, 'float32', for_workers=False)
+        return _facts(spec, model, _compare(s, reference, model, sample.held_out, 'bf16'))
     sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                            calibration=s.calibration_images)
     lowered_spec = int8_spec(s, spec, model, sample)
     lowered = _load(s, lowered_spec, 'int8')
-    return _facts(lowered_spec, lowered, 'int8', _compare(s, model, lowered, sample.held_out, 'int8'))
+    return _facts(lowered_spec, lowered, _compare(s, model, lowered, sample.held_out, 'int8'))
 
 
 def summary_extras(result, started: float | None, model: ModelFacts) -> dict:
