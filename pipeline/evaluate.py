@@ -149,6 +149,7 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     """
     from apache_beam.options.pipeline_options import PipelineOptions
     from pipeline.launch import execute, is_local_runner, prepare
+    from pipeline.options import dry_run_from
     from pipeline.run import check_beam_flags, labels_alias, parser
     from transforms.read import read_text
     argv = labels_alias(argv)
@@ -160,8 +161,12 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     if not args.output:
         raise UsageError('--output is required: eval writes the labels, errors, summary.json '
                          f'and {EVAL_FILE} there')
-    if not is_local_runner(PipelineOptions(list(argv))):
+    options = PipelineOptions(list(argv))
+    if not is_local_runner(options):
         raise UsageError('eval runs on the local runner: it reads the labels back to score them')
+    if dry_run_from(options):
+        raise UsageError('eval runs the job to score it, which --dry_run would not; check the '
+                         'flags with imagelabel run --dry_run')
     if not FileSystems.exists(args.input):
         raise UsageError(f'--input {args.input} does not exist')
     rows = parse_truth(read_text(args.input), args.input)

@@ -89,6 +89,10 @@ def test_eval_needs_a_local_csv_manifest_an_output_and_five_labels(mobilenet_v2_
     r = run_cli('eval', '--input', manifest, '--output', 'gs://bucket/eval', '--model',
                 mobilenet_v2_quant, '--runner', 'DataflowRunner')
     assert r.code == EXIT_USAGE and 'local runner' in r.err
+    r = run_cli('eval', '--input', manifest, '--output', tmp_path / 'd', '--model',
+                mobilenet_v2_quant, '--dry_run', 'true')  # once an AttributeError traceback
+    assert r.code == EXIT_USAGE and 'imagelabel run --dry_run' in r.err
+    assert not (tmp_path / 'd').exists()
 
 
 def test_eval_help_shows_the_run_flags_with_defaults():
