@@ -114,19 +114,17 @@ def path_size(path: str) -> int:
     return sum(m.size_in_bytes for m in FileSystems.match([path])[0].metadata_list)
 
 
-def _parameters(spec) -> int | None:
-    from transforms.models import localized
-    if spec.format not in ('tflite', 'keras', 'saved_model'):
-        return None
-    with localized(spec.path) as local:
-        if spec.format == 'tflite':
-            with open(local, 'rb') as f:
-                return tflite_parameters(f.read())
-        if spec.format == 'keras':
-            import keras
-            return int(keras.models.load_model(local, compile=False).count_params())
-        import tensorflow as tf
-        return int(sum(np.prod(v.shape) for v in tf.saved_model.load(local).variables))
+def _parameters(spec, runtime) -> int | None:
+    """Counted on the model already loaded (a .tflite file's weight tensors are read)."""
+    if spec.format == 'keras':
+        return int(runtime.keras_model.count_params())
+    if spec.format == 'saved_model':
+        return runtime.parameters()
+    if spec.format == 'tflite':
+        from transforms.models import localized
+        with localized(spec.path) as local, open(local, 'rb') as f:
+            return tflite_parameters(f.read())
+    return None
 
 
 def _describe_application(spec) -> ModelRow:
@@ -154,7 +152,8 @@ def describe(model: str, *, resize: str = 'crop') -> ModelRow:
                                 recipe=resize)
     h, w = loaded.runtime.input_size
     return ModelRow(spec.name, spec.format, f'{h}x{w}', file_size=path_size(spec.path),
-                    parameters=_parameters(spec), embedding=int(loaded.runtime.embedding_dim))
+                    parameters=_parameters(spec, loaded.runtime),
+                    embedding=int(loaded.runtime.embedding_dim))
 
 
 # --- measured figures ----------------------------------------------------------------------

@@ -90,3 +90,14 @@ def test_the_table_aligns_columns_and_marks_unknown_figures():
 def test_bad_models_arguments_are_one_line(args, message):
     r = run_cli('models', *args)
     assert r.code == EXIT_USAGE and message in r.err and r.err.strip().count('\n') == 0
+
+
+def test_keras_and_saved_model_parameters_are_counted_on_the_loaded_model(tiny_keras_model,
+                                                                          tmp_path):
+    import keras
+    from pipeline.models_table import describe
+    model = keras.models.load_model(tiny_keras_model)
+    saved = tmp_path / 'saved'
+    model.export(str(saved), verbose=False)
+    assert describe(str(tiny_keras_model)).parameters == model.count_params() == 18392
+    assert describe(str(saved)).parameters == model.count_params()

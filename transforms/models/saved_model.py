@@ -67,6 +67,10 @@ class SavedModelRuntime:
         out = self._sig(**{self._arg: x})
         return out[self._scores_key].numpy().astype(np.float32), out
 
+    def parameters(self) -> int:
+        """Weights in the model's variables (imagelabel models counts them)."""
+        return int(sum(np.prod(v.shape) for v in self._loaded.variables))
+
     def predict(self, pixels: np.ndarray) -> Scores:
         scores, out = self._raw_scores(pixels)
         if self.output_kind == 'logits':
