@@ -107,9 +107,10 @@ class Int8Files:
 def _dense_head(model, embedding):
     """(W, b) of a final Dense (softmax or linear) fed by the embedding, else None."""
     import keras
-    dense = next((layer for layer in reversed(model.layers)
-                  if isinstance(layer, keras.layers.Dense)), None)
-    if dense is None or dense.input is not embedding:
+
+    from transforms.models.keras import _final_dense
+    dense = _final_dense(model)
+    if dense.input is not embedding:
         return None
     rest = model.layers[model.layers.index(dense) + 1:]
     act = getattr(dense.activation, '__name__', '')
@@ -143,9 +144,9 @@ def backbone_and_head(model, spec: ModelSpec):
     float32 on the embedding, so probabilities are not rounded to int8's 256 steps.
     """
     import keras
-    embedding = (model.get_layer(spec.embedding_layer).output if spec.embedding_layer
-                 else next(layer for layer in reversed(model.layers)
-                           if isinstance(layer, keras.layers.Dense)).input)
+
+    from transforms.models.keras import embedding_output
+    embedding = embedding_output(model, spec)
     head = _dense_head(model, embedding)
     if head is None:
         raise ValueError(f'{spec.name}: --precision int8 needs a final Dense classifier '

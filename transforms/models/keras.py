@@ -43,6 +43,13 @@ def _final_dense(model):
                      'its embedding_layer')
 
 
+def embedding_output(model, spec: ModelSpec):
+    """The tensor the embedding is read from: the spec's layer, else the final Dense's input."""
+    if spec.embedding_layer:
+        return model.get_layer(spec.embedding_layer).output
+    return _final_dense(model).input
+
+
 def _classifier_head(model, embedding):
     """A float32 callable embedding -> model output, if the top is Dense [+ softmax]."""
     import keras
@@ -116,10 +123,7 @@ class KerasRuntime:
             in_h, in_w = spec.input_size
         if in_h is None or in_w is None:
             raise ValueError(f'{spec.name}: the model does not fix its input size')
-        if spec.embedding_layer:
-            embedding = model.get_layer(spec.embedding_layer).output
-        else:
-            embedding = _final_dense(model).input
+        embedding = embedding_output(model, spec)
         kind = spec.outputs
         if kind == 'auto':
             kind = 'probabilities' if _emits_probabilities(model) else 'logits'
