@@ -29,8 +29,8 @@ from typing import Any
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import make_images  # noqa: E402
-from bench import (TFLITE_MODEL, cores, cpu_name, default_assets, run_imagelabel,  # noqa: E402
-                   run_worker, sample_photos)
+from bench import (TFLITE_MODEL, cores, cpu_name, default_assets, marginal,  # noqa: E402
+                   run_imagelabel, run_worker, sample_photos)
 from report import fmt  # noqa: E402
 
 #: What is compared: name -> extra `imagelabel run` flags. `default` is what users get.
@@ -64,15 +64,16 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
                                   root=pathlib.Path(args.root))
                 for n, manifest in manifests.items()}
         small, big = (by_n[n] for n in sorted(by_n))
-        # Marginal: the extra images over the extra labeling time, so that the fixed
-        # costs at both ends (first batch, last write and rename) cancel out.
-        dn, dt = big['labeled'] - small['labeled'], big['labeling_s'] - small['labeling_s']
-        rate = dn / dt if dt > 0 else None
+        # Marginal over summary.json's labeling time, so that the fixed costs at both
+        # ends (first batch, last write and rename) cancel out (bench.marginal).
+        m = marginal([small], [big])
+        rate = m.get('images_per_s_labeling')
         runs[name] = {'small': small, 'big': big,
-                      'images_per_s': round(rate, 3) if rate else None,
+                      'images_per_s': rate,
                       'over_bound': round(rate / limit, 4) if rate else None,
                       'steady_images_per_s_big': round(big['labeled'] / big['labeling_s'], 3),
-                      'cpu_ms_per_image': round(1000.0 * (big['cpu_s'] - small['cpu_s']) / dn, 3)}
+                      'cpu_ms_per_image': round(1000.0 * (big['cpu_s'] - small['cpu_s'])
+                                                / (big['n'] - small['n']), 3)}
     return {'bare': bare, 'bound_images_per_s': round(limit, 3), 'runs': runs}
 
 
