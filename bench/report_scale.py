@@ -30,6 +30,7 @@ from PIL import Image
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from transforms.cpu import this_cpu  # noqa: E402
 from transforms.models import load_labels  # noqa: E402
 from transforms.schema import LABELS_SCHEMA, ERRORS_SCHEMA  # noqa: E402
 
@@ -82,6 +83,9 @@ def write_output(out: pathlib.Path, rows: int, dim: int, photos: list[str]) -> N
                 'content_sha256': ['0' * 64] * n,
                 'width': pa.array([500] * n, pa.int32()), 'height': pa.array([375] * n, pa.int32()),
                 'run_id': ['scale'] * n, 'processed_at': pa.array([now] * n, pa.timestamp('us', 'UTC')),
+                # only --skip_existing runs fill these
+                **{c: pa.nulls(n, LABELS_SCHEMA.field(c).type)
+                   for c in ('source_size', 'source_updated')},
             }, schema=LABELS_SCHEMA)
             w.write_table(batch, row_group_size=group)
     pq.write_table(pa.table({f.name: pa.array([], f.type) for f in ERRORS_SCHEMA},
@@ -104,13 +108,6 @@ def timed(args: list[str]) -> tuple[float, float, str]:
         return seconds, usage.ru_maxrss / 1e6, out.read()
 
 
-def cpu_name() -> str:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-        if line.startswith('model name'):
-            return line.split(':', 1)[1].strip()
-    return 'unknown CPU'
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--rows', type=int, default=1_000_000)
@@ -126,7 +123,7 @@ def main() -> None:
         write_output(out, a.rows, a.dim, photos)
         print(f'wrote {a.rows} rows x {a.dim}-d in {time.monotonic() - start:.0f} s')
     size = sum(f.stat().st_size for f in out.glob('*.parquet'))
-    print(f'{cpu_name()}, {os.cpu_count()} cores; labels table {size / 1e9:.2f} GB, '
+    print(f'{this_cpu().describe()}; labels table {size / 1e9:.2f} GB, '
           f'{a.rows} rows, {a.dim}-d embeddings')
     html = base / 'report.html'
     s, rss, _ = timed(['report', '--output', str(out), '--out', str(html)])

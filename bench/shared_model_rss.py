@@ -24,18 +24,11 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import make_images  # noqa: E402
+from bench import child_env, cpu_name  # noqa: E402
 
 MODES = {'one model per process': [], 'one model per machine (--share_model)': ['--share_model']}
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    env['PYTHONPATH'] = os.pathsep.join([str(ROOT), *filter(None, [env.get('PYTHONPATH')])])
-    return env
 
 
 def descendants(root: int) -> list[int]:
@@ -109,12 +102,6 @@ def ensure_model(out: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def cpu_name() -> str:
-    with open('/proc/cpuinfo') as f:
-        return next((line.split(':', 1)[1].strip() for line in f
-                     if line.startswith('model name')), 'unknown CPU')
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--n', type=int, default=128, help='photos per run')
@@ -126,7 +113,7 @@ def main(argv=None) -> int:
     images = make_images.ensure_images(make_images.default_folder(out / 'images'), args.n)
     manifest = make_images.write_manifest(images, out / f'photos-{args.n}.txt')
     model = ensure_model(out)
-    print(f'CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} cores; '
+    print(f'CPU: {cpu_name()}; '
           f'load average before: {os.getloadavg()[0]:.2f}', flush=True)
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     for rep in range(args.reps):
