@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
 from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
-from transforms.models.runtime import Scores, softmax
+from transforms.models.runtime import Scores, pick_outputs, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 from transforms.read import open_raw
 
@@ -276,14 +276,13 @@ class Int8Runtime:
             self.num_outputs = int(self._head[0].shape[1])
         else:
             widths = {i: int(o['shape'][-1]) for i, o in enumerate(outs) if len(o['shape']) == 2}
-            scores = [i for i, w in widths.items() if w in (num_classes, num_classes + 1)]
-            if len(scores) != 1:
+            picked = pick_outputs(widths, num_classes)
+            if picked is None:
                 raise ValueError(f'{spec.name}: cannot tell which int8 output holds the scores '
                                  f'(widths {list(widths.values())})')
-            others = [i for i in widths if i != scores[0]]
-            self._scores = outs[scores[0]]
-            self._emb = outs[others[0]] if len(others) == 1 else None
-            self.num_outputs = widths[scores[0]]
+            self._scores = outs[picked[0]]
+            self._emb = outs[picked[1]] if picked[1] is not None else None
+            self.num_outputs = widths[picked[0]]
         self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
         self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
         self.name = spec.name

@@ -22,7 +22,7 @@ import numpy as np
 
 from transforms.models.int8 import RUNTIMES, backbone_and_head, head_scores, read_conversion
 from transforms.models.interpreters import choose_layout
-from transforms.models.runtime import Scores, softmax
+from transforms.models.runtime import Scores, pick_outputs, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 
 INSTALL_HINT = "pip install 'imagelabel[openvino]' (the openvino and nncf packages)"
@@ -133,14 +133,12 @@ class OpenVINORuntime:
             self._scores, self._emb = None, 0
             self.num_outputs = int(self._head[0].shape[1])
         else:
-            scores = [i for i, w in widths.items() if w in (num_classes, num_classes + 1)]
-            if len(scores) != 1:
+            picked = pick_outputs(widths, num_classes)
+            if picked is None:
                 raise ValueError(f'{spec.name}: cannot tell which int8 output holds the scores '
                                  f'(widths {list(widths.values())})')
-            others = [i for i in widths if i != scores[0]]
-            self._scores = scores[0]
-            self._emb = others[0] if len(others) == 1 else None
-            self.num_outputs = widths[scores[0]]
+            self._scores, self._emb = picked
+            self.num_outputs = widths[self._scores]
         self.embedding_dim = widths.get(self._emb, 0) if self._emb is not None else 0
         in_shape = self._compiled.inputs[0].get_partial_shape()
         self.input_size = (int(in_shape[1].get_length()), int(in_shape[2].get_length()))

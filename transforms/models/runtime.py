@@ -38,3 +38,16 @@ def bucket_size(n: int, batch_size: int) -> int:
 
 def looks_like_probabilities(scores: np.ndarray) -> bool:
     return bool(scores.min() >= 0 and np.allclose(scores.sum(axis=-1), 1.0, atol=1e-2))
+
+
+def pick_outputs(widths: dict, num_classes: int) -> tuple | None:
+    """(scores key, embedding key or None) among rank-2 outputs, by width.
+
+    The scores are the one output as wide as the label set (or one wider: a background
+    class); a single other output is the embedding. None if the scores are ambiguous.
+    """
+    scores = [k for k, width in widths.items() if width in (num_classes, num_classes + 1)]
+    if len(scores) != 1:
+        return None
+    others = [k for k in widths if k != scores[0]]
+    return scores[0], (others[0] if len(others) == 1 else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from transforms.models.files import file_fingerprint, localized
-from transforms.models.runtime import Scores, looks_like_probabilities, softmax
+from transforms.models.runtime import Scores, looks_like_probabilities, pick_outputs, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 
 
@@ -35,15 +35,13 @@ class SavedModelRuntime:
             raise ValueError(f'{spec.name}: the model does not fix its input size')
         outputs = {k: v for k, v in sig.structured_outputs.items() if len(v.shape) == 2}
         widths = {k: v.shape[-1] for k, v in outputs.items()}
-        scores = [k for k, width in widths.items() if width in (num_classes, num_classes + 1)]
-        if len(scores) != 1:
+        picked = pick_outputs(widths, num_classes)
+        if picked is None:
             raise ValueError(f'{spec.name}: cannot tell which output holds the {num_classes} '
                              f'class scores (rank-2 outputs and widths: {widths}); pass --labels '
                              'with one name per class')
-        others = [k for k in outputs if k != scores[0]]
         self._loaded, self._sig, self._arg = loaded, sig, arg_name
-        self._scores_key = scores[0]
-        self._emb_key = others[0] if len(others) == 1 else None
+        self._scores_key, self._emb_key = picked
         self._integer_input = arg_spec.dtype.is_integer
         self._preprocess = PREPROCESSORS[spec.preprocess or
                                          ('raw' if self._integer_input else 'inception')]
