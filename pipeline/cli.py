@@ -21,15 +21,20 @@ class Command:
     """A subcommand: where its `main(argv) -> int` lives, and one line of help."""
     target: str   # 'module:function'
     help: str
+    reports_start_up: bool = False  # its main takes `started` (summary.json's start-up clock)
 
-    def main(self, argv: Sequence[str]) -> int:
+    def main(self, argv: Sequence[str], started: float | None = None) -> int:
         module, func = self.target.split(':')
-        return getattr(importlib.import_module(module), func)(list(argv))
+        main = getattr(importlib.import_module(module), func)
+        if self.reports_start_up:
+            return main(list(argv), started=started)
+        return main(list(argv))
 
 
 #: Every `imagelabel` subcommand. A new command is one module and one line here.
 COMMANDS: dict[str, Command] = {
-    'run': Command('pipeline.run:main', 'a Beam labeling job over many images'),
+    'run': Command('pipeline.run:main', 'a Beam labeling job over many images',
+                   reports_start_up=True),
     'classify': Command('pipeline.classify:main', 'print the labels of a few images'),
     'report': Command('pipeline.report:main', 'an HTML report of a run, with drift (--compare)'),
     'similar': Command('pipeline.similar:main', 'the nearest images to one, by embedding'),
@@ -40,6 +45,10 @@ COMMANDS: dict[str, Command] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = None
+    if argv is None:  # the process's own command: its start-up counts from the process start
+        from pipeline.clock import process_start_time
+        started = process_start_time()
     argv = list(sys.argv[1:] if argv is None else argv)
     top = argparse.ArgumentParser(
         prog='imagelabel', formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_error(UsageError(
             f'unknown command {command!r}; use one of {", ".join(COMMANDS)}'))
     setup_logging()
-    return COMMANDS[command].main(rest)
+    return COMMANDS[command].main(rest, started)
 
 
 if __name__ == '__main__':

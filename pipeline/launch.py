@@ -17,7 +17,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.graph import ModelFacts, build
 from pipeline.options import Settings, settings_from, sinks_from
 from pipeline.summary import RunSummary, counter_values, summarize, write_summary
-from pipeline.model_prep import load_model_facts, now, summary_extras
+from pipeline.clock import now
+from pipeline.model_prep import load_model_facts, summary_extras
 from transforms.gcp import configure_emulators
 from transforms.models import REGISTRY
 from transforms.read import validate_source
@@ -54,10 +55,14 @@ def _check_paths_reach_workers(s: Settings) -> None:
                          'cannot read; use a gs:// URI')
 
 
-def prepare(argv: Sequence[str] | None = None) -> Launch:
-    """Validate flags, input, model and outputs; ValueError (one clear line) if anything is off."""
+def prepare(argv: Sequence[str] | None = None, *, started: float | None = None) -> Launch:
+    """Validate flags, input, model and outputs; ValueError (one clear line) if anything is off.
+
+    `started`: when the launch began (the process start, for `imagelabel run`);
+    summary.json's start-up runs from it to the first batch. Default: now.
+    """
     configure_emulators()  # a malformed STORAGE/BIGQUERY_EMULATOR_HOST is a one-line error
-    started = now()
+    started = now() if started is None else started
     options = PipelineOptions(argv)
     s = settings_from(options)
     options.view_as(TestOptions).dry_run = s.dry_run  # Beam's runners see a bool, not 'false'

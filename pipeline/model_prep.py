@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from pipeline import agreement as agreement_math
+from pipeline.clock import now
 from pipeline.graph import ModelFacts
 from pipeline.options import Settings
 from transforms.cpu import this_cpu
@@ -187,8 +188,3 @@ def summary_extras(result, started: float | None, model: ModelFacts) -> dict:
         precision=model.precision_used, cpu=cpu.model, cpu_units=cpu.units,
         precision_hint=precision_hint(cpu, model.precision_used, available),
         agreement=model.agreement)
-
-
-def now() -> float:
-    """Wall-clock seconds: the start-up clock is compared with worker timestamps."""
-    return time.time()

@@ -129,6 +129,8 @@ def _parameters(spec, runtime) -> int | None:
 
 def _describe_application(spec) -> ModelRow:
     """A registry model, from its architecture alone: its weights download on first real use."""
+    from transforms.models.tf_import import import_tensorflow
+    import_tensorflow()
     import keras
     model = getattr(keras.applications, spec.application)(weights=None)
     if spec.embedding_layer:

@@ -67,8 +67,15 @@ def dry_run_alias(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, validate, run; print the summary. Exit 2 on bad input, 1 on a lost image."""
+def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> int:
+    """Parse, validate, run; print the summary. Exit 2 on bad input, 1 on a lost image.
+
+    Without `argv` this is the process's own command: start-up counts from the
+    process start (imports included). `started` overrides that clock.
+    """
+    if argv is None and started is None:
+        from pipeline.clock import process_start_time
+        started = process_start_time()
     argv = dry_run_alias(labels_alias(sys.argv[1:] if argv is None else argv))
     if '-h' in argv or '--help' in argv:
         parser().print_help()
@@ -78,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _, rest = parser().parse_known_args(list(argv))
         check_beam_flags(rest)
-        launch = prepare(list(argv))
+        launch = prepare(list(argv), started=started)
     except ValueError as e:  # a bad flag, input, model or output: the user's to fix
         return usage_error(e)
     summary = execute(launch)  # failures of the job itself keep their traceback

@@ -178,6 +178,8 @@ def report_path(head_path: str) -> str:
 
 
 def train(args: argparse.Namespace) -> dict:
+    from transforms.models.tf_import import import_tensorflow
+    import_tensorflow()
     import keras
     from transforms.head import HeadInfo, load_head, save_head
     if not args.output.endswith('.keras'):

@@ -309,3 +309,34 @@ def test_bf16_calls_on_one_thread_leave_float32_calls_on_another_exact(tiny_kera
         stop.set()
         worker.join()
     assert not mismatches
+
+
+def test_a_keras_file_loads_its_stored_weights_while_new_layers_still_start_random(
+        tiny_keras_model):
+    from transforms.models.keras import load_keras_model
+    model, _ = load_keras_model(resolve_spec(str(tiny_keras_model)))
+    plain = keras.models.load_model(tiny_keras_model, compile=False)
+    for ours, theirs in zip(model.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert all(np.abs(w).sum() > 0 for w in model.get_weights()[::2])  # kernels: stored, not 0
+    fresh = keras.layers.Dense(4)  # created after the load: Keras's random start again
+    fresh.build((None, 3))
+    assert np.abs(fresh.kernel.numpy()).sum() > 0
+
+
+def test_a_keras_file_missing_a_stored_weight_fails_instead_of_keeping_zeros(tmp_path):
+    import zipfile
+    deeper = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name='a'),
+                               keras.layers.Dense(2, name='b')])
+    shallower = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name='a')])
+    deeper.save(tmp_path / 'deeper.keras')
+    shallower.save(tmp_path / 'shallower.keras')
+    # The deeper model's architecture with the shallower one's weights: 'b' has none.
+    with zipfile.ZipFile(tmp_path / 'deeper.keras') as d, \
+            zipfile.ZipFile(tmp_path / 'shallower.keras') as s, \
+            zipfile.ZipFile(tmp_path / 'broken.keras', 'w') as out:
+        for name in d.namelist():
+            out.writestr(name, (s if name.endswith('.h5') else d).read(name))
+    with pytest.raises(ValueError, match='not a loadable Keras model') as e:
+        models.load_runtime(resolve_spec(str(tmp_path / 'broken.keras')))
+    assert 'could not be loaded' in str(e.value)

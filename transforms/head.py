@@ -170,6 +170,8 @@ def _dense_layers(model, path: str) -> tuple[DenseLayer, ...]:
 
 def load_head(path: str) -> Head:
     """Load a head (local or gs://); ValueError with one clear line if it is unusable."""
+    from transforms.models.tf_import import import_tensorflow
+    import_tensorflow()
     import keras
 
     from transforms.models import localized  # keeps gs:// (and its clean-up) in one place
