@@ -104,9 +104,11 @@ def print_table(results: dict[str, Any], rows: list[tuple], args, summary: dict[
     if 'startup' in results:
         st = results['startup']
         base = st.get('baseline', {})
-        print(f'start-up (summary.json, launch to first batch): this {fmt(st["this"]["startup_s"])} s; '
-              f'whole 8-image run: this {fmt(st["this"]["wall_s"])} s, baseline '
-              f'{fmt(base.get("wall_s"))} s, ratio {fmt(st.get("wall_ratio"), 3)}')
+        for key, what in (('from_process_s', 'process start to first batch'),
+                          ('from_prepare_s', 'prepare() to first batch'),
+                          ('wall_s', 'whole 8-image run')):
+            print(f'start-up, {what} (medians): this {fmt(st["this"][key])} s, baseline '
+                  f'{fmt(base.get(key))} s, ratio {fmt(st.get(f"ratio_{key}"), 3)}')
 
 
 def compare_labels(a_dir: pathlib.Path, b_dir: pathlib.Path) -> dict[str, Any]:
