@@ -56,6 +56,7 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
                                          'invoke_n': args.invoke_n},
                          log=out / 'logs' / f'cores-bound-{k}')
     limit = bound(bare['decode_images_per_s'], bare['invoke_images_per_s'], cores())
+    without = {what: round(rate / limit, 4) for what, rate in bare['without_beam'].items()}
     runs = {}
     for name in args.configs:
         tag = name.replace(' ', '-')
@@ -74,7 +75,8 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
                       'steady_images_per_s_big': round(big['labeled'] / big['labeling_s'], 3),
                       'cpu_ms_per_image': round(1000.0 * (big['cpu_s'] - small['cpu_s'])
                                                 / (big['n'] - small['n']), 3)}
-    return {'bare': bare, 'bound_images_per_s': round(limit, 3), 'runs': runs}
+    return {'bare': bare, 'bound_images_per_s': round(limit, 3), 'runs': runs,
+            'without_beam_over_bound': without}
 
 
 def main(argv=None) -> int:
@@ -129,6 +131,9 @@ def main(argv=None) -> int:
         cpu_ms = [r['runs'][name]['cpu_ms_per_image'] for r in rounds]
         print(f'{name:28} {medians[name]:18.3f} {statistics.median(rates):15.1f} '
               f'{statistics.median(cpu_ms):11.2f}')
+    print('\nthe same decode and invoke without Beam (rate/bound, median of rounds):')
+    for what in last['without_beam_over_bound']:
+        print(f'  {what:48} {statistics.median(r["without_beam_over_bound"][what] for r in rounds):8.3f}')
     print('\nsteps on one thread, CPU ms per image (last round):')
     for step, v in last['bare']['steps_ms'].items():
         print(f'  {step:48} {v:8.3f}')

@@ -164,6 +164,7 @@ def worker_cores_bound(args) -> dict[str, Any]:
     import hashlib
     import io
     import pickle
+    from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
     import pyarrow as pa
@@ -267,10 +268,26 @@ def worker_cores_bound(args) -> dict[str, Any]:
         layouts[str(layout)] = {'images_per_s': round(len(sample) / wall, 3),
                                 'images_per_cpu_s': round(
                                     len(sample) / (time.process_time() - start_cpu), 3)}
+
+    # The same decode and invoke on the same threads, without Beam: what the
+    # threads alone reach, so the pipeline's figure splits into threads and Beam.
+    without_beam = {}
+    pool = InterpreterPool(content, Layout(2, 1))
+    pool.run(8, lambda interp, i: invoke(sample[i], interp))
+    start = time.perf_counter()
+    pool.run(len(datas), lambda interp, i: invoke(decode(datas[i]), interp))
+    without_beam['each interpreter thread decodes, then invokes'] = round(
+        len(datas) / (time.perf_counter() - start), 3)
+    with ThreadPoolExecutor(2) as decoders:  # the pipeline's default --decode_threads
+        start = time.perf_counter()
+        futures = [decoders.submit(decode, d) for d in datas]
+        pool.run(len(datas), lambda interp, i: invoke(futures[i].result(), interp))
+        without_beam['2 decode threads feed 2 interpreters'] = round(
+            len(datas) / (time.perf_counter() - start), 3)
     return {'photos': len(paths), 'input_size': size, 'invoked': len(sample),
             'decode_images_per_s': round(decode_rate, 3),
             'invoke_images_per_s': round(invoke_rate, 3),
-            'steps_ms': steps, 'invoke_layouts': layouts}
+            'steps_ms': steps, 'invoke_layouts': layouts, 'without_beam': without_beam}
 
 
 WORKERS = {'save_model': worker_save_model, 'ceiling': worker_ceiling,
