@@ -124,7 +124,7 @@ def chunks_of(files: data.RunFiles, model_id: str, skipped: list[int]) -> Iterat
         if 'top_label' in table.column_names:
             top = table.column('top_label')
         else:  # an output older than the column
-            top = pc.struct_field(pc.list_element(table.column('labels'), 0), 'label')
+            top = data.top_label_from_labels(table.column('labels'))
         table = table.append_column('top', top)
         same = pc.equal(table.column('model_id'), model_id)
         mine = table if pc.all(same).as_py() else table.filter(same)  # filtering copies

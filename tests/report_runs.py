@@ -68,3 +68,17 @@ def fish_run(assets, mobilenet_v2_quant, tmp_path_factory) -> pathlib.Path:
 def vehicle_run(assets, mobilenet_v2_quant, tmp_path_factory) -> pathlib.Path:
     photos = copy_photos(assets, VEHICLES, tmp_path_factory.mktemp('vehicles'))
     return label_run(photos, tmp_path_factory.mktemp('vehicle_out') / 'out', mobilenet_v2_quant)
+
+
+def without_top_label(output: pathlib.Path, folder: pathlib.Path) -> pathlib.Path:
+    """A copy of run `output` as an imagelabel older than the `top_label` column wrote it."""
+    import pyarrow.parquet as pq
+    for path in output.rglob('*'):
+        if path.is_file():
+            target = folder / path.relative_to(output)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.name.startswith('labels-') and path.suffix == '.parquet':
+                pq.write_table(pq.read_table(path).drop_columns(['top_label']), target)
+            else:
+                shutil.copy(path, target)
+    return folder

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import read_parquet_rows, run_cli
-from report_runs import HOSTILE_NAME, mixed_photos, mixed_run  # noqa: F401 - fixtures
+from report_runs import HOSTILE_NAME, mixed_photos, mixed_run, without_top_label  # noqa: F401
 from pipeline.report import figures
 
 CHROMIUM = pathlib.Path('/usr/bin/chromium')
@@ -220,3 +220,13 @@ def test_the_readme_screenshot_is_a_small_png_that_is_not_package_data():
     data = config.get('package-data', {})
     assert not any('png' in p or p == '*' for p in data.get('pipeline.report', []) +
                    data.get('pipeline', []) + data.get('*', []))
+
+
+def test_an_output_older_than_the_top_label_column_reads_it_from_the_labels(mixed_run, tmp_path):
+    from pipeline.report import data
+    old = data.find_run(str(without_top_label(mixed_run, tmp_path / 'old')))
+    new = data.find_run(str(mixed_run))
+    assert 'top_label' not in pq.read_schema(old.labels[0]).names
+    got = data.read_labels(old, ['uri', 'top_label']).sort_by('uri').to_pylist()
+    want = data.read_labels(new, ['uri', 'top_label']).sort_by('uri').to_pylist()
+    assert got == want and all(r['top_label'] for r in got)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from report_runs import mixed_photos, mixed_run  # noqa: F401 - fixtures
+from report_runs import mixed_photos, mixed_run, without_top_label  # noqa: F401 - fixtures
 from pipeline.similar import Chunk, nearest
 
 
@@ -28,6 +28,14 @@ def test_an_exact_copy_is_the_first_neighbour_and_neighbours_come_in_order(
     sims = [r['similarity'] for r in rows]
     assert sims == sorted(sims, reverse=True) and sims[1] < 1.0 - 1e-3
     assert str(query) not in [r['uri'] for r in rows]  # not its own neighbour
+
+
+def test_an_output_older_than_the_top_label_column_gets_it_from_the_labels(
+        mixed_run, mixed_photos, tmp_path):
+    old = without_top_label(mixed_run, tmp_path / 'old')
+    query = mixed_photos / 'n01443537_goldfish.JPEG'
+    assert similar('--output', old, '--uri', query, '--k', '4') == similar(
+        '--output', mixed_run, '--uri', query, '--k', '4')
 
 
 def test_a_new_image_is_embedded_with_the_runs_model(mixed_run, mixed_photos,

@@ -112,12 +112,17 @@ def read_columns(paths: Sequence[str], columns: Sequence[str], schema: pa.Schema
     return pa.concat_tables(tables)
 
 
+def top_label_from_labels(labels: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The first label of each row's top-k list: `top_label`, for outputs older than it."""
+    return pc.struct_field(pc.list_element(labels, 0), 'label')
+
+
 def read_labels(files: RunFiles, columns: Sequence[str]) -> pa.Table:
     """Columns of the labels table; `top_label` is filled from `labels` where absent."""
     table = read_columns(files.labels, columns, LABELS_SCHEMA)
     if 'top_label' in columns and table.column('top_label').null_count:
-        derived = pc.struct_field(pc.list_element(
-            read_columns(files.labels, ['labels'], LABELS_SCHEMA).column('labels'), 0), 'label')
+        derived = top_label_from_labels(
+            read_columns(files.labels, ['labels'], LABELS_SCHEMA).column('labels'))
         table = table.set_column(table.schema.get_field_index('top_label'), 'top_label',
                                  pc.coalesce(table.column('top_label'), derived))
     return table
