@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -30,6 +27,7 @@ from PIL import Image
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import run_child  # noqa: E402 - bench/ is this script's folder
 from transforms.cpu import this_cpu  # noqa: E402
 from transforms.models import load_labels  # noqa: E402
 from transforms.schema import LABELS_SCHEMA, ERRORS_SCHEMA  # noqa: E402
@@ -92,20 +90,11 @@ def write_output(out: pathlib.Path, rows: int, dim: int, photos: list[str]) -> N
                             schema=ERRORS_SCHEMA), out / 'errors-00000-of-00001.parquet')
 
 
-def timed(args: list[str]) -> tuple[float, float, str]:
-    """(seconds, peak RSS GB, stdout) of `python -m pipeline.cli ARGS` in a child process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
-    with tempfile.TemporaryFile('w+') as out:
-        start = time.monotonic()
-        child = subprocess.Popen([sys.executable, '-m', 'pipeline.cli', *args], env=env,
-                                 stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.monotonic() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode:
-            raise SystemExit(f'{args[0]} failed with exit code {child.returncode}')
-        out.seek(0)
-        return seconds, usage.ru_maxrss / 1e6, out.read()
+def timed(args: list[str], logs: pathlib.Path) -> tuple[float, float, str]:
+    """(seconds, peak RSS GB, stdout) of `python -m pipeline.cli ARGS` (bench.run_child)."""
+    child = run_child([sys.executable, '-m', 'pipeline.cli', *args],
+                      log=logs / args[0]).check(f'imagelabel {args[0]}')
+    return child.wall_s, child.peak_rss_mb / 1024, child.stdout
 
 
 def main() -> None:
@@ -126,12 +115,12 @@ def main() -> None:
     print(f'{this_cpu().describe()}; labels table {size / 1e9:.2f} GB, '
           f'{a.rows} rows, {a.dim}-d embeddings')
     html = base / 'report.html'
-    s, rss, _ = timed(['report', '--output', str(out), '--out', str(html)])
+    s, rss, _ = timed(['report', '--output', str(out), '--out', str(html)], base / 'logs')
     figures = json.loads((base / 'report.json').read_text())
     print(f'report : {s:6.1f} s wall, peak RSS {rss:.2f} GB, html {html.stat().st_size / 1e6:.2f} MB, '
           f'{figures["tiles"]["shown"]} tiles of {figures["counts"]["labeled"]}')
     s, rss, stdout = timed(['similar', '--output', str(out), '--uri', photos[0], '--k', '10',
-                            '--format', 'json'])
+                            '--format', 'json'], base / 'logs')
     print(f'similar: {s:6.1f} s wall, peak RSS {rss:.2f} GB over all rows '
           f'({a.rows / s:,.0f} rows/s); first neighbour {json.loads(stdout)[0]["similarity"]:.4f}')
     if not a.keep:
