@@ -23,7 +23,9 @@ install:
 test:
 	.venv/bin/python -m pytest
 
+# The bench extra: tensorflow-hub for the anchor (Beam's stock TF handler imports it).
 bench:
+	.venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python bench/bench.py $(BENCH_ARGS)
 
 metadata:
