@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import shutil
 import statistics
 import sys
 from typing import Any
@@ -30,7 +31,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import make_images  # noqa: E402
 from bench import (TFLITE_MODEL, cores, cpu_name, default_assets, marginal,  # noqa: E402
-                   run_imagelabel, run_worker, sample_photos)
+                   run_child, run_imagelabel, run_worker, sample_photos)
+from workers import RESULT_MARK  # noqa: E402
 from report import fmt  # noqa: E402
 
 #: What is compared: name -> extra `imagelabel run` flags. `default` is what users get.
@@ -76,7 +78,27 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
                       'cpu_ms_per_image': round(1000.0 * (big['cpu_s'] - small['cpu_s'])
                                                 / (big['n'] - small['n']), 3)}
     return {'bare': bare, 'bound_images_per_s': round(limit, 3), 'runs': runs,
-            'without_beam_over_bound': without}
+            'without_beam_over_bound': without,
+            'model_calls': model_calls(manifests[max(manifests)], model, out, k)}
+
+
+def model_calls(manifest: pathlib.Path, model: str, out: pathlib.Path, k: int) -> dict[str, Any]:
+    """The default run under bench/pool_probe.py: shares of the span (first batch to last)
+    inside the model call, in batch tails, and between batches (one interpreter waits)."""
+    log, output = out / 'logs' / f'cores-pool-probe-{k}', out / 'runs' / 'cores-pool-probe'
+    if output.exists():
+        shutil.rmtree(output)
+    child = run_child([sys.executable, str(HERE / 'pool_probe.py'), '--input', str(manifest),
+                       '--output', str(output), '--model', model],
+                      log=log).check('pool probe')
+    lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if not lines:
+        raise RuntimeError(f'the pool probe printed no result; see {log}.stdout')
+    t = json.loads(lines[-1][len(RESULT_MARK):])
+    span = t['span_s'] or 1.0
+    return {**t, 'in_model_share': round(t['in_model_s'] / span, 4),
+            'tails_share': round(t['tails_s'] / span, 4),
+            'between_batches_share': round(t['between_batches_s'] / span, 4)}
 
 
 def main(argv=None) -> int:
@@ -131,6 +153,11 @@ def main(argv=None) -> int:
         cpu_ms = [r['runs'][name]['cpu_ms_per_image'] for r in rounds]
         print(f'{name:28} {medians[name]:18.3f} {statistics.median(rates):15.1f} '
               f'{statistics.median(cpu_ms):11.2f}')
+    print('\nthe default run\'s span, first batch to last (bench/pool_probe.py, median of rounds):')
+    for key, what in (('in_model_share', 'inside the model call'),
+                      ('tails_share', '  of which batch tails (one interpreter idle)'),
+                      ('between_batches_share', 'between batches (one interpreter idle)')):
+        print(f'  {what:48} {statistics.median(r["model_calls"][key] for r in rounds):8.1%}')
     print('\nthe same decode and invoke without Beam (rate/bound, median of rounds):')
     for what in last['without_beam_over_bound']:
         print(f'  {what:48} {statistics.median(r["without_beam_over_bound"][what] for r in rounds):8.3f}')
