@@ -340,3 +340,17 @@ def test_a_keras_file_missing_a_stored_weight_fails_instead_of_keeping_zeros(tmp
     with pytest.raises(ValueError, match='not a loadable Keras model') as e:
         models.load_runtime(resolve_spec(str(tmp_path / 'broken.keras')))
     assert 'could not be loaded' in str(e.value)
+
+
+def test_a_batch_given_as_separate_images_scores_as_the_stacked_batch(tiny_keras_model,
+                                                                        mobilenet_v2_quant):
+    # run_inference hands runtimes the decoded images as they are: the per-image
+    # runtimes never copy them into one array, the batch runtimes stack them.
+    rng = np.random.default_rng(0)
+    for path, size in ((tiny_keras_model, 64), (mobilenet_v2_quant, 224)):
+        runtime = models.load_runtime(resolve_spec(str(path)), batch_size=4)
+        images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(3)]
+        separate, stacked = runtime.predict(images), runtime.predict(np.stack(images))
+        np.testing.assert_array_equal(separate.probabilities, stacked.probabilities)
+        np.testing.assert_array_equal(separate.embeddings, stacked.embeddings)
+        assert separate.probabilities.shape[0] == 3

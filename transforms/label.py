@@ -26,6 +26,7 @@ from transforms.decode import DecodedImage
 from transforms.errors import Failure
 from transforms.head import Head, check_head_fits, head_model_id, load_head
 from transforms.models import ModelSpec, Runtime, Scores, load_labels, load_runtime
+from transforms.models.runtime import Pixels
 from transforms import metrics
 from transforms.errors import ERRORS_TAG
 
@@ -70,7 +71,7 @@ class LoadedModel:
         multiprocessing proxy, which forwards method calls but not attribute reads."""
         return self.model_id
 
-    def predict(self, pixels: np.ndarray) -> Scores:
+    def predict(self, pixels: Pixels) -> Scores:
         scores = self.runtime.predict(pixels)
         if self.head is not None:
             return Scores(self.head.predict(scores.embeddings), scores.embeddings)
@@ -217,7 +218,7 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
         self._batch_clock.update(int(time.time() * 1000))
         infos = [ImageInfo(i.uri, i.content_sha256, i.width, i.height) for i in batch]
         try:
-            scores = model.predict(np.stack([i.pixels for i in batch]))
+            scores = model.predict([i.pixels for i in batch])  # LiteRT never stacks them
             outputs: list[Any] = [_checked(image, p, e) for image, p, e in
                                   zip(batch, scores.probabilities, scores.embeddings)]
         except Exception as batch_error:  # noqa: BLE001 - find the guilty image

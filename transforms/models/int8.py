@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
 from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
-from transforms.models.runtime import Scores, pick_outputs, softmax
+from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 from transforms.read import open_raw
 
@@ -299,12 +299,12 @@ class Int8Runtime:
                             + (', float32 head' if self._head is not None else '')
                             + f'; {self.layout}')
 
-    def predict(self, pixels: np.ndarray) -> Scores:
+    def predict(self, pixels: Pixels) -> Scores:
         n = len(pixels)
         emb = np.empty((n, self.embedding_dim), np.float32)
         raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
         self._pool.invoke_each(
-            n, lambda i: quantize(np.asarray(self._preprocess(pixels[i:i + 1].astype(np.float32)),
+            n, lambda i: quantize(np.asarray(self._preprocess(one_image(pixels, i).astype(np.float32)),
                                              np.float32), self._in), self._in,
             ([(self._emb, emb)] if self._emb else []) +
             ([(self._scores, raw)] if raw is not None else []))

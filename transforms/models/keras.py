@@ -15,7 +15,7 @@ import numpy as np
 
 from transforms.cpu import this_cpu
 from transforms.models.files import file_fingerprint, localized
-from transforms.models.runtime import Scores, bucket_size
+from transforms.models.runtime import Pixels, Scores, as_batch, bucket_size
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 from transforms.models.tf_import import import_tensorflow
 
@@ -195,7 +195,8 @@ class KerasRuntime:
                     self._concrete[size] = fn
         return fn
 
-    def predict(self, pixels: np.ndarray) -> Scores:
+    def predict(self, pixels: Pixels) -> Scores:
+        pixels = as_batch(pixels)
         probs, embs = [], []
         for start in range(0, len(pixels), self.batch_size):
             chunk = pixels[start:start + self.batch_size]

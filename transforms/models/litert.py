@@ -9,7 +9,7 @@ import numpy as np
 
 from transforms.models.files import localized
 from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
-from transforms.models.runtime import Scores, looks_like_probabilities, softmax
+from transforms.models.runtime import Pixels, Scores, looks_like_probabilities, one_image, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec, _raw
 
 _log = logging.getLogger('imagelabel.models')
@@ -170,15 +170,15 @@ class TFLiteRuntime:
             return pixels.astype(self._in['dtype'])
         return quantize(self._preprocess(pixels.astype(np.float32)), self._in)
 
-    def _invoke(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _invoke(self, pixels: Pixels) -> tuple[np.ndarray, np.ndarray]:
         """Raw (dequantized) outputs and embeddings, one invoke per image."""
         n = len(pixels)
         raw = np.empty((n, self.num_outputs), np.float32)
         emb = np.empty((n, self.embedding_dim), np.float32)
-        self._pool.invoke_each(n, lambda i: self._model_input(pixels[i:i + 1]), self._in,
+        self._pool.invoke_each(n, lambda i: self._model_input(one_image(pixels, i)), self._in,
                                [(self._out, raw)] + ([(self._emb, emb)] if self._emb else []))
         return raw, emb
 
-    def predict(self, pixels: np.ndarray) -> Scores:
+    def predict(self, pixels: Pixels) -> Scores:
         raw, emb = self._invoke(pixels)
         return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)

@@ -22,7 +22,7 @@ import numpy as np
 
 from transforms.models.int8 import RUNTIMES, backbone_and_head, head_scores, read_conversion
 from transforms.models.interpreters import choose_layout
-from transforms.models.runtime import Scores, pick_outputs, softmax
+from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs, softmax
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 
 INSTALL_HINT = "pip install 'imagelabel[openvino]' (the openvino and nncf packages)"
@@ -170,14 +170,14 @@ class OpenVINORuntime:
         except BaseException as e:  # noqa: BLE001 - re-raised on the calling thread
             failures.append(e)
 
-    def predict(self, pixels: np.ndarray) -> Scores:
+    def predict(self, pixels: Pixels) -> Scores:
         n = len(pixels)
         emb = np.empty((n, self.embedding_dim), np.float32)
         raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
         failures: list[BaseException] = []
         with self._queue_lock:
             for i in range(n):
-                x = np.asarray(self._preprocess(pixels[i:i + 1].astype(np.float32)), np.float32)
+                x = np.asarray(self._preprocess(one_image(pixels, i).astype(np.float32)), np.float32)
                 self._queue.start_async({0: x}, (i, emb, raw, failures))
             self._queue.wait_all()
         if failures:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from transforms.models.files import file_fingerprint, localized
-from transforms.models.runtime import Scores, looks_like_probabilities, pick_outputs, softmax
+from transforms.models.runtime import (Pixels, Scores, as_batch, looks_like_probabilities,
+                                       pick_outputs, softmax)
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 
 
@@ -69,7 +70,8 @@ class SavedModelRuntime:
         """Weights in the model's variables (imagelabel models counts them)."""
         return int(sum(np.prod(v.shape) for v in self._loaded.variables))
 
-    def predict(self, pixels: np.ndarray) -> Scores:
+    def predict(self, pixels: Pixels) -> Scores:
+        pixels = as_batch(pixels)
         scores, out = self._raw_scores(pixels)
         if self.output_kind == 'logits':
             scores = softmax(scores)
