@@ -60,11 +60,11 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
     limit = bound(bare['decode_images_per_s'], bare['invoke_images_per_s'], cores())
     without = {what: round(rate / limit, 4) for what, rate in bare['without_beam'].items()}
     runs = {}
-    for name in args.configs:
+    for name, flags, root in args.plan:  # each round runs every one: drift hits all alike
         tag = name.replace(' ', '-')
         by_n = {n: run_imagelabel(manifest, out / 'runs' / f'cores-{tag}-{n}', model, n,
-                                  log=out / 'logs' / f'cores-{tag}-{n}-{k}', extra=CONFIGS[name],
-                                  root=pathlib.Path(args.root))
+                                  log=out / 'logs' / f'cores-{tag}-{n}-{k}', extra=flags,
+                                  root=pathlib.Path(root))
                 for n, manifest in manifests.items()}
         small, big = (by_n[n] for n in sorted(by_n))
         # Marginal over summary.json's labeling time, so that the fixed costs at both
@@ -114,6 +114,10 @@ def main(argv=None) -> int:
                         help='The checkout whose `imagelabel run` is measured (e.g. one before a '
                         'change; its summary.json needs labeling_seconds). The bound is always '
                         'measured with this checkout\'s decode and LiteRT.')
+    parser.add_argument('--baseline_root', default=None,
+                        help='Another checkout (e.g. main before a change), run with the default '
+                        'flags in every round beside the configurations: a before/after in '
+                        'the same rounds.')
     parser.add_argument('--assets', default=default_assets())
     parser.add_argument('--workdir', default=str(HERE / 'out'))
     parser.add_argument('--out', default=str(HERE / 'out' / 'cores_limit.json'))
@@ -122,6 +126,8 @@ def main(argv=None) -> int:
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown:
         parser.error(f'--configs: unknown {unknown[0]!r}; choose from {", ".join(CONFIGS)}')
+    args.plan = [(name, CONFIGS[name], args.root) for name in args.configs] + (
+        [('baseline checkout', [], args.baseline_root)] if args.baseline_root else [])
     if not (pathlib.Path(args.assets) / TFLITE_MODEL).exists():
         parser.error(f'assets not found at {args.assets}: pass --assets or set IMAGELABEL_ASSETS')
     assets = pathlib.Path(args.assets)
@@ -143,12 +149,12 @@ def main(argv=None) -> int:
               f'{fmt(r["bare"]["invoke_images_per_s"])}); {line}', flush=True)
 
     medians = {name: statistics.median(r['runs'][name]['over_bound'] for r in rounds)
-               for name in args.configs}
+               for name, _, _ in args.plan}
     last = rounds[-1]
     print(f'\nMobileNetV2 quant, {len(photos)} ImageNet sample photos, on {cpu}')
     print(f'{"configuration":28} {"median rate/bound":>18} {"img/s (median)":>15} '
           f'{"CPU ms/img":>11}')
-    for name in args.configs:
+    for name, _, _ in args.plan:
         rates = [r['runs'][name]['images_per_s'] for r in rounds]
         cpu_ms = [r['runs'][name]['cpu_ms_per_image'] for r in rounds]
         print(f'{name:28} {medians[name]:18.3f} {statistics.median(rates):15.1f} '
