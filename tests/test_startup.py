@@ -29,15 +29,21 @@ print(json.dumps({'code': code, 'keras_loads': len(calls), 'sklearn': 'sklearn' 
 '''
 
 
-def test_a_keras_run_loads_its_model_once_per_process(tiny_keras_model, tmp_path):
-    for i in range(5):
+def _run_in_a_process(script: str, images: int, tmp_path, model) -> str:
+    """Run `script` (argv: input folder, output folder, model) in a fresh Python; its stdout."""
+    for i in range(images):
         write_jpeg(tmp_path / 'in' / f'{i}.jpg', seed=i)
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
-    out = subprocess.run([sys.executable, '-c', _RUN_COUNTING_LOADS, str(tmp_path / 'in'),
-                          str(tmp_path / 'out'), str(tiny_keras_model)], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'in'),
+                          str(tmp_path / 'out'), str(model)], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout
+
+
+def test_a_keras_run_loads_its_model_once_per_process(tiny_keras_model, tmp_path):
+    stdout = _run_in_a_process(_RUN_COUNTING_LOADS, 5, tmp_path, tiny_keras_model)
+    seen = json.loads(stdout.strip().splitlines()[-1])
     # The launcher validates the model and the in-process worker reuses it: one load.
     # scikit-learn is installed (the openvino extra) but never imported (tf_import).
     assert importlib.util.find_spec('sklearn') is not None
@@ -75,13 +81,7 @@ sys.exit(main())  # the process's own command: no argv
 
 def test_a_run_that_is_the_process_command_counts_start_up_from_the_process_start(
         tiny_keras_model, tmp_path):
-    for i in range(2):
-        write_jpeg(tmp_path / 'in' / f'{i}.jpg', seed=i)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
-    out = subprocess.run([sys.executable, '-c', _SLOW_PROCESS_RUN, str(tmp_path / 'in'),
-                          str(tmp_path / 'out'), str(tiny_keras_model)], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    _run_in_a_process(_SLOW_PROCESS_RUN, 2, tmp_path, tiny_keras_model)
     # The 1.5 s before main() is the user's wait too: start-up includes it. (A run
     # called in-process, as run_cli does, counts from prepare(), see the test above.)
     assert read_summary(str(tmp_path / 'out'))['startup_seconds'] >= 1.5
