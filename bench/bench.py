@@ -15,8 +15,9 @@ Sections (--only picks some; see bench/README.md for what each figure means):
   bf16        imagelabel with --precision bf16: speed-up and agreement with float32
   int8        imagelabel with --precision int8 (conversion done once before the clock):
               end to end against the float32 bare-model ceiling, agreement from summary.json
-  startup     start-up (launch to first batch, summary.json) of a small Keras run, this
-              checkout against --baseline_root (e.g. the main checkout, before this change)
+  startup     start-up (to the first batch, timed by startup_probe.py from Python's start
+              and from prepare()) of a small Keras run, this checkout against
+              --baseline_root (e.g. the main checkout, before this change)
 
 Every measurement that loads TensorFlow runs in a child process (so its peak RSS,
 read with os.wait4, is its own); this process only orchestrates and never imports

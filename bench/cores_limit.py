@@ -79,10 +79,12 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
                                                 / (big['n'] - small['n']), 3)}
     return {'bare': bare, 'bound_images_per_s': round(limit, 3), 'runs': runs,
             'without_beam_over_bound': without,
-            'model_calls': model_calls(manifests[max(manifests)], model, out, k)}
+            'model_calls': model_calls(manifests[max(manifests)], model, out, k,
+                                       pathlib.Path(args.root))}
 
 
-def model_calls(manifest: pathlib.Path, model: str, out: pathlib.Path, k: int) -> dict[str, Any]:
+def model_calls(manifest: pathlib.Path, model: str, out: pathlib.Path, k: int,
+                root: pathlib.Path) -> dict[str, Any]:
     """The default run under bench/pool_probe.py: shares of the span (first batch to last)
     inside the model call, in batch tails, and between batches (one interpreter waits)."""
     log, output = out / 'logs' / f'cores-pool-probe-{k}', out / 'runs' / 'cores-pool-probe'
@@ -90,7 +92,7 @@ def model_calls(manifest: pathlib.Path, model: str, out: pathlib.Path, k: int) -
         shutil.rmtree(output)
     child = run_child([sys.executable, str(HERE / 'pool_probe.py'), '--input', str(manifest),
                        '--output', str(output), '--model', model],
-                      log=log).check('pool probe')
+                      log=log, root=root).check('pool probe')
     lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if not lines:
         raise RuntimeError(f'the pool probe printed no result; see {log}.stdout')

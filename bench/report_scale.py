@@ -91,7 +91,7 @@ def write_output(out: pathlib.Path, rows: int, dim: int, photos: list[str]) -> N
 
 
 def timed(args: list[str], logs: pathlib.Path) -> tuple[float, float, str]:
-    """(seconds, peak RSS GB, stdout) of `python -m pipeline.cli ARGS` (bench.run_child)."""
+    """(seconds, peak RSS GiB, stdout) of `python -m pipeline.cli ARGS` (bench.run_child)."""
     child = run_child([sys.executable, '-m', 'pipeline.cli', *args],
                       log=logs / args[0]).check(f'imagelabel {args[0]}')
     return child.wall_s, child.peak_rss_mb / 1024, child.stdout
@@ -117,11 +117,11 @@ def main() -> None:
     html = base / 'report.html'
     s, rss, _ = timed(['report', '--output', str(out), '--out', str(html)], base / 'logs')
     figures = json.loads((base / 'report.json').read_text())
-    print(f'report : {s:6.1f} s wall, peak RSS {rss:.2f} GB, html {html.stat().st_size / 1e6:.2f} MB, '
+    print(f'report : {s:6.1f} s wall, peak RSS {rss:.2f} GiB, html {html.stat().st_size / 1e6:.2f} MB, '
           f'{figures["tiles"]["shown"]} tiles of {figures["counts"]["labeled"]}')
     s, rss, stdout = timed(['similar', '--output', str(out), '--uri', photos[0], '--k', '10',
                             '--format', 'json'], base / 'logs')
-    print(f'similar: {s:6.1f} s wall, peak RSS {rss:.2f} GB over all rows '
+    print(f'similar: {s:6.1f} s wall, peak RSS {rss:.2f} GiB over all rows '
           f'({a.rows / s:,.0f} rows/s); first neighbour {json.loads(stdout)[0]["similarity"]:.4f}')
     if not a.keep:
         for f in out.glob('*.parquet'):

@@ -35,8 +35,9 @@ class RunSummary:
     reused: int = 0
     retried: int = 0
     outputs: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    # From launch (flags parsed) to the first batch entering the model: imports, model
-    # load (and int8 conversion or its cache hit, and the agreement check), graph start.
+    # From launch to the first batch entering the model: imports, model load (and int8
+    # conversion or its cache hit, and the agreement check), graph start. Launch is the
+    # process start for `imagelabel run` (pipeline.clock), prepare() for an in-process call.
     startup_seconds: float | None = None
     # From the first batch entering the model to the end (outputs written): the run
     # without its start-up. labeled / labeling_seconds is its steady rate.

@@ -75,11 +75,28 @@ def test_rows_to_arrow_tables_emits_every_row_once_in_tables_of_the_schema():
         assert_that(got, equal_to([(f'u{i}', float(i)) for i in range(600)]))
 
 
-def test_floating_point_columns_are_the_only_ones_written_without_a_dictionary():
+@pytest.mark.parametrize('compliant', [False, True])
+def test_floating_point_columns_are_the_only_ones_written_without_a_dictionary(compliant):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from transforms.sinks.parquet import dictionary_columns
-    paths = dictionary_columns(LABELS_SCHEMA)
-    assert {'uri', 'top_label', 'labels.list.item.label', 'labels.list.item.index'} <= set(paths)
-    assert 'embedding.list.item' not in paths and 'labels.list.item.score' not in paths
+    paths = dictionary_columns(LABELS_SCHEMA, compliant_nested_types=compliant)
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_batches([rows_to_batch(
+        [_label_row('a', np.arange(4, dtype=np.float32))], LABELS_SCHEMA)]), buffer,
+        use_compliant_nested_type=compliant, use_dictionary=paths)
+    meta = pq.ParquetFile(io.BytesIO(buffer.getvalue())).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings
+                 for i in range(meta.num_columns)}
+    # Every path names a real column of the file, as pyarrow writes it...
+    assert set(paths) <= set(encodings)
+    # ...and exactly the floating-point ones (embedding, scores) go without a dictionary.
+    plain = {p for p, e in encodings.items() if 'RLE_DICTIONARY' not in e}
+    assert plain == set(encodings) - set(paths)
+    assert {p.split('.')[0] + '.' + p.split('.')[-1] for p in plain} == {
+        'embedding.item' if not compliant else 'embedding.element', 'labels.score'}
 
 
 def test_the_parquet_sink_writes_embeddings_plain_and_uris_with_a_dictionary(tmp_path):

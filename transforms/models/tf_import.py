@@ -20,7 +20,8 @@ import types
 def import_tensorflow() -> types.ModuleType:
     """The `tensorflow` module, imported (with Keras) without importing scikit-learn."""
     if 'tensorflow' in sys.modules:
-        return sys.modules['tensorflow']
+        import tensorflow as tf  # waits if another thread is still importing it
+        return tf
     shield = 'sklearn' not in sys.modules
     if shield:
         sys.modules['sklearn'] = None  # type: ignore[assignment]  # import raises ImportError
