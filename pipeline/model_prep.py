@@ -29,7 +29,8 @@ from transforms.decode import decode_image
 from transforms.errors import ImageError
 from transforms.label import LoadedModel, load_labeled_model, shared_labeled_model
 from transforms.models import FORMATS, ModelSpec, resolve_spec
-from transforms.read import expand_source, open_raw
+from transforms.read import RetryPolicy, expand_source, read_image_bytes
+from transforms.storage import ObjectReader
 
 _log = logging.getLogger('imagelabel')
 
@@ -48,23 +49,25 @@ class Sample:
 
 def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
                   calibration: int) -> Sample:
-    """A seeded sample of --input, decoded at the model's size (unreadable images skipped)."""
+    """A seeded sample of --input, decoded at the model's size (unreadable images skipped).
+
+    Read as the pipeline reads (read.read_image_bytes: the same limits, retries and
+    storage client), so the sample sees what the workers will.
+    """
     uris = sorted(set(itertools.islice(expand_source(s.input), SAMPLE_POOL)))
     random.Random(SEED).shuffle(uris)
     pixels, names = [], []
+    reader, retry = ObjectReader(), RetryPolicy(attempts=s.read_retries)
     for uri in uris:
         if len(pixels) >= held_out + calibration:
             break
         try:
-            with open_raw(uri) as f:
-                data = f.read(s.max_bytes + 1)
-            if len(data) > s.max_bytes:
-                continue
-            pixels.append(decode_image(data, size, recipe=s.resize,
+            image = read_image_bytes(uri, max_bytes=s.max_bytes, retry=retry, reader=reader)
+            pixels.append(decode_image(image.data, size, recipe=s.resize,
                                        max_pixels=s.max_pixels).pixels)
-        except (ImageError, OSError, ValueError):
+        except ImageError:
             continue
-        names.append(f'{uri}:{hashlib.sha256(data).hexdigest()}')
+        names.append(f'{uri}:{image.content_sha256}')
     if not pixels:
         raise ValueError(f'--precision {s.precision}: none of the first {len(uris)} images of '
                          f'{s.input} could be decoded, so there is nothing to calibrate or '

@@ -349,3 +349,17 @@ def test_a_report_over_a_gs_output_reads_rows_and_thumbnails_from_the_store(runs
     assert figures['counts']['labeled'] == PHOTOS and figures['counts']['errors'] == 2
     assert figures['tiles']['shown'] == PHOTOS and figures['tiles']['unreadable'] == 0
     assert page.read_text().count('data:image/') >= PHOTOS  # thumbnails read through gs://
+
+
+def test_an_int8_run_over_gs_calibrates_on_what_the_storage_client_reads(runs, tiny_keras_model,
+                                                                        tmp_path):
+    """The launch's calibration and agreement sample reads gs:// as the workers do, and
+    skips the unreadable objects (the broken and the truncated file) instead of failing."""
+    from conftest import int8_run
+    from pipeline.summary import read_summary
+    result = int8_run(tiny_keras_model, 'gs://imagelabel-test/e2e/in/',
+                      'gs://imagelabel-test/int8/out', tmp_path / 'cache')
+    assert result.code == 0, result.err
+    summary = read_summary('gs://imagelabel-test/int8/out')
+    assert summary['precision'] == 'int8' and summary['agreement']['images'] == 4
+    assert summary['labeled'] == PHOTOS and summary['errors'] == len(BROKEN)
