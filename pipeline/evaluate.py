@@ -22,8 +22,10 @@ from typing import Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.accuracy import EvalReport, evaluate
+from pipeline.report.data import read_columns
 from pipeline.summary import RunSummary
 from pipeline.usage import UsageError, setup_logging, usage_error
+from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
 
 EVAL_FILE = 'eval.json'
 TOP_K = 5
@@ -107,17 +109,6 @@ def resolve_truth(rows: Sequence[TruthRow], class_names: Sequence[str], manifest
     return truth
 
 
-def read_rows(paths: Sequence[str], columns: list[str]) -> list[dict]:
-    """Rows of Parquet files (local or gs://), only the columns asked for."""
-    import pyarrow.parquet as pq
-    from transforms.read import open_raw
-    rows: list[dict] = []
-    for path in paths:
-        with open_raw(path) as f:
-            rows.extend(pq.read_table(f, columns=columns).to_pylist())
-    return rows
-
-
 @dataclasses.dataclass
 class Evaluation:
     """A finished eval: the run's summary, the figures, and what was evaluated."""
@@ -182,8 +173,10 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
         raise
     summary = execute(launch)  # local: returns when the job is done
     # The Parquet files in --output (other sinks, e.g. a BigQuery table, may be listed too).
-    labels = read_rows(_parquet(summary.outputs.get('labels', [])), ['uri', 'labels'])
-    errors = read_rows(_parquet(summary.outputs.get('errors', [])), ['uri'])
+    labels = read_columns(_parquet(summary.outputs.get('labels', [])), ['uri', 'labels'],
+                          LABELS_SCHEMA).to_pylist()
+    errors = read_columns(_parquet(summary.outputs.get('errors', [])), ['uri'],
+                          ERRORS_SCHEMA).to_pylist()
     predicted = {r['uri']: [x['index'] for x in r['labels']] for r in labels}
     report = evaluate(truth, predicted, (r['uri'] for r in errors), model.labels, k=TOP_K)
     result = Evaluation(summary, report, model=model.spec.name, model_id=model.model_id,

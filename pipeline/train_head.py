@@ -67,9 +67,10 @@ class Embeddings:
 
 def read_embeddings(pattern: str) -> Embeddings:
     """Every labels row the pattern names; ValueError if they are not one model's embeddings."""
-    import pyarrow.parquet as pq
+    from pipeline.report.data import read_columns
     from transforms.head import base_model_id
-    from transforms.read import SourceKind, expand_source, open_raw, source_kind
+    from transforms.read import SourceKind, expand_source, source_kind
+    from transforms.schema import LABELS_SCHEMA
     if source_kind(pattern) is SourceKind.DIRECTORY:  # a run's folder: its labels files
         pattern = FileSystems.join(pattern.rstrip('/'), '**/labels-*.parquet')
     paths = sorted(set(expand_source(pattern)))  # the same globbing as run's --input
@@ -78,12 +79,15 @@ def read_embeddings(pattern: str) -> Embeddings:
     seen: dict[str, int] = {}
     uris, vectors, ids, models = [], [], set(), set()
     for path in paths:
-        with open_raw(path) as f:
-            try:
-                table = pq.read_table(f, columns=['uri', 'embedding', 'model', 'model_id'])
-            except Exception as e:  # noqa: BLE001 - not a labels file: one clear line
-                raise ValueError(f'{path} is not a labels Parquet file of imagelabel run '
-                                 f'({type(e).__name__})') from None
+        try:
+            table = read_columns([path], ['uri', 'embedding', 'model', 'model_id'],
+                                 LABELS_SCHEMA)
+        except Exception as e:  # noqa: BLE001 - not a labels file: one clear line
+            raise ValueError(f'{path} is not a labels Parquet file of imagelabel run '
+                             f'({type(e).__name__})') from None
+        if table.num_rows and table.column('embedding').null_count == table.num_rows:
+            raise ValueError(f'{path} is not a labels Parquet file of imagelabel run '
+                             '(it has no embedding column)')
         for row in table.to_pylist():
             if row['uri'] in seen:
                 continue  # the same image in two runs: one example, not two

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import read_parquet_rows, run_cli
-from transforms.schema import LABELS_SCHEMA
+from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
 
 EXIT_USAGE = 2
 ANIMALS = range(0, 398)
@@ -151,6 +151,24 @@ def test_unusable_labels_are_one_clear_line(labels, message, tmp_path):
     r = run_cli('train-head', '--embeddings', tmp_path / 'labels-*.parquet', '--labels',
                 tmp_path / 'l.csv', '--output', tmp_path / 'h.keras')
     assert r.code == EXIT_USAGE and message in r.err, r.err
+    assert r.err.strip().count('\n') == 0
+
+
+@pytest.mark.parametrize('content', ['errors', 'not parquet'])
+def test_embeddings_that_are_not_a_labels_file_are_one_clear_line(content, tmp_path):
+    path = tmp_path / 'errors-00000.parquet'
+    if content == 'errors':  # an errors table: a Parquet file without embeddings
+        when = datetime.datetime(2026, 11, 24, tzinfo=datetime.timezone.utc)
+        pq.write_table(pa.Table.from_pylist([{
+            'uri': '/x/1.jpg', 'stage': 'decode', 'error': 'corrupt', 'message': 'm',
+            'content_sha256': None, 'model_id': 'aaaa-1111', 'run_id': 'r',
+            'processed_at': when}], schema=ERRORS_SCHEMA), path)
+    else:
+        path.write_bytes(b'not parquet at all')
+    (tmp_path / 'l.csv').write_text('uri,label\n/x/1.jpg,a\n')
+    r = run_cli('train-head', '--embeddings', path, '--labels', tmp_path / 'l.csv',
+                '--output', tmp_path / 'h.keras')
+    assert r.code == EXIT_USAGE and 'is not a labels Parquet file' in r.err, r.err
     assert r.err.strip().count('\n') == 0
 
 
