@@ -168,7 +168,8 @@ def main(argv=None) -> int:
         print(f'  {what:48} {statistics.median(r["model_calls"][key] for r in rounds):8.1%}')
     print('\nthe same decode and invoke without Beam (rate/bound, median of rounds):')
     for what in last['without_beam_over_bound']:
-        print(f'  {what:48} {statistics.median(r["without_beam_over_bound"][what] for r in rounds):8.3f}')
+        share = statistics.median(r['without_beam_over_bound'][what] for r in rounds)
+        print(f'  {what:48} {share:8.3f}')
     print('\nsteps on one thread, CPU ms per image (last round):')
     for step, v in last['bare']['steps_ms'].items():
         print(f'  {step:48} {v:8.3f}')

@@ -303,9 +303,13 @@ class Int8Runtime:
         n = len(pixels)
         emb = np.empty((n, self.embedding_dim), np.float32)
         raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
+
+        def model_input(i: int) -> np.ndarray:
+            x = self._preprocess(one_image(pixels, i).astype(np.float32))
+            return quantize(np.asarray(x, np.float32), self._in)
+
         self._pool.invoke_each(
-            n, lambda i: quantize(np.asarray(self._preprocess(one_image(pixels, i).astype(np.float32)),
-                                             np.float32), self._in), self._in,
+            n, model_input, self._in,
             ([(self._emb, emb)] if self._emb else []) +
             ([(self._scores, raw)] if raw is not None else []))
         if self._head is not None:

@@ -177,7 +177,8 @@ class OpenVINORuntime:
         failures: list[BaseException] = []
         with self._queue_lock:
             for i in range(n):
-                x = np.asarray(self._preprocess(one_image(pixels, i).astype(np.float32)), np.float32)
+                x = np.asarray(self._preprocess(one_image(pixels, i).astype(np.float32)),
+                               np.float32)
                 self._queue.start_async({0: x}, (i, emb, raw, failures))
             self._queue.wait_all()
         if failures:
