@@ -521,7 +521,7 @@ class Bench:
             res[tag] = {**med, 'runs': runs[tag]}
             self.rows.append((f'start-up: 8-image Keras run, {tag} checkout', None, None,
                               med['from_process_s'], max(r['peak_rss_mb'] for r in runs[tag]),
-                              f'process start to first batch, median of {len(runs[tag])}; '
+                              f'Python start to first batch, median of {len(runs[tag])}; '
                               f'from prepare() {fmt(med["from_prepare_s"])} s'))
         if 'baseline' in res:
             for k in ('from_process_s', 'from_prepare_s', 'wall_s'):

@@ -104,7 +104,7 @@ def print_table(results: dict[str, Any], rows: list[tuple], args, summary: dict[
     if 'startup' in results:
         st = results['startup']
         base = st.get('baseline', {})
-        for key, what in (('from_process_s', 'process start to first batch'),
+        for key, what in (('from_process_s', 'Python start to first batch'),
                           ('from_prepare_s', 'prepare() to first batch'),
                           ('wall_s', 'whole 8-image run')):
             print(f'start-up, {what} (medians): this {fmt(st["this"][key])} s, baseline '
