@@ -28,11 +28,16 @@ from transforms.models.spec import PREPROCESSORS, ModelSpec
 INSTALL_HINT = "pip install 'imagelabel[openvino]' (the openvino and nncf packages)"
 
 
-def require() -> None:
-    """ValueError with the install line if OpenVINO or NNCF is missing."""
+def require(*, to_convert: bool = True) -> None:
+    """ValueError with the install line if OpenVINO (and, to convert, NNCF) is missing.
+
+    Workers only run the converted model: they need openvino, not NNCF, whose
+    import costs about 0.5 s more per worker process.
+    """
     try:
-        import nncf  # noqa: F401
         import openvino  # noqa: F401
+        if to_convert:
+            import nncf  # noqa: F401
     except ImportError as e:
         raise ValueError(f'--int8_runtime openvino needs {INSTALL_HINT}; missing: {e.name}') from e
 
@@ -106,7 +111,7 @@ class OpenVINORuntime:
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None, num_classes: int = 1000,
                  interpreters: int | None = None):
-        require()
+        require(to_convert=False)
         import openvino as ov
         blob, self._head, sha256 = read_conversion(spec.path, RUNTIMES['openvino'].suffix)
         try:
