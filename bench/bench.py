@@ -62,10 +62,9 @@ def default_assets() -> str:
 
 
 def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """The cores this process may use (transforms.cpu reads them once; no TensorFlow)."""
+    from transforms.cpu import this_cpu
+    return this_cpu().cores
 
 
 def child_env(root: pathlib.Path = ROOT) -> dict[str, str]:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import itertools
-import os
 import queue
 from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from transforms.cpu import this_cpu
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -39,14 +40,6 @@ def read_output(interp, detail: dict) -> np.ndarray:
     scale, zero = detail['quantization']
     out = values.astype(np.float32)
     return (out - zero) * scale if scale and np.issubdtype(values.dtype, np.integer) else out
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +62,7 @@ def choose_layout(interpreters: int | None, threads: int | None,
     one SDK process per vCPU, stays one thread per process). Only interpreters
     given: the cores shared out among them.
     """
-    cores = cores or usable_cores()
+    cores = cores or this_cpu().cores  # the CPU set this process may use, not the host's
     if interpreters and threads:
         return Layout(interpreters, threads)
     if threads:
