@@ -231,8 +231,8 @@ def test_without_a_byte_budget_the_same_results_pile_up_to_the_lookahead():
 
 
 def test_the_byte_totals_come_back_to_zero_once_everything_is_emitted():
-    # The totals are kept as results land and leave (not summed per element); a result
-    # emitted before its done-callback ran must not stay counted.
+    # The totals are kept as results land and leave (not summed per element), whatever
+    # order the pool threads and the bundle thread get to them.
     dofn = BigResults(threads=4, lookahead=3, max_inflight_bytes=1 << 30)
     dofn.setup()
     for _ in range(3):  # several bundles: the totals start afresh with each

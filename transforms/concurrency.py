@@ -84,23 +84,22 @@ class LookaheadDoFn(beam.DoFn):
         with self._bytes_lock:
             return self._held_bytes + self._done_bytes + self._running * self._size_hint
 
-    def _landed(self, future: concurrent.futures.Future) -> None:
-        """A result is done (runs on the pool thread): move it from running to done.
+    def _work_and_count(self, element: Any) -> tuple[Any, int]:
+        """Runs on a pool thread: the work, then its result moved from running to done.
 
-        result() can return to the bundle's thread before this callback runs; whichever
-        of the two comes second finds the other's mark and leaves the totals alone.
+        The totals change before the future completes, so by the time `_emit` has
+        the result they already count it as done, in one order only.
         """
+        size = 0
         try:
-            size = self.result_bytes(future.result()) if not future.cancelled() else 0
-        except Exception:  # noqa: BLE001 - the error surfaces when the result is emitted
-            size = 0
-        with self._bytes_lock:
-            self._size_hint = max(self._size_hint, size)
-            if getattr(future, 'emitted', False):  # already gone downstream, and counted
-                return
-            future.landed_size = size
-            self._running -= 1
-            self._done_bytes += size
+            result = self.work(element)
+            size = self.result_bytes(result)
+            return result, size
+        finally:  # a failing `work` lands with size 0; its error surfaces in `_emit`
+            with self._bytes_lock:
+                self._size_hint = max(self._size_hint, size)
+                self._running -= 1
+                self._done_bytes += size
 
     def _over_budget(self) -> bool:
         if self._max_inflight_bytes is None or not self._pending:
@@ -124,13 +123,11 @@ class LookaheadDoFn(beam.DoFn):
     def process(self, element: Any, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
         held = self.element_bytes(element) if self._max_inflight_bytes else 0
-        future = self._pool.submit(self.work, element)
-        if self._max_inflight_bytes:
-            with self._bytes_lock:
-                self._held_bytes += held
-                self._running += 1
-            future.add_done_callback(self._landed)  # now, if it is done already
-        self._pending.append((future, timestamp, window, held))
+        with self._bytes_lock:  # before submitting: the task may land at once
+            self._held_bytes += held
+            self._running += 1
+        self._pending.append((self._pool.submit(self._work_and_count, element),
+                              timestamp, window, held))
         # Keep the queue full: emitting a result as soon as it is done would run the
         # stages downstream (the model) while the pool has nothing queued to work on.
         while len(self._pending) > self._lookahead or self._over_budget():
@@ -147,15 +144,10 @@ class LookaheadDoFn(beam.DoFn):
 
     def _emit(self, item: tuple) -> Iterator[Any]:
         future, timestamp, window, held = item
-        result = future.result()
-        if self._max_inflight_bytes:
-            with self._bytes_lock:
-                self._held_bytes -= held
-                if hasattr(future, 'landed_size'):
-                    self._done_bytes -= future.landed_size
-                else:  # its callback has not run yet (see _landed)
-                    self._running -= 1
-                future.emitted = True
+        result, size = future.result()
+        with self._bytes_lock:
+            self._held_bytes -= held
+            self._done_bytes -= size
         for out in self.outputs(result):
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(
