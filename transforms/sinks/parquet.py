@@ -1,4 +1,4 @@
-"""Parquet files through Beam's `WriteToParquetBatched`, one Hive partition per run date.
+"""Parquet files through Beam's Parquet file sink, one Hive partition per run date.
 
     OUTPUT/run_date=2026-11-23/labels-00000-of-00001.parquet
     OUTPUT/run_date=2026-11-23/errors-00000-of-00001.parquet
@@ -75,19 +75,21 @@ class _PlainFloatsParquetSink(parquetio._ParquetSink):  # noqa: SLF001 - only op
                 self._schema, compliant_nested_types=self._use_compliant_nested_type))
 
 
-class WriteParquetTables(parquetio.WriteToParquetBatched):
-    """Beam's `WriteToParquetBatched` (Arrow tables in, one row group each), with
-    floating-point columns written plain (`dictionary_columns`)."""
+class WriteParquetTables(beam.PTransform):
+    """What Beam's `WriteToParquetBatched` does for a bounded input (Arrow tables in,
+    one row group each), with floating-point columns written plain (`dictionary_columns`)."""
 
     def __init__(self, file_path_prefix: str, schema: pa.Schema, *, file_name_suffix: str,
                  num_shards: int):
-        super().__init__(file_path_prefix, schema, file_name_suffix=file_name_suffix,
-                         num_shards=num_shards)
+        super().__init__()
         self._sink = _PlainFloatsParquetSink(  # WriteToParquetBatched's own defaults
             file_path_prefix=file_path_prefix, schema=schema, codec='none',
             use_deprecated_int96_timestamps=False, use_compliant_nested_type=False,
             file_name_suffix=file_name_suffix, num_shards=num_shards, shard_name_template=None,
             mime_type='application/x-parquet', triggering_frequency=None)
+
+    def expand(self, tables):
+        return tables | 'Write' >> beam.io.Write(self._sink)
 
 
 def partition_dir(output: str, run_date: str) -> str:
