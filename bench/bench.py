@@ -119,14 +119,19 @@ def run_child(argv: list[str], *, log: pathlib.Path, root: pathlib.Path = ROOT) 
                     stderr=err_path.read_text(errors='replace'))
 
 
-def run_worker(name: str, args: dict[str, Any], *, log: pathlib.Path) -> tuple[dict, ChildRun]:
-    """Run one of workers.py's measurements (see workers.WORKERS) in a child."""
-    child = run_child([sys.executable, str(HERE / 'workers.py'), name, json.dumps(args)],
-                      log=log).check(f'worker {name}')
+def run_script(script: str, argv: list[str], *, what: str, log: pathlib.Path,
+               root: pathlib.Path = ROOT) -> tuple[dict, ChildRun]:
+    """Run bench/SCRIPT ARGV in a child (PYTHONPATH=root); its last RESULT_MARK line."""
+    child = run_child([sys.executable, str(HERE / script), *argv], log=log, root=root).check(what)
     lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if not lines:
-        raise RuntimeError(f'worker {name} printed no result; see {log}.stdout')
+        raise RuntimeError(f'{what} printed no result; see {log}.stdout')
     return json.loads(lines[-1][len(RESULT_MARK):]), child
+
+
+def run_worker(name: str, args: dict[str, Any], *, log: pathlib.Path) -> tuple[dict, ChildRun]:
+    """Run one of workers.py's measurements (see workers.WORKERS) in a child."""
+    return run_script('workers.py', [name, json.dumps(args)], what=f'worker {name}', log=log)
 
 
 def run_imagelabel(manifest: pathlib.Path, output: pathlib.Path, model: str, expect: int, *,
@@ -532,14 +537,11 @@ class Bench:
         output = self.out / 'runs' / f'startup-{tag}'
         if output.exists():
             shutil.rmtree(output)
-        log = self.log(f'startup-{tag}-{rep}')
-        child = run_child([sys.executable, str(HERE / 'startup_probe.py'), '--input',
-                           str(manifest), '--output', str(output), '--model', model,
-                           '--batch_size', '8'], log=log, root=root).check('startup probe')
-        lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
-        if not lines:
-            raise RuntimeError(f'the start-up probe printed no result; see {log}.stdout')
-        return {**json.loads(lines[-1][len(RESULT_MARK):]), **child.facts()}
+        found, child = run_script(
+            'startup_probe.py', ['--input', str(manifest), '--output', str(output),
+                                 '--model', model, '--batch_size', '8'],
+            what='the start-up probe', log=self.log(f'startup-{tag}-{rep}'), root=root)
+        return {**found, **child.facts()}
 
     # 4. ratios, table, JSON
     def summary(self) -> dict[str, Any]:

@@ -31,8 +31,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import make_images  # noqa: E402
 from bench import (TFLITE_MODEL, cores, cpu_name, default_assets, marginal,  # noqa: E402
-                   run_child, run_imagelabel, run_worker, sample_photos)
-from workers import RESULT_MARK  # noqa: E402
+                   run_imagelabel, run_script, run_worker, sample_photos)
 from report import fmt  # noqa: E402
 
 #: What is compared: name -> extra `imagelabel run` flags. `default` is what users get.
@@ -87,16 +86,12 @@ def model_calls(manifest: pathlib.Path, model: str, out: pathlib.Path, k: int,
                 root: pathlib.Path) -> dict[str, Any]:
     """The default run under bench/pool_probe.py: shares of the span (first batch to last)
     inside the model call, in batch tails, and between batches (one interpreter waits)."""
-    log, output = out / 'logs' / f'cores-pool-probe-{k}', out / 'runs' / 'cores-pool-probe'
+    output = out / 'runs' / 'cores-pool-probe'
     if output.exists():
         shutil.rmtree(output)
-    child = run_child([sys.executable, str(HERE / 'pool_probe.py'), '--input', str(manifest),
-                       '--output', str(output), '--model', model],
-                      log=log, root=root).check('pool probe')
-    lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if not lines:
-        raise RuntimeError(f'the pool probe printed no result; see {log}.stdout')
-    t = json.loads(lines[-1][len(RESULT_MARK):])
+    t, _ = run_script('pool_probe.py', ['--input', str(manifest), '--output', str(output),
+                                        '--model', model],
+                      what='the pool probe', log=out / 'logs' / f'cores-pool-probe-{k}', root=root)
     span = t['span_s'] or 1.0
     return {**t, 'in_model_share': round(t['in_model_s'] / span, 4),
             'tails_share': round(t['tails_s'] / span, 4),
