@@ -171,19 +171,18 @@ def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[byt
     return content, head
 
 
-def convert_saved_model(spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
-    """A SavedModel's serving_default -> (int8 .tflite bytes, b'').
+def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
+                        ) -> tuple[bytes, bytes]:
+    """A loaded SavedModel's serving_default -> (int8 .tflite bytes, b'').
 
     Its outputs are kept, except that a final softmax hands over its logits (the
     runtime applies softmax in float32: see logits_instead_of_softmax), and the
     classifier's input is added as the embedding when the graph shows it.
     """
     import tensorflow as tf
-    loaded = tf.saved_model.load(spec.path)
-    sig = loaded.signatures['serving_default']
-    (_, arg), = sig.structured_input_signature[1].items()
-    dtype = arg.dtype.as_numpy_dtype
-    preprocess = PREPROCESSORS[spec.preprocess or ('raw' if arg.dtype.is_integer else 'inception')]
+    dtype = runtime.input_dtype.as_numpy_dtype
+    preprocess = PREPROCESSORS[spec.preprocess or
+                               ('raw' if runtime.input_dtype.is_integer else 'inception')]
     converter = tf.lite.TFLiteConverter.from_saved_model(spec.path, signature_keys=['serving_default'])
     content = _quantize(converter, calibration.pixels, preprocess, dtype)
     content = expose_penultimate(content).content
@@ -198,11 +197,11 @@ def convert(spec: ModelSpec, runtime, calibration: Calibration,
         if spec.format in ('keras', 'keras_application'):
             return openvino_int8.convert_keras(runtime.keras_model, spec, calibration)
         if spec.format == 'saved_model':
-            return openvino_int8.convert_saved_model(spec, calibration)
+            return openvino_int8.convert_saved_model(spec, runtime, calibration)
     elif spec.format in ('keras', 'keras_application'):
         return convert_keras(runtime.keras_model, spec, calibration)
     elif spec.format == 'saved_model':
-        return convert_saved_model(spec, calibration)
+        return convert_saved_model(spec, runtime, calibration)
     raise ValueError(f'{spec.format} models cannot be converted to int8')
 
 

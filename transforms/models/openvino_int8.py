@@ -86,13 +86,10 @@ def convert_keras(model, spec: ModelSpec, calibration) -> tuple[bytes, bytes]:
     return content, head
 
 
-def convert_saved_model(spec: ModelSpec, calibration) -> tuple[bytes, bytes]:
-    """A SavedModel's serving signature -> (int8 IR .npz bytes, b''): its outputs kept."""
+def convert_saved_model(spec: ModelSpec, runtime, calibration) -> tuple[bytes, bytes]:
+    """A loaded SavedModel's serving signature -> (int8 IR .npz bytes, b''): outputs kept."""
     import openvino as ov
-    import tensorflow as tf
-    sig = tf.saved_model.load(spec.path).signatures['serving_default']
-    (_, arg), = sig.structured_input_signature[1].items()
-    if arg.dtype.is_integer:
+    if runtime.input_dtype.is_integer:
         raise ValueError(f'{spec.name}: --int8_runtime openvino takes float image inputs; '
                          'this SavedModel takes integers: use --int8_runtime litert')
     ov_model = ov.convert_model(spec.path)

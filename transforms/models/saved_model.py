@@ -47,6 +47,7 @@ class SavedModelRuntime:
         self._preprocess = PREPROCESSORS[spec.preprocess or
                                          ('raw' if self._integer_input else 'inception')]
         self._dtype = arg_spec.dtype
+        self.input_dtype = arg_spec.dtype  # the int8 converters read it: no second load
         self.name = spec.name
         self.weights_sha256 = fingerprint
         self.precision = 'float32'
