@@ -186,7 +186,7 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
     converter = tf.lite.TFLiteConverter.from_saved_model(spec.path, signature_keys=['serving_default'])
     content = _quantize(converter, calibration.pixels, preprocess, dtype)
     content = expose_penultimate(content).content
-    return logits_instead_of_softmax(content)[0], b''
+    return logits_instead_of_softmax(content), b''
 
 
 def convert(spec: ModelSpec, runtime, calibration: Calibration,

@@ -56,17 +56,7 @@ def expose_penultimate(content: bytes) -> PatchedModel:
     to the subgraph's outputs in the flatbuffer.
     """
     model, graph, producer, name = _read_graph(content)
-    tensor, chain = int(graph.outputs[0]), []
-    embedding = None
-    while tensor in producer:
-        op = producer[tensor]
-        chain.append(name(op))
-        if chain[-1] in _CLASSIFIER_OPS:
-            embedding = int(op.inputs[0])
-            break
-        if chain[-1] not in _PASSTHROUGH_OPS:
-            break
-        tensor = int(op.inputs[0])
+    chain, embedding = _output_chain(graph, producer, name)
     ends_in_softmax = 'SOFTMAX' in chain
     if embedding is None:
         return PatchedModel(content, False, ends_in_softmax)
@@ -74,39 +64,46 @@ def expose_penultimate(content: bytes) -> PatchedModel:
     return PatchedModel(_pack(model, len(content)), True, ends_in_softmax)
 
 
-def logits_instead_of_softmax(content: bytes) -> tuple[bytes, bool]:
+def _output_chain(graph, producer, name) -> tuple[list[str], int | None]:
+    """The ops from the first output back through reshapes, softmax and (de)quantize to
+    the classifier (CONV_2D or FULLY_CONNECTED): their names, and the classifier's input
+    tensor (None when the walk meets another op first)."""
+    tensor, chain = int(graph.outputs[0]), []
+    while tensor in producer:
+        op = producer[tensor]
+        chain.append(name(op))
+        if chain[-1] in _CLASSIFIER_OPS:
+            return chain, int(op.inputs[0])
+        if chain[-1] not in _PASSTHROUGH_OPS:
+            break
+        tensor = int(op.inputs[0])
+    return chain, None
+
+
+def logits_instead_of_softmax(content: bytes) -> bytes:
     """Make the first output the logits a final SOFTMAX (and DEQUANTIZE) would take.
 
     A fully quantized softmax has an output scale of 1/256: every probability under
     0.002 reads as 0, so most of a 1000-class top-5 is zeros. The logits, quantized
     with their own range, keep the ranking; the runtime applies softmax in float32.
-    Returns (content, True) when replaced, (content, False) when the output is not a
-    softmax.
+    A model whose output is not a softmax comes back unchanged.
     """
     model, graph, producer, name = _read_graph(content)
     tensor = int(graph.outputs[0])
     if tensor in producer and name(producer[tensor]) == 'DEQUANTIZE':
         tensor = int(producer[tensor].inputs[0])
     if tensor not in producer or name(producer[tensor]) != 'SOFTMAX':
-        return content, False
+        return content
     outputs = np.array(graph.outputs, np.int32)
     outputs[0] = int(producer[tensor].inputs[0])
     graph.outputs = outputs
-    return _pack(model, len(content)), True
+    return _pack(model, len(content))
 
 
 def ends_in_softmax(content: bytes) -> bool:
     """Whether the first output comes out of a SOFTMAX (through reshapes/dequantize)."""
     _, graph, producer, name = _read_graph(content)
-    tensor = int(graph.outputs[0])
-    while tensor in producer:
-        op_name = name(producer[tensor])
-        if op_name == 'SOFTMAX':
-            return True
-        if op_name not in _PASSTHROUGH_OPS:
-            return False
-        tensor = int(producer[tensor].inputs[0])
-    return False
+    return 'SOFTMAX' in _output_chain(graph, producer, name)[0]
 
 
 class TFLiteRuntime:
