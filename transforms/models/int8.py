@@ -252,6 +252,23 @@ def head_scores(head: tuple, embeddings: np.ndarray) -> Scores:
     return Scores(softmax(embeddings @ kernel + bias).astype(np.float32), embeddings)
 
 
+def int8_scores(head: tuple | None, output_kind: str, embeddings: np.ndarray,
+                raw: np.ndarray | None) -> Scores:
+    """A batch's Scores from either int8 runtime: through the float32 head when the
+    conversion kept one, else the model's own scores (softmaxed if they are logits)."""
+    if head is not None:
+        return head_scores(head, embeddings)
+    return Scores(softmax(raw) if output_kind == 'logits' else raw, embeddings)
+
+
+def int8_description(name: str, engine: str, runtime) -> str:
+    """The one-line description both int8 runtimes give (`engine`: what runs it)."""
+    h, w = runtime.input_size
+    return (f'{name}: int8 on {engine}, input {h}x{w}, {runtime.num_outputs} '
+            f'{runtime.output_kind}, embedding {runtime.embedding_dim}-d'
+            + (', float32 head' if runtime.has_head else '') + f'; {runtime.layout}')
+
+
 class Int8Runtime:
     """A cached int8 conversion on LiteRT, plus its float32 head when it has one.
 
@@ -292,11 +309,8 @@ class Int8Runtime:
         # (logits_instead_of_softmax); a model that emitted logits still does.
         self.output_kind = ('probabilities' if self._head is None and ends_in_softmax(content)
                             else 'logits')
-        self.description = (f'{spec.name}: int8 on {RUNTIME}, input {self.input_size[0]}x'
-                            f'{self.input_size[1]}, {self.num_outputs} {self.output_kind}, '
-                            f'embedding {self.embedding_dim}-d'
-                            + (', float32 head' if self._head is not None else '')
-                            + f'; {self.layout}')
+        self.has_head = self._head is not None
+        self.description = int8_description(spec.name, RUNTIME, self)
 
     def predict(self, pixels: Pixels) -> Scores:
         n = len(pixels)
@@ -311,6 +325,4 @@ class Int8Runtime:
             n, model_input, self._in,
             ([(self._emb, emb)] if self._emb else []) +
             ([(self._scores, raw)] if raw is not None else []))
-        if self._head is not None:
-            return head_scores(self._head, emb)
-        return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)
+        return int8_scores(self._head, self.output_kind, emb, raw)

@@ -20,9 +20,10 @@ import threading
 
 import numpy as np
 
-from transforms.models.int8 import RUNTIMES, backbone_and_head, head_scores, read_conversion
+from transforms.models.int8 import (RUNTIMES, backbone_and_head, int8_description,
+                                    int8_scores, read_conversion, runtime_tag)
 from transforms.models.interpreters import choose_layout
-from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs, softmax
+from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 
 INSTALL_HINT = "pip install 'imagelabel[openvino]' (the openvino and nncf packages)"
@@ -40,11 +41,6 @@ def require(*, to_convert: bool = True) -> None:
             import nncf  # noqa: F401
     except ImportError as e:
         raise ValueError(f'--int8_runtime openvino needs {INSTALL_HINT}; missing: {e.name}') from e
-
-
-def version() -> str:
-    from importlib.metadata import version as v
-    return v('openvino')
 
 
 def pack(model) -> bytes:
@@ -155,11 +151,8 @@ class OpenVINORuntime:
         self.layout = f'{self._requests} OpenVINO stream(s)'
         self.output_kind = 'logits' if self._head is not None else (
             spec.outputs if spec.outputs != 'auto' else 'probabilities')
-        self.description = (f'{spec.name}: int8 on openvino {version()}, input '
-                            f'{self.input_size[0]}x{self.input_size[1]}, {self.num_outputs} '
-                            f'{self.output_kind}, embedding {self.embedding_dim}-d'
-                            + (', float32 head' if self._head is not None else '')
-                            + f'; {self.layout}')
+        self.has_head = self._head is not None
+        self.description = int8_description(spec.name, runtime_tag('openvino'), self)
 
     def _landed(self, request, userdata) -> None:
         """An image is done (OpenVINO's thread): copy its outputs into the batch's arrays."""
@@ -185,8 +178,6 @@ class OpenVINORuntime:
             self._queue.wait_all()
         if failures:
             raise failures[0]
-        if self._head is not None:
-            return head_scores(self._head, emb)
-        return Scores(softmax(raw) if self.output_kind == 'logits' else raw, emb)
+        return int8_scores(self._head, self.output_kind, emb, raw)
 
 
