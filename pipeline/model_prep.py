@@ -118,9 +118,8 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
     """Convert (or find in --model_cache) the int8 model; the spec workers load it from."""
     from transforms.models import int8
     runtime = float_model.runtime
-    if s.int8_runtime == 'openvino':
-        from transforms.models.openvino_int8 import require
-        require()  # one line saying what to install, before anything is converted
+    # One line saying what to install, before anything is converted.
+    int8.RUNTIMES[s.int8_runtime].converter_module().require()
     key = int8.cache_key(weights_sha256=runtime.weights_sha256, spec=spec,
                          input_size=runtime.input_size, calibration_digest=sample.digest,
                          runtime=int8.runtime_tag(s.int8_runtime))

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import io
 import logging
 import os
 import tempfile
+import types
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -40,15 +42,22 @@ _log = logging.getLogger('imagelabel.models')
 @dataclasses.dataclass(frozen=True)
 class Int8RuntimeInfo:
     """An int8 runtime: its cache files' suffix, the format workers load them with
-    (transforms.models.formats), and the package whose version keys the cache."""
+    (transforms.models.formats), the package whose version keys the cache, and the
+    module that converts for it (`require()`, `convert_keras`, `convert_saved_model`)."""
     suffix: str
     format: str
     package: str
+    converter: str
+
+    def converter_module(self) -> types.ModuleType:
+        return importlib.import_module(self.converter)
 
 
 #: The int8 runtimes (--int8_runtime).
-RUNTIMES = {'litert': Int8RuntimeInfo('.tflite', 'int8_tflite', 'ai-edge-litert'),
-            'openvino': Int8RuntimeInfo('.ovz', 'int8_openvino', 'openvino')}
+RUNTIMES = {'litert': Int8RuntimeInfo('.tflite', 'int8_tflite', 'ai-edge-litert',
+                                      'transforms.models.int8'),
+            'openvino': Int8RuntimeInfo('.ovz', 'int8_openvino', 'openvino',
+                                        'transforms.models.openvino_int8')}
 RUNTIME = 'litert'  # the default
 #: How conversions are made; a change that makes different files bumps it (cache key).
 #: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
@@ -189,19 +198,18 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
     return logits_instead_of_softmax(content), b''
 
 
+def require() -> None:
+    """LiteRT's converter comes with TensorFlow, and its runtime with the core install."""
+
+
 def convert(spec: ModelSpec, runtime, calibration: Calibration,
             int8_runtime: str = 'litert') -> tuple[bytes, bytes]:
     """Convert a loaded float32 runtime's model for `int8_runtime` (its format says how)."""
-    if int8_runtime == 'openvino':
-        from transforms.models import openvino_int8
-        if spec.format in ('keras', 'keras_application'):
-            return openvino_int8.convert_keras(runtime.keras_model, spec, calibration)
-        if spec.format == 'saved_model':
-            return openvino_int8.convert_saved_model(spec, runtime, calibration)
-    elif spec.format in ('keras', 'keras_application'):
-        return convert_keras(runtime.keras_model, spec, calibration)
-    elif spec.format == 'saved_model':
-        return convert_saved_model(spec, runtime, calibration)
+    converter = RUNTIMES[int8_runtime].converter_module()
+    if spec.format in ('keras', 'keras_application'):
+        return converter.convert_keras(runtime.keras_model, spec, calibration)
+    if spec.format == 'saved_model':
+        return converter.convert_saved_model(spec, runtime, calibration)
     raise ValueError(f'{spec.format} models cannot be converted to int8')
 
 
