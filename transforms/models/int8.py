@@ -104,11 +104,17 @@ class Int8Files:
 
     @classmethod
     def at(cls, cache: str, key: str, runtime: str = RUNTIME) -> 'Int8Files':
-        return cls(FileSystems.join(cache, key + RUNTIMES[runtime].suffix),
-                   FileSystems.join(cache, key + '.head.npz'))
+        suffix = RUNTIMES[runtime].suffix
+        model = FileSystems.join(cache, key + suffix)
+        return cls(model, head_beside(model, suffix))
 
     def exists(self) -> bool:
         return FileSystems.exists(self.model)
+
+
+def head_beside(model_path: str, suffix: str) -> str:
+    """The float32 head's file, beside its converted model (`key.head.npz`)."""
+    return model_path[:-len(suffix)] + '.head.npz'
 
 
 # --- conversion (launcher only; imports TensorFlow) ------------------------------------
@@ -243,7 +249,7 @@ def read_conversion(path: str, suffix: str) -> tuple[bytes, tuple | None, str]:
     with open_raw(path) as f:
         content = f.read()
     digest = hashlib.sha256(content)
-    head_path = path[:-len(suffix)] + '.head.npz'
+    head_path = head_beside(path, suffix)
     head = None
     if FileSystems.exists(head_path):
         with open_raw(head_path) as f:
