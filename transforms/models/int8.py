@@ -152,11 +152,12 @@ def _quantize(converter, pixels: np.ndarray, preprocess, dtype=np.float32) -> by
     return converter.convert()
 
 
-def backbone_and_head(model, spec: ModelSpec):
+def backbone_and_head(model, spec: ModelSpec, flag: str = '--precision int8'):
     """(Keras model up to the embedding, float32 head .npz bytes) of a Keras classifier.
 
     Both int8 runtimes quantize only the backbone: the final Dense and softmax run in
     float32 on the embedding, so probabilities are not rounded to int8's 256 steps.
+    (--float_runtime litert converts the same backbone without quantizing it.)
     """
     import keras
 
@@ -164,8 +165,8 @@ def backbone_and_head(model, spec: ModelSpec):
     embedding = embedding_output(model, spec)
     head = _dense_head(model, embedding)
     if head is None:
-        raise ValueError(f'{spec.name}: --precision int8 needs a final Dense classifier '
-                         '(softmax or linear) fed by the embedding; run it at float32')
+        raise ValueError(f'{spec.name}: {flag} needs a final Dense classifier (softmax or '
+                         'linear) fed by the embedding; run it on TensorFlow at float32')
     buf = io.BytesIO()
     np.savez(buf, kernel=head[0], bias=head[1])
     return keras.Model(model.inputs, embedding), buf.getvalue()
@@ -221,11 +222,17 @@ def convert(spec: ModelSpec, runtime, calibration: Calibration,
 
 def store(files: Int8Files, content: bytes, head: bytes) -> None:
     """Write a conversion to the cache; the .tflite last, so its presence means complete."""
-    if '://' not in files.model:
-        os.makedirs(os.path.dirname(files.model) or '.', exist_ok=True)
-    if head:
-        _write(files.head, head)
-    _write(files.model, content)
+    store_files({files.head: head}, files.model, content)
+
+
+def store_files(beside: dict[str, bytes], model: str, content: bytes) -> None:
+    """Write the files beside a model (empty ones are skipped), then the model itself."""
+    if '://' not in model:
+        os.makedirs(os.path.dirname(model) or '.', exist_ok=True)
+    for path, data in beside.items():
+        if data:
+            _write(path, data)
+    _write(model, content)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -276,9 +283,10 @@ def int8_scores(head: tuple | None, output_kind: str, embeddings: np.ndarray,
 
 
 def int8_description(name: str, engine: str, runtime) -> str:
-    """The one-line description both int8 runtimes give (`engine`: what runs it)."""
+    """The one-line description both int8 runtimes (and LiteRT's float32 conversions) give
+    (`engine`: what runs it)."""
     h, w = runtime.input_size
-    return (f'{name}: int8 on {engine}, input {h}x{w}, {runtime.num_outputs} '
+    return (f'{name}: {runtime.precision} on {engine}, input {h}x{w}, {runtime.num_outputs} '
             f'{runtime.output_kind}, embedding {runtime.embedding_dim}-d'
             + (', float32 head' if runtime.has_head else '') + f'; {runtime.layout}')
 
@@ -287,17 +295,19 @@ class Int8Runtime:
     """A cached int8 conversion on LiteRT, plus its float32 head when it has one.
 
     One image per invoke, like TFLiteRuntime (XNNPACK runs batch 1 at full speed),
-    spread over an InterpreterPool (transforms.models.interpreters).
+    spread over an InterpreterPool (transforms.models.interpreters). A float32
+    conversion (--float_runtime litert, models.float_litert) has the same files
+    and runs here too, with `precision='float32'`: quantize() leaves float inputs be.
     """
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None, num_classes: int = 1000,
-                 interpreters: int | None = None):
+                 interpreters: int | None = None, precision: str = 'int8'):
         content, self._head, sha256 = read_conversion(spec.path, RUNTIMES['litert'].suffix)
         self.layout = choose_layout(interpreters, threads)
         try:
             self._pool = InterpreterPool(content, self.layout)
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f'{spec.path} is not a loadable int8 model: {e}') from e
+            raise ValueError(f'{spec.path} is not a loadable {precision} conversion: {e}') from e
         (self._in,) = self._pool.first.get_input_details()
         outs = self._pool.first.get_output_details()
         self.weights_sha256 = sha256
@@ -316,7 +326,7 @@ class Int8Runtime:
         self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
         self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
         self.name = spec.name
-        self.precision = 'int8'
+        self.precision = precision
         self.input_size = (int(self._in['shape'][1]), int(self._in['shape'][2]))
         # Logits, unless the file still ends in a softmax: a Keras conversion keeps its
         # float32 head, and a SavedModel's conversion hands over its softmax's logits
