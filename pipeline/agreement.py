@@ -1,4 +1,5 @@
-"""How far reduced precision moves a model's answers: int8 or bf16 against float32.
+"""How far reduced precision moves a model's answers: int8 or bf16 against float32
+(and a float32 conversion for LiteRT against TensorFlow's float32).
 
 Pure functions on probability arrays; the launcher runs both models on a held-out
 slice of the run's own images and stops the run when top-1 agreement is below
@@ -16,7 +17,7 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class Agreement:
     """Reduced precision vs float32 on the same images."""
-    precision: str         # 'int8' or 'bf16'
+    precision: str         # 'int8', 'bf16', or 'float32-litert' (LiteRT vs TensorFlow)
     images: int
     top1: float            # fraction of images whose top-1 class is the same
     top5_overlap: float    # mean |top-5 ∩ top-5| / 5
@@ -41,10 +42,17 @@ def measure(reference: np.ndarray, reduced: np.ndarray, precision: str) -> Agree
                      max_prob_diff=float(np.max(np.abs(reference - reduced))))
 
 
+#: What each compared runtime is called in the gate's message, and how to avoid it.
+_GATED = {'float32-litert': ('--float_runtime litert', 'TensorFlow\'s float32',
+                             'run on --float_runtime tensorflow')}
+
+
 def check(agreement: Agreement, minimum: float) -> None:
     """ValueError (one line, how to fix) when top-1 agreement is below `minimum`."""
     if agreement.top1 < minimum:
+        flag, reference, fix = _GATED.get(agreement.precision, (
+            f'--precision {agreement.precision}', 'float32', 'run at float32'))
         raise ValueError(
-            f'--precision {agreement.precision} agrees with float32 on top-1 for only '
+            f'{flag} agrees with {reference} on top-1 for only '
             f'{agreement.top1:.3f} of {agreement.images} held-out images (--min_agreement '
-            f'{minimum}); run at float32, or lower --min_agreement if that is acceptable')
+            f'{minimum}); {fix}, or lower --min_agreement if that is acceptable')

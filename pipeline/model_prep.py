@@ -1,4 +1,4 @@
-"""The launcher's model work: load once, convert to int8, check agreement, describe.
+"""The launcher's model work: load once, convert (int8, LiteRT float32), check agreement.
 
 `load_model_facts` runs at launch, before any image is read by the job: a bad
 model, or a reduced precision that disagrees with float32, fails here with one
@@ -8,6 +8,8 @@ process reuses the launcher's model instead of loading it again.
 
 Reduced precision (int8, bf16) is measured against float32 on a held-out, seeded
 slice of the run's own images; int8 is calibrated on another, disjoint slice.
+A float32 conversion for LiteRT (--float_runtime litert) is measured against
+TensorFlow the same way, once, when it is made.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class Sample:
 
 
 def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
-                  calibration: int) -> Sample:
+                  calibration: int, purpose: str | None = None) -> Sample:
     """A seeded sample of --input, decoded at the model's size (unreadable images skipped).
 
     Read as the pipeline reads (read.read_image_bytes: the same limits, retries and
@@ -69,9 +71,9 @@ def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
             continue
         names.append(f'{uri}:{image.content_sha256}')
     if not pixels:
-        raise ValueError(f'--precision {s.precision}: none of the first {len(uris)} images of '
-                         f'{s.input} could be decoded, so there is nothing to calibrate or '
-                         'compare on')
+        raise ValueError(f'{purpose or "--precision " + s.precision}: none of the first '
+                         f'{len(uris)} images of {s.input} could be decoded, so there is '
+                         'nothing to calibrate or compare on')
     # Few images: split them, so the agreement slice stays held out of calibration.
     n_held = min(held_out, len(pixels) // 2 if calibration else len(pixels)) or 1
     cal = pixels[n_held:n_held + calibration] or pixels[:n_held]
@@ -142,22 +144,78 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
         outputs=runtime.output_kind)
 
 
+def float_litert_facts(s: Settings, spec: ModelSpec) -> ModelFacts:
+    """--float_runtime litert: the model's cached float32 conversion, made on a miss.
+
+    A hit loads the .tflite and nothing else: TensorFlow is never imported. A miss
+    loads the Keras model, converts it, compares the conversion with it on a
+    held-out slice of the run's images, and caches it only when the gate passes.
+    """
+    from transforms.models import float_litert
+    if spec.format not in float_litert.CONVERTS:
+        able = ', '.join(FORMATS[n].described_as for n in float_litert.CONVERTS)
+        raise ValueError(f'--float_runtime litert applies to Keras models ({able}); '
+                         f'{FORMATS[spec.format].described_as} runs on its own runtime')
+    files = float_litert.files_for(s.model_cache, spec)
+    if files.exists():
+        _log.info('float32 on LiteRT: using %s from the model cache', files.model)
+        stored = float_litert.read_agreement(files)
+        agreement = agreement_math.Agreement(**stored) if stored else None
+    else:
+        agreement = _convert_float_litert(s, spec, files)
+    converted_spec = float_litert.converted_spec(spec, files)
+    model = _load(s, converted_spec, 'float32')
+    _check_top_k(s, model)
+    return _facts(converted_spec, model, agreement)
+
+
+def _convert_float_litert(s: Settings, spec: ModelSpec, files) -> agreement_math.Agreement:
+    """Convert, check against TensorFlow on held-out images, then store (never a failed one)."""
+    import tempfile
+
+    from transforms.models import float_litert, int8
+    started = time.monotonic()
+    source = _load(s, spec, 'float32', for_workers=False)  # only the conversion's source
+    _check_top_k(s, source)
+    size = source.runtime.input_size
+    content, head = float_litert.convert_keras(source.runtime.keras_model, spec, size)
+    sample = sample_images(s, size, held_out=s.agreement_images, calibration=0,
+                           purpose='--float_runtime litert')
+    with tempfile.TemporaryDirectory(prefix='imagelabel-float-') as folder:
+        trial = int8.Int8Files.at(folder, 'trial', 'litert')
+        int8.store(trial, content, head)
+        converted = _load(s, float_litert.converted_spec(spec, trial), 'float32',
+                          for_workers=False)
+        agreement = _compare(s, source, converted, sample.held_out, float_litert.LABEL)
+    float_litert.store(files, content, head, agreement.to_json())
+    _log.info('float32 on LiteRT: converted %s in %.1f s -> %s', spec.name,
+              time.monotonic() - started, files.model)
+    return agreement
+
+
+def _check_top_k(s: Settings, model: LoadedModel) -> None:
+    if s.top_k > model.num_classes and not s.head:  # a head's rows keep all its classes
+        raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
+
+
 def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
     """Load the model once in the launcher: a bad model fails here, before any image is read."""
     spec = _resolve(s)
+    converts = s.precision == 'int8' or s.float_runtime == 'litert'
+    if converts and not local and '://' not in s.model_cache:
+        raise ValueError(f'--model_cache {s.model_cache} is a local path, which workers on '
+                         'a remote runner cannot read; use a gs:// URI')
+    if s.float_runtime == 'litert':
+        return float_litert_facts(s, spec)
     if s.precision == 'int8':
         fmt = FORMATS[spec.format]
         if not fmt.converts_to_int8:
             able = ', '.join(f.described_as for f in FORMATS.values() if f.converts_to_int8)
             raise ValueError(f'--precision int8 applies to {able}; {fmt.described_as} runs at '
                              'the precision it was converted with')
-        if not local and '://' not in s.model_cache:
-            raise ValueError(f'--model_cache {s.model_cache} is a local path, which workers on '
-                             'a remote runner cannot read; use a gs:// URI')
     to_int8 = s.precision == 'int8'  # then this float32 model is only the conversion's source
     model = _load(s, spec, 'float32' if to_int8 else s.precision, for_workers=not to_int8)
-    if s.top_k > model.num_classes and not s.head:  # a head's rows keep all its classes
-        raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
+    _check_top_k(s, model)
     if s.precision == 'float32' or (s.precision == 'bf16' and model.runtime.precision != 'bf16'):
         return _facts(spec, model)  # bf16 without bf16 units ran float32: said so
     if s.precision == 'bf16':

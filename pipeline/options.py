@@ -148,6 +148,7 @@ def dry_run_from(options: PipelineOptions) -> bool:
 
 def add_precision_flags(parser) -> None:
     """The flags of reduced precision: int8 calibration, its cache, the agreement gate."""
+    from transforms.models.float_litert import RUNTIMES as FLOAT_RUNTIMES
     from transforms.models.int8 import RUNTIMES, default_model_cache
     parser.add_argument('--calibration_images', type=int, default=200,
                         help='int8: images of the run\'s own input (a seeded sample) to '
@@ -156,6 +157,12 @@ def add_precision_flags(parser) -> None:
                         help='int8: folder (local or gs://) where converted models are kept '
                         'by (model, calibration set, runtime), so a scheduled run converts '
                         'once; workers only load from it.')
+    parser.add_argument('--float_runtime', default='tensorflow', choices=FLOAT_RUNTIMES,
+                        help='float32 Keras models: tensorflow runs them as they are; litert '
+                        'converts one once at launch (cached in --model_cache, checked against '
+                        'TensorFlow with --min_agreement) and runs the .tflite on LiteRT, '
+                        'faster than TensorFlow on CPUs without bf16 units, and a run that '
+                        'finds its conversion cached imports neither TensorFlow nor Keras.')
     parser.add_argument('--int8_runtime', default='litert', choices=sorted(RUNTIMES),
                         help='int8: what runs the quantized model. litert (always installed) '
                         'or openvino (NNCF quantization; uses AVX512-VNNI and AMX where the '
@@ -203,6 +210,7 @@ class Settings:
     min_agreement: float = 0.9
     interpreters: int | None = None   # LiteRT interpreters per process; None: one per core
     int8_runtime: str = 'litert'      # litert or openvino (transforms.models.int8.RUNTIMES)
+    float_runtime: str = 'tensorflow'  # or litert: a cached float32 conversion (float_litert)
 
 
 def new_run_id() -> str:
@@ -240,6 +248,10 @@ def settings_from(options: PipelineOptions) -> Settings:
     if o.int8_runtime != 'litert' and o.precision != 'int8':
         raise ValueError(f'--int8_runtime {o.int8_runtime} applies to --precision int8 only; '
                          'add --precision int8, or leave --int8_runtime out')
+    if o.float_runtime != 'tensorflow' and o.precision != 'float32':
+        raise ValueError(f'--float_runtime {o.float_runtime} applies to --precision float32 '
+                         f'only (--precision {o.precision} chooses its own runtime); leave one '
+                         'of them out')
     for name in ('model_threads', 'interpreters'):
         value = getattr(o, name)
         if value is not None and value < 0:
@@ -258,7 +270,8 @@ def settings_from(options: PipelineOptions) -> Settings:
         model_copies=o.model_copies, dry_run=dry_run_from(options), head=o.head,
         calibration_images=o.calibration_images, model_cache=o.model_cache.rstrip('/') or '/',
         agreement_images=o.agreement_images, min_agreement=o.min_agreement,
-        interpreters=o.interpreters or None, int8_runtime=o.int8_runtime)
+        interpreters=o.interpreters or None, int8_runtime=o.int8_runtime,
+        float_runtime=o.float_runtime)
 
 
 def parse_run_date(value: str | None) -> str:

@@ -37,6 +37,13 @@ def _load_int8(spec: ModelSpec, *, threads: int | None, num_classes: int,
                        interpreters=interpreters)
 
 
+def _load_float_tflite(spec: ModelSpec, *, threads: int | None, num_classes: int,
+                       interpreters: int | None, **_) -> Runtime:
+    from transforms.models.int8 import Int8Runtime
+    return Int8Runtime(spec, threads=threads, num_classes=num_classes,
+                       interpreters=interpreters, precision='float32')
+
+
 def _load_openvino(spec: ModelSpec, *, threads: int | None, num_classes: int,
                    interpreters: int | None, **_) -> Runtime:
     from transforms.models.openvino_int8 import OpenVINORuntime
@@ -71,6 +78,10 @@ FORMATS: dict[str, ModelFormat] = {
     'int8_openvino': ModelFormat((), _load_openvino, False, False,
                                  'an int8 conversion for OpenVINO', by_path=False,
                                  precision='int8'),
+    # What --float_runtime litert made at launch (models.float_litert), from the cache.
+    'float_tflite': ModelFormat((), _load_float_tflite, False, False,
+                                'a float32 LiteRT conversion', by_path=False,
+                                precision='float32'),
 }
 
 

@@ -1,0 +1,155 @@
+"""--float_runtime litert: a Keras model converted once to a float32 .tflite, checked
+against TensorFlow before it is cached, and run from the cache without TensorFlow."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pipeline.summary import read_summary
+
+from conftest import ROOT, read_parquet_rows, run_cli
+
+
+def float_run(model, photos, out, cache, *extra):
+    return run_cli('run', '--input', photos, '--output', out, '--model', model,
+                   '--float_runtime', 'litert', '--model_cache', cache,
+                   '--agreement_images', '4', *extra)
+
+
+def _by_uri(rows: list[dict]) -> dict[str, dict]:
+    return {r['uri']: r for r in rows}
+
+
+def test_a_converted_model_labels_like_tensorflow_and_is_cached_with_its_agreement(
+        tiny_keras_model, int8_photos, tmp_path):
+    cache = tmp_path / 'cache'
+    lite = float_run(tiny_keras_model, int8_photos, tmp_path / 'lite', cache)
+    assert lite.code == 0, lite.err
+    tf = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'tf', '--model',
+                 tiny_keras_model)
+    assert tf.code == 0, tf.err
+    lite_rows, tf_rows = (_by_uri(read_parquet_rows(tmp_path / d, 'labels'))
+                          for d in ('lite', 'tf'))
+    assert sorted(lite_rows) == sorted(tf_rows) and len(lite_rows) == 12
+    for uri, row in lite_rows.items():
+        ref = tf_rows[uri]
+        assert [lab['label'] for lab in row['labels']][:1] == [
+            lab['label'] for lab in ref['labels']][:1]
+        np.testing.assert_allclose([lab['score'] for lab in row['labels']],
+                                   [lab['score'] for lab in ref['labels']], atol=1e-5)
+        np.testing.assert_allclose(row['embedding'], ref['embedding'], rtol=1e-4, atol=1e-5)
+    names = sorted(p.name for p in cache.iterdir())
+    assert [n.rsplit('-', 1)[0] for n in names] == ['tiny.keras-float32-litert'] * 3
+    assert [n.split('.', 2)[-1] for n in names] == ['agreement.json', 'head.npz', 'tflite']
+    summary = read_summary(str(tmp_path / 'lite'))
+    assert summary['precision'] == 'float32' and summary['labeled'] == 12
+    assert summary['agreement']['precision'] == 'float32-litert'
+    assert summary['agreement']['top1'] == 1.0 and summary['agreement']['images'] == 4
+    stored = json.loads(next(cache.glob('*.agreement.json')).read_text())
+    assert stored == summary['agreement']
+
+
+_CACHED_RUN = r'''
+import json, sys
+from pipeline.run import main
+code = main(sys.argv[1:])
+print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules,
+                  'keras': 'keras' in sys.modules}))
+'''
+
+
+def test_a_run_that_finds_its_conversion_cached_never_imports_tensorflow(
+        tiny_keras_model, int8_photos, tmp_path):
+    cache = tmp_path / 'cache'
+    first = float_run(tiny_keras_model, int8_photos, tmp_path / 'a', cache)
+    assert first.code == 0, first.err
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL='2')
+    out = subprocess.run(
+        [sys.executable, '-c', _CACHED_RUN, '--input', str(int8_photos), '--output',
+         str(tmp_path / 'b'), '--model', str(tiny_keras_model), '--float_runtime', 'litert',
+         '--model_cache', str(cache)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {'code': 0, 'tensorflow': False, 'keras': False}
+    a, b = read_summary(str(tmp_path / 'a')), read_summary(str(tmp_path / 'b'))
+    assert a['model_id'] == b['model_id'] and b['labeled'] == 12
+    assert b['agreement'] == a['agreement']  # read back from the cache, not measured again
+    assert _by_uri(read_parquet_rows(tmp_path / 'a', 'labels')).keys() == _by_uri(
+        read_parquet_rows(tmp_path / 'b', 'labels')).keys()
+
+
+def test_a_conversion_that_disagrees_with_tensorflow_is_refused_and_never_cached(
+        tiny_keras_model, int8_photos, tmp_path, monkeypatch):
+    import io
+
+    from transforms.models import float_litert
+    real = float_litert.convert_keras
+
+    def swapped_classes(model, spec, input_size):
+        content, head = real(model, spec, input_size)
+        with np.load(io.BytesIO(head)) as npz:  # the head's classes in another order
+            order = np.random.default_rng(0).permutation(npz['bias'].shape[0])
+            kernel, bias = npz['kernel'][:, order], npz['bias'][order]
+        buf = io.BytesIO()
+        np.savez(buf, kernel=kernel, bias=bias)
+        return content, buf.getvalue()
+    monkeypatch.setattr(float_litert, 'convert_keras', swapped_classes)
+    cache = tmp_path / 'cache'
+    r = float_run(tiny_keras_model, int8_photos, tmp_path / 'o', cache)
+    assert r.code != 0
+    last = r.err.strip().splitlines()[-1]
+    assert '--float_runtime litert agrees with TensorFlow\'s float32 on top-1 for only 0.' in last
+    assert 'run on --float_runtime tensorflow' in last
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+@pytest.mark.parametrize('extra, message', [
+    (('--precision', 'int8'), '--float_runtime litert applies to --precision float32 only'),
+    (('--precision', 'bf16'), '--float_runtime litert applies to --precision float32 only'),
+])
+def test_float_runtime_with_another_precision_is_one_clear_line(
+        tiny_keras_model, int8_photos, tmp_path, extra, message):
+    r = float_run(tiny_keras_model, int8_photos, tmp_path / 'o', tmp_path / 'cache', *extra)
+    assert r.code == 2
+    assert message in r.err.strip().splitlines()[-1]
+
+
+def test_float_runtime_litert_on_a_tflite_model_is_refused_with_one_line(
+        mobilenet_v2_quant, int8_photos, tmp_path):
+    r = float_run(mobilenet_v2_quant, int8_photos, tmp_path / 'o', tmp_path / 'cache')
+    assert r.code == 2
+    assert r.err.strip().splitlines()[-1] == (
+        'imagelabel: error: --float_runtime litert applies to Keras models (a Keras file, a '
+        'named Keras application); a TFLite file runs on its own runtime')
+
+
+_KEYS = r'''
+import json, sys
+from transforms.models import resolve_spec
+from transforms.models.float_litert import cache_key
+keys = {'file': cache_key(resolve_spec(sys.argv[1])),
+        'file_raw': cache_key(resolve_spec(sys.argv[1], preprocess='raw')),
+        'other_file': cache_key(resolve_spec(sys.argv[2])),
+        'application': cache_key(resolve_spec('inception_v3'))}
+print(json.dumps({'keys': keys, 'tensorflow': 'tensorflow' in sys.modules}))
+'''
+
+
+def test_the_cache_key_names_the_model_without_importing_tensorflow(tiny_keras_model, tmp_path):
+    other = tmp_path / 'other.keras'
+    other.write_bytes(tiny_keras_model.read_bytes() + b'\0')  # same name, other bytes
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, '-c', _KEYS, str(tiny_keras_model), str(other)],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout)
+    assert seen['tensorflow'] is False
+    keys = seen['keys']
+    assert len(set(keys.values())) == 4  # bytes, preprocessing and model all key it
+    assert keys['file'].startswith('tiny.keras-float32-litert-')
+    assert keys['application'].startswith('inception_v3-float32-litert-')

@@ -1,0 +1,121 @@
+"""--float_runtime litert: a Keras model converted once to a float32 .tflite, run on LiteRT.
+
+Why: TensorFlow is not the fastest float32 engine on every CPU, and it is the
+slowest part of a start. On AMD EPYC Zen 3 (AVX2 only, 2 vCPUs), LiteRT's XNNPACK
+ran a random-weight Inception-v3 at 15.7 images/s on 2 threads against
+TensorFlow's 10.7 (README, Performance), and a process that loads a cached
+.tflite imports neither TensorFlow nor Keras: those two cost 4.4 s of a 6.2 s
+start on that machine.
+
+The conversion is int8's without the quantization (`int8.backbone_and_head`):
+the backbone (pixels -> embedding) becomes the .tflite and the final Dense runs
+in float32 beside it (`key.head.npz`), so the rows' embedding is the same layer
+as TensorFlow's. It is checked against TensorFlow on a held-out slice of the
+run's own images before it is cached (`key.agreement.json` keeps the result), so
+a conversion that changes the answers is refused, never stored.
+
+The cache key is computed from the model's name and file digest without loading
+it: a run that finds its conversion in --model_cache never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.models import int8
+from transforms.models.files import file_fingerprint, localized
+from transforms.models.spec import ModelSpec
+from transforms.read import open_raw
+
+#: --float_runtime: what runs a float32 Keras model.
+RUNTIMES = ('tensorflow', 'litert')
+#: The format workers load a conversion with (transforms.models.formats).
+FORMAT = 'float_tflite'
+#: The formats that convert (the Keras ones: their head and embedding are known layers).
+CONVERTS = ('keras', 'keras_application')
+#: How conversions are made; a change that makes different files bumps it (cache key).
+CONVERSION_VERSION = 1
+#: Agreement's label for this runtime against TensorFlow's float32.
+LABEL = 'float32-litert'
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return 'unknown'
+
+
+def source_id(spec: ModelSpec) -> str:
+    """What names the model's weights, read without loading it (so without TensorFlow).
+
+    A file's SHA-256; for a Keras application with ImageNet weights, its name and
+    the Keras version (Keras checks the downloaded weights against a fixed hash).
+    """
+    if spec.format == 'keras':
+        return file_fingerprint(spec.path)
+    if spec.format == 'keras_application':
+        if spec.weights:
+            with localized(spec.weights) as local:
+                return file_fingerprint(local)
+        return f'{spec.application}:imagenet:keras-{_package_version("keras")}'
+    raise ValueError(f'--float_runtime litert applies to Keras models; {spec.format} does not '
+                     'convert')
+
+
+def cache_key(spec: ModelSpec) -> str:
+    """(model, preprocessing, embedding layer, LiteRT version) -> a file-name-safe key."""
+    model = repr((source_id(spec), spec.format, spec.application, spec.preprocess,
+                  spec.embedding_layer))
+    runtime = f'litert-{_package_version("ai-edge-litert")}'
+    h = hashlib.sha256(f'{model}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
+    return f'{spec.name.replace("/", "_")}-float32-litert-{h[:20]}'
+
+
+def files_for(cache: str, spec: ModelSpec) -> int8.Int8Files:
+    """Where `spec`'s conversion lives (or will) in the cache folder."""
+    return int8.Int8Files.at(cache, cache_key(spec), 'litert')
+
+
+def agreement_beside(files: int8.Int8Files) -> str:
+    """The agreement measured when the conversion was made (`key.agreement.json`)."""
+    return files.model[:-len('.tflite')] + '.agreement.json'
+
+
+def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
+    """A Keras classifier -> (float32 .tflite bytes of its backbone, float head .npz bytes)."""
+    import tensorflow as tf
+    backbone, head = int8.backbone_and_head(model, spec, flag='--float_runtime litert')
+    h, w = input_size
+    with tempfile.TemporaryDirectory(prefix='imagelabel-float-') as folder:
+        backbone.export(folder, format='tf_saved_model', verbose=False,
+                        input_signature=[tf.TensorSpec((1, h, w, 3), tf.float32)])
+        content = tf.lite.TFLiteConverter.from_saved_model(folder).convert()
+    return content, head
+
+
+def converted_spec(spec: ModelSpec, files: int8.Int8Files) -> ModelSpec:
+    """The spec workers load: the cached file, with the Keras model's labels and preprocessing."""
+    return dataclasses.replace(spec, format=FORMAT, path=files.model, application=None,
+                               weights=None, preprocess=spec.preprocess or 'inception',
+                               outputs='probabilities')
+
+
+def store(files: int8.Int8Files, content: bytes, head: bytes, agreement: dict) -> None:
+    """Into the cache: head and agreement first, the .tflite last (its presence = complete)."""
+    int8.store_files({files.head: head, agreement_beside(files): json.dumps(agreement).encode()},
+                     files.model, content)
+
+
+def read_agreement(files: int8.Int8Files) -> dict | None:
+    """The agreement stored with a cached conversion (None if the file is missing)."""
+    path = agreement_beside(files)
+    if not FileSystems.exists(path):
+        return None
+    with open_raw(path) as f:
+        return json.loads(f.read())
