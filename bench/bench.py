@@ -15,9 +15,12 @@ Sections (--only picks some; see bench/README.md for what each figure means):
   bf16        imagelabel with --precision bf16: speed-up and agreement with float32
   int8        imagelabel with --precision int8 (conversion done once before the clock):
               end to end against the float32 bare-model ceiling, agreement from summary.json
+  float_litert  imagelabel with --float_runtime litert (the model converted once to a
+              float32 .tflite, before the clock): end to end against the float32 ceiling
   startup     start-up (to the first batch, timed by startup_probe.py from Python's start
               and from prepare()) of a small Keras run, this checkout against
-              --baseline_root (e.g. the main checkout, before this change)
+              --baseline_root (e.g. the main checkout, before this change), and this
+              checkout with --float_runtime litert (its conversion cached)
 
 Every measurement that loads TensorFlow runs in a child process (so its peak RSS,
 read with os.wait4, is its own); this process only orchestrates and never imports
@@ -51,7 +54,8 @@ from report import compare_labels, fmt, print_table, ratio  # noqa: E402
 from workers import RESULT_MARK  # noqa: E402
 
 METHODS = ('predict_on_batch', 'call')
-SECTIONS = ('ceiling', 'imagelabel', 'anchor', 'tflite', 'scaling', 'bf16', 'int8', 'startup')
+SECTIONS = ('ceiling', 'imagelabel', 'anchor', 'tflite', 'scaling', 'bf16', 'int8',
+            'float_litert', 'startup')
 MODEL_SEED = 0
 TFLITE_MODEL = 'models/mobilenet_v2_1.0_224_quant.tflite'
 SAMPLE_MANIFEST = 'imagenet_sample/manifest.csv'
@@ -502,6 +506,35 @@ class Bench:
             f'marginal {res["n_small"]}->{res["n_big"]}; conversion cached; cores busy '
             f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
+    # float32 on LiteRT
+    def float_litert(self) -> None:
+        """`--float_runtime litert`: the same model as a float32 .tflite on LiteRT."""
+        extra = self.float_litert_flags()
+        inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
+        warm = self.warm_float_litert(inputs.manifest(self.n_small()), self.n_small(), model)
+        res = self.imagelabel_marginal('imagelabel-float-litert', self.n_small(), self.args.n,
+                                       extra)
+        f32 = self.results.get('imagelabel', {}).get('images_per_s')
+        self.results['float_litert'] = {
+            **res, 'convert_run_wall_s': warm['wall_s'], 'agreement': warm['agreement'],
+            'over_f32_ceiling': ratio(res['images_per_s'], self.ceiling_rate()),
+            'over_f32_end_to_end': ratio(res['images_per_s'], f32)}
+        self.end_to_end_row(
+            f'imagelabel run --float_runtime litert, batch {self.args.batch_size}', res,
+            f'marginal {res["n_small"]}->{res["n_big"]}; conversion cached; cores busy '
+            f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
+
+    def float_litert_flags(self) -> list[str]:
+        return ['--float_runtime', 'litert', '--model_cache', str(self.out / 'model_cache')]
+
+    def warm_float_litert(self, manifest: pathlib.Path, n: int, model: str) -> dict[str, Any]:
+        """Convert once (or find the conversion cached), outside any timed run."""
+        self.say('float_litert: converting once (kept in the model cache; not timed)')
+        return run_imagelabel(manifest, self.out / 'runs' / 'float-litert-convert', model, n,
+                              log=self.log('float-litert-convert'),
+                              extra=['--batch_size', str(self.args.batch_size),
+                                     *self.float_litert_flags()])
+
     # startup
     def startup(self) -> None:
         """Keras start-up, this checkout against --baseline_root, timed the same way in both.
@@ -511,15 +544,19 @@ class Bench:
         of the medians of --reps + 1 runs each, taken alternately.
         """
         inputs, model = self.ensure_inputs(8), self.ensure_model()
-        trees = [('this', ROOT)] + ([('baseline', pathlib.Path(self.args.baseline_root))]
-                                   if self.args.baseline_root else [])
-        runs: dict[str, list[dict]] = {tag: [] for tag, _ in trees}
+        trees = [('this', ROOT, [])] + (
+            [('baseline', pathlib.Path(self.args.baseline_root), [])]
+            if self.args.baseline_root else []) + [
+            ('this_float_litert', ROOT, self.float_litert_flags())]
+        self.warm_float_litert(inputs.manifest(8), 8, model)
+        runs: dict[str, list[dict]] = {tag: [] for tag, _, _ in trees}
         for rep in range(self.args.reps + 1):
-            for tag, root in trees:  # alternately: drift in the machine hits both alike
-                self.say(f'startup: {tag} checkout ({root}), 8 images, rep {rep + 1}')
-                runs[tag].append(self.probe_startup(inputs.manifest(8), model, tag, rep, root))
+            for tag, root, extra in trees:  # alternately: drift in the machine hits all alike
+                self.say(f'startup: {tag} ({root}), 8 images, rep {rep + 1}')
+                runs[tag].append(self.probe_startup(inputs.manifest(8), model, tag, rep, root,
+                                                    extra))
         res: dict[str, Any] = {}
-        for tag, _ in trees:
+        for tag, _, _ in trees:
             med = {k: statistics.median(r[k] for r in runs[tag])
                    for k in ('from_process_s', 'from_prepare_s', 'wall_s')}
             res[tag] = {**med, 'runs': runs[tag]}
@@ -530,16 +567,18 @@ class Bench:
         if 'baseline' in res:
             for k in ('from_process_s', 'from_prepare_s', 'wall_s'):
                 res[f'ratio_{k}'] = ratio(res['this'][k], res['baseline'][k])
+                res[f'float_litert_ratio_{k}'] = ratio(res['this_float_litert'][k],
+                                                       res['baseline'][k])
         self.results['startup'] = res
 
     def probe_startup(self, manifest: pathlib.Path, model: str, tag: str, rep: int,
-                      root: pathlib.Path) -> dict[str, Any]:
+                      root: pathlib.Path, extra: list[str]) -> dict[str, Any]:
         output = self.out / 'runs' / f'startup-{tag}'
         if output.exists():
             shutil.rmtree(output)
         found, child = run_script(
             'startup_probe.py', ['--input', str(manifest), '--output', str(output),
-                                 '--model', model, '--batch_size', '8'],
+                                 '--model', model, '--batch_size', '8', *extra],
             what='the start-up probe', log=self.log(f'startup-{tag}-{rep}'), root=root)
         return {**found, **child.facts()}
 

@@ -101,14 +101,24 @@ def print_table(results: dict[str, Any], rows: list[tuple], args, summary: dict[
               f'held-out images (summary.json): top-1 {fmt(g.get("top1"), 3)}, top-5 overlap '
               f'{fmt(g.get("top5_overlap"), 3)}, max prob diff {fmt(g.get("max_prob_diff"), 5)} '
               '(random weights: meaningless, see README)')
+    if 'float_litert' in results:
+        fl = results['float_litert']
+        g = fl.get('agreement') or {}
+        print(f'float32 on LiteRT: end to end / f32 ceiling {fmt(fl["over_f32_ceiling"], 3)}; '
+              f'/ f32 end to end (TensorFlow) {fmt(fl["over_f32_end_to_end"], 3)}; agreement '
+              f'with TensorFlow on {g.get("images")} held-out images: top-1 '
+              f'{fmt(g.get("top1"), 3)}, max prob diff {fmt(g.get("max_prob_diff"), 6)}')
     if 'startup' in results:
         st = results['startup']
         base = st.get('baseline', {})
         for key, what in (('from_process_s', 'Python start to first batch'),
                           ('from_prepare_s', 'prepare() to first batch'),
                           ('wall_s', 'whole 8-image run')):
+            lite = st.get('this_float_litert', {})
             print(f'start-up, {what} (medians): this {fmt(st["this"][key])} s, baseline '
-                  f'{fmt(base.get(key))} s, ratio {fmt(st.get(f"ratio_{key}"), 3)}')
+                  f'{fmt(base.get(key))} s, ratio {fmt(st.get(f"ratio_{key}"), 3)}; with '
+                  f'--float_runtime litert (cached) {fmt(lite.get(key))} s, ratio '
+                  f'{fmt(st.get(f"float_litert_ratio_{key}"), 3)}')
 
 
 def compare_labels(a_dir: pathlib.Path, b_dir: pathlib.Path) -> dict[str, Any]:
