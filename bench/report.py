@@ -97,17 +97,13 @@ def print_table(results: dict[str, Any], rows: list[tuple], args, summary: dict[
               f'/ f32 end to end {fmt(q.get("timer_over_f32_end_to_end"), 3)}; from the first '
               f'batch on (summary.json labeling_seconds): / f32 ceiling '
               f'{fmt(q.get("labeling_over_f32_ceiling"), 3)}')
-        print(f'      agreement with f32 on {g.get("images")} '
-              f'held-out images (summary.json): top-1 {fmt(g.get("top1"), 3)}, top-5 overlap '
-              f'{fmt(g.get("top5_overlap"), 3)}, max prob diff {fmt(g.get("max_prob_diff"), 5)} '
-              '(random weights: meaningless, see README)')
+        print(f'      {agreement_text(g, "f32")} (random weights: meaningless, see README)')
     if 'float_litert' in results:
         fl = results['float_litert']
         g = fl.get('agreement') or {}
         print(f'float32 on LiteRT: end to end / f32 ceiling {fmt(fl["over_f32_ceiling"], 3)}; '
-              f'/ f32 end to end (TensorFlow) {fmt(fl["over_f32_end_to_end"], 3)}; agreement '
-              f'with TensorFlow on {g.get("images")} held-out images: top-1 '
-              f'{fmt(g.get("top1"), 3)}, max prob diff {fmt(g.get("max_prob_diff"), 6)}')
+              f'/ f32 end to end (TensorFlow) {fmt(fl["over_f32_end_to_end"], 3)}; '
+              f'{agreement_text(g, "TensorFlow")}')
     if 'startup' in results:
         st = results['startup']
         base = st.get('baseline', {})
@@ -119,6 +115,13 @@ def print_table(results: dict[str, Any], rows: list[tuple], args, summary: dict[
                   f'{fmt(base.get(key))} s, ratio {fmt(st.get(f"ratio_{key}"), 3)}; with '
                   f'--float_runtime litert (cached) {fmt(lite.get(key))} s, ratio '
                   f'{fmt(st.get(f"float_litert_ratio_{key}"), 3)}')
+
+
+def agreement_text(g: dict, reference: str) -> str:
+    """summary.json's agreement figures in one phrase."""
+    return (f'agreement with {reference} on {g.get("images")} held-out images (summary.json): '
+            f'top-1 {fmt(g.get("top1"), 3)}, top-5 overlap {fmt(g.get("top5_overlap"), 3)}, '
+            f'max prob diff {fmt(g.get("max_prob_diff"), 5)}')
 
 
 def compare_labels(a_dir: pathlib.Path, b_dir: pathlib.Path) -> dict[str, Any]:
