@@ -13,6 +13,8 @@ import dataclasses
 
 import numpy as np
 
+from transforms.models import float_litert
+
 
 @dataclasses.dataclass(frozen=True)
 class Agreement:
@@ -42,9 +44,16 @@ def measure(reference: np.ndarray, reduced: np.ndarray, precision: str) -> Agree
                      max_prob_diff=float(np.max(np.abs(reference - reduced))))
 
 
-#: What each compared runtime is called in the gate's message, and how to avoid it.
-_GATED = {'float32-litert': ('--float_runtime litert', 'TensorFlow\'s float32',
-                             'run on --float_runtime tensorflow')}
+#: The compared runtimes that are not a --precision: their flag, their reference, the way out.
+_GATED = {float_litert.LABEL: ('--float_runtime litert', 'TensorFlow\'s float32',
+                               'run on --float_runtime tensorflow')}
+
+
+def describe(precision: str) -> str:
+    """'int8 vs float32', 'LiteRT float32 vs TensorFlow float32': what was compared."""
+    if precision in _GATED:
+        return f'{_GATED[precision][0]} vs {_GATED[precision][1]}'
+    return f'{precision} vs float32'
 
 
 def check(agreement: Agreement, minimum: float) -> None:

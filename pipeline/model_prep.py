@@ -88,14 +88,16 @@ def _resolve(s: Settings) -> ModelSpec:
                         outputs=s.model_outputs)
 
 
-def _load(s: Settings, spec: ModelSpec, precision: str, *, for_workers: bool = True
-          ) -> LoadedModel:
+def _load(s: Settings, spec: ModelSpec, precision: str, *, for_workers: bool = True,
+          with_head: bool = True) -> LoadedModel:
     """The model, loaded once per process when workers here will ask for it again
     (shared_labeled_model); a float32 model only used at launch, as int8's source or
-    the agreement reference, is not kept for the whole run."""
+    the agreement reference, is not kept for the whole run. `with_head=False`: the
+    base model's own classes (a --head fits one model_id, not its conversion's too)."""
     load = shared_labeled_model if for_workers else load_labeled_model
     return load(spec, batch_size=s.batch_size, precision=precision, threads=s.model_threads,
-                recipe=s.resize.value, head=s.head, interpreters=s.interpreters)
+                recipe=s.resize.value, head=s.head if with_head else None,
+                interpreters=s.interpreters)
 
 
 def _facts(spec: ModelSpec, model: LoadedModel,
@@ -110,8 +112,9 @@ def _compare(s: Settings, reference: LoadedModel, reduced: LoadedModel, images: 
              precision: str) -> agreement_math.Agreement:
     a = agreement_math.measure(reference.predict(images).probabilities,
                                reduced.predict(images).probabilities, precision)
-    _log.info('%s vs float32 on %d held-out images: top-1 %.3f, top-5 overlap %.3f, '
-              'max prob diff %.4f', precision, a.images, a.top1, a.top5_overlap, a.max_prob_diff)
+    _log.info('%s on %d held-out images: top-1 %.3f, top-5 overlap %.3f, max prob diff '
+              '%.4f', agreement_math.describe(precision), a.images, a.top1, a.top5_overlap,
+              a.max_prob_diff)
     agreement_math.check(a, s.min_agreement)
     return a
 
@@ -154,19 +157,20 @@ def float_litert_facts(s: Settings, spec: ModelSpec) -> ModelFacts:
     from transforms.models import float_litert
     if spec.format not in float_litert.CONVERTS:
         able = ', '.join(FORMATS[n].described_as for n in float_litert.CONVERTS)
-        raise ValueError(f'--float_runtime litert applies to Keras models ({able}); '
-                         f'{FORMATS[spec.format].described_as} runs on its own runtime')
+        raise ValueError(f'--float_runtime litert converts Keras models ({able}); leave it out '
+                         f'for {FORMATS[spec.format].described_as}')
     files = float_litert.files_for(s.model_cache, spec)
     if files.exists():
         _log.info('float32 on LiteRT: using %s from the model cache', files.model)
-        stored = float_litert.read_agreement(files)
-        agreement = agreement_math.Agreement(**stored) if stored else None
+        agreement = float_litert.read_agreement(files)
+        if agreement is not None:  # measured when it was made; this run's gate still holds
+            agreement_math.check(agreement_math.Agreement(**agreement), s.min_agreement)
     else:
-        agreement = _convert_float_litert(s, spec, files)
+        agreement = _convert_float_litert(s, spec, files).to_json()
     converted_spec = float_litert.converted_spec(spec, files)
     model = _load(s, converted_spec, 'float32')
     _check_top_k(s, model)
-    return _facts(converted_spec, model, agreement)
+    return dataclasses.replace(_facts(converted_spec, model), agreement=agreement)
 
 
 def _convert_float_litert(s: Settings, spec: ModelSpec, files) -> agreement_math.Agreement:
@@ -175,17 +179,17 @@ def _convert_float_litert(s: Settings, spec: ModelSpec, files) -> agreement_math
 
     from transforms.models import float_litert, int8
     started = time.monotonic()
-    source = _load(s, spec, 'float32', for_workers=False)  # only the conversion's source
-    _check_top_k(s, source)
+    source = _load(s, spec, 'float32', for_workers=False, with_head=False)  # the source only
     size = source.runtime.input_size
-    content, head = float_litert.convert_keras(source.runtime.keras_model, spec, size)
+    # Sampled first: an input with nothing decodable fails before a long conversion.
     sample = sample_images(s, size, held_out=s.agreement_images, calibration=0,
                            purpose='--float_runtime litert')
+    content, head = float_litert.convert_keras(source.runtime.keras_model, spec, size)
     with tempfile.TemporaryDirectory(prefix='imagelabel-float-') as folder:
         trial = int8.Int8Files.at(folder, 'trial', 'litert')
         int8.store(trial, content, head)
         converted = _load(s, float_litert.converted_spec(spec, trial), 'float32',
-                          for_workers=False)
+                          for_workers=False, with_head=False)
         agreement = _compare(s, source, converted, sample.held_out, float_litert.LABEL)
     float_litert.store(files, content, head, agreement.to_json())
     _log.info('float32 on LiteRT: converted %s in %.1f s -> %s', spec.name,

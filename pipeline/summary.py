@@ -11,6 +11,7 @@ import json
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.agreement import describe
 from transforms import metrics
 from transforms.sinks.parquet import SUMMARY_FILE, partition_dir
 
@@ -90,7 +91,7 @@ class RunSummary:
                          f'precision {self.precision}')
         if self.agreement:
             a = self.agreement
-            lines.append(f'  agreement  {a["precision"]} vs float32 on {a["images"]} images: '
+            lines.append(f'  agreement  {describe(a["precision"])} on {a["images"]} images: '
                          f'top-1 {a["top1"]:.3f}, top-5 overlap {a["top5_overlap"]:.3f}, '
                          f'max prob diff {a["max_prob_diff"]:.4f}')
         if self.precision_hint:

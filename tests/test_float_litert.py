@@ -124,8 +124,40 @@ def test_float_runtime_litert_on_a_tflite_model_is_refused_with_one_line(
     r = float_run(mobilenet_v2_quant, int8_photos, tmp_path / 'o', tmp_path / 'cache')
     assert r.code == 2
     assert r.err.strip().splitlines()[-1] == (
-        'imagelabel: error: --float_runtime litert applies to Keras models (a Keras file, a '
-        'named Keras application); a TFLite file runs on its own runtime')
+        'imagelabel: error: --float_runtime litert converts Keras models (a Keras file, a '
+        'named Keras application); leave it out for a TFLite file')
+
+
+def test_a_cached_conversion_still_answers_to_this_runs_min_agreement(
+        tiny_keras_model, int8_photos, tmp_path):
+    cache = tmp_path / 'cache'
+    assert float_run(tiny_keras_model, int8_photos, tmp_path / 'a', cache).code == 0
+    (record,) = cache.glob('*.agreement.json')
+    stored = json.loads(record.read_text())
+    record.write_text(json.dumps({**stored, 'top1': 0.75}))  # as if made with a lower gate
+    strict = float_run(tiny_keras_model, int8_photos, tmp_path / 'b', cache)
+    assert strict.code != 0
+    assert 'on top-1 for only 0.750 of 4 held-out images (--min_agreement 0.9)' in (
+        strict.err.strip().splitlines()[-1])
+    lenient = float_run(tiny_keras_model, int8_photos, tmp_path / 'c', cache,
+                        '--min_agreement', '0.7')
+    assert lenient.code == 0, lenient.err
+    assert read_summary(str(tmp_path / 'c'))['agreement']['top1'] == 0.75
+    record.write_text('{"top1": ')  # cut short: one line saying what to delete
+    broken = float_run(tiny_keras_model, int8_photos, tmp_path / 'd', cache)
+    assert broken.code != 0
+    assert 'is not an agreement record' in broken.err.strip().splitlines()[-1]
+
+
+def test_a_remote_run_needs_a_model_cache_its_workers_can_read(tiny_keras_model, tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.model_prep import load_model_facts
+    from pipeline.options import settings_from
+    s = settings_from(PipelineOptions(['--input', 'gs://b/in', '--model', str(tiny_keras_model),
+                                       '--float_runtime', 'litert', '--model_cache',
+                                       str(tmp_path)]))
+    with pytest.raises(ValueError, match='--model_cache .* is a local path'):
+        load_model_facts(s, local=False)
 
 
 _KEYS = r'''
@@ -141,7 +173,8 @@ print(json.dumps({'keys': keys, 'tensorflow': 'tensorflow' in sys.modules}))
 
 
 def test_the_cache_key_names_the_model_without_importing_tensorflow(tiny_keras_model, tmp_path):
-    other = tmp_path / 'other.keras'
+    other = tmp_path / 'other' / tiny_keras_model.name
+    other.parent.mkdir()
     other.write_bytes(tiny_keras_model.read_bytes() + b'\0')  # same name, other bytes
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, '-c', _KEYS, str(tiny_keras_model), str(other)],
@@ -153,3 +186,30 @@ def test_the_cache_key_names_the_model_without_importing_tensorflow(tiny_keras_m
     assert len(set(keys.values())) == 4  # bytes, preprocessing and model all key it
     assert keys['file'].startswith('tiny.keras-float32-litert-')
     assert keys['application'].startswith('inception_v3-float32-litert-')
+
+
+def test_a_head_fits_the_litert_models_embeddings_and_a_tensorflow_one_is_refused(
+        tiny_keras_model, int8_photos, tmp_path):
+    from pipeline.train_head import build_head
+    from transforms.head import HeadInfo, save_head
+    assert float_run(tiny_keras_model, int8_photos, tmp_path / 'lite', tmp_path / 'a').code == 0
+    assert run_cli('run', '--input', int8_photos, '--output', tmp_path / 'tf', '--model',
+                   tiny_keras_model).code == 0
+    heads = {}
+    for name in ('lite', 'tf'):
+        info = HeadInfo(('left', 'middle', 'right'), 16,
+                        read_summary(str(tmp_path / name))['model_id'], tiny_keras_model.name)
+        heads[name] = tmp_path / f'{name}-head.keras'
+        save_head(build_head(16, 3, 0), info, str(heads[name]))
+    fits = float_run(tiny_keras_model, int8_photos, tmp_path / 'fits', tmp_path / 'a',
+                     '--head', heads['lite'])
+    assert fits.code == 0, fits.err
+    rows = read_parquet_rows(tmp_path / 'fits', 'labels')
+    assert len(rows) == 12 and {len(r['labels']) for r in rows} == {3}
+    # A conversion made with --head compares the base models (the head is not theirs), and
+    # the head made on TensorFlow's embeddings is refused, naming the flag that differs.
+    other = float_run(tiny_keras_model, int8_photos, tmp_path / 'other', tmp_path / 'b',
+                      '--head', heads['tf'])
+    assert other.code == 2
+    last = other.err.strip().splitlines()[-1]
+    assert 'was trained on embeddings of tiny.keras' in last and '--float_runtime' in last

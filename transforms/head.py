@@ -116,8 +116,8 @@ def check_head_fits(head: Head, *, model_id: str, embedding_dim: int, model: str
         raise ValueError(
             f'--head {head.path} was trained on embeddings of {info.base_model} (model_id '
             f'{info.base_model_id}), but this run\'s model is {model} (model_id {model_id}); '
-            'use the same model, --resize and --precision, or train a head on this model\'s '
-            'embeddings')
+            'use the same model, --resize, --precision and --float_runtime, or train a head '
+            'on this model\'s embeddings')
 
 
 def save_head(model, info: HeadInfo, path: str) -> str:

@@ -28,7 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.models import int8
-from transforms.models.files import file_fingerprint, localized
+from transforms.models.files import file_fingerprint
 from transforms.models.spec import ModelSpec
 from transforms.read import open_raw
 
@@ -60,19 +60,23 @@ def source_id(spec: ModelSpec) -> str:
     if spec.format == 'keras':
         return file_fingerprint(spec.path)
     if spec.format == 'keras_application':
-        if spec.weights:
-            with localized(spec.weights) as local:
-                return file_fingerprint(local)
+        if spec.weights:  # read in place, gs:// too: nothing is copied to name it
+            return file_fingerprint(spec.weights)
         return f'{spec.application}:imagenet:keras-{_package_version("keras")}'
     raise ValueError(f'--float_runtime litert applies to Keras models; {spec.format} does not '
                      'convert')
 
 
 def cache_key(spec: ModelSpec) -> str:
-    """(model, preprocessing, embedding layer, LiteRT version) -> a file-name-safe key."""
+    """(model, input size, preprocessing, embedding layer, versions) -> a file-name-safe key.
+
+    The versions are those of everything that makes or runs the file: TensorFlow's
+    converter, Keras's export, and LiteRT.
+    """
     model = repr((source_id(spec), spec.format, spec.application, spec.preprocess,
-                  spec.embedding_layer))
-    runtime = f'litert-{_package_version("ai-edge-litert")}'
+                  spec.embedding_layer, spec.input_size))
+    runtime = '|'.join(f'{p}-{_package_version(p)}'
+                       for p in ('tensorflow', 'keras', 'ai-edge-litert'))
     h = hashlib.sha256(f'{model}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
     return f'{spec.name.replace("/", "_")}-float32-litert-{h[:20]}'
 
@@ -84,7 +88,7 @@ def files_for(cache: str, spec: ModelSpec) -> int8.Int8Files:
 
 def agreement_beside(files: int8.Int8Files) -> str:
     """The agreement measured when the conversion was made (`key.agreement.json`)."""
-    return files.model[:-len('.tflite')] + '.agreement.json'
+    return int8.beside(files.model, int8.RUNTIMES['litert'].suffix, '.agreement.json')
 
 
 def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
@@ -112,10 +116,18 @@ def store(files: int8.Int8Files, content: bytes, head: bytes, agreement: dict) -
                      files.model, content)
 
 
+_AGREEMENT_FIELDS = ('precision', 'images', 'top1', 'top5_overlap', 'max_prob_diff')
+
+
 def read_agreement(files: int8.Int8Files) -> dict | None:
     """The agreement stored with a cached conversion (None if the file is missing)."""
     path = agreement_beside(files)
     if not FileSystems.exists(path):
         return None
-    with open_raw(path) as f:
-        return json.loads(f.read())
+    try:
+        with open_raw(path) as f:
+            stored = json.loads(f.read())
+        return {k: stored[k] for k in _AGREEMENT_FIELDS}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'{path} is not an agreement record ({type(e).__name__}: {e}); delete '
+                         f'it and {files.model} to convert again') from e

@@ -114,7 +114,12 @@ class Int8Files:
 
 def head_beside(model_path: str, suffix: str) -> str:
     """The float32 head's file, beside its converted model (`key.head.npz`)."""
-    return model_path[:-len(suffix)] + '.head.npz'
+    return beside(model_path, suffix, '.head.npz')
+
+
+def beside(model_path: str, suffix: str, ending: str) -> str:
+    """A file kept beside a converted model: `key.tflite` -> `key` + ending."""
+    return model_path[:-len(suffix)] + ending
 
 
 # --- conversion (launcher only; imports TensorFlow) ------------------------------------
