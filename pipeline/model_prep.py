@@ -217,21 +217,27 @@ def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
             able = ', '.join(f.described_as for f in FORMATS.values() if f.converts_to_int8)
             raise ValueError(f'--precision int8 applies to {able}; {fmt.described_as} runs at '
                              'the precision it was converted with')
+    # A --head fits one model_id, the one the workers run: a model loaded only to convert or
+    # to compare is loaded without it, and precisions are compared on the base models.
     to_int8 = s.precision == 'int8'  # then this float32 model is only the conversion's source
-    model = _load(s, spec, 'float32' if to_int8 else s.precision, for_workers=not to_int8)
+    model = _load(s, spec, 'float32' if to_int8 else s.precision, for_workers=not to_int8,
+                  with_head=not to_int8)
     _check_top_k(s, model)
     if s.precision == 'float32' or (s.precision == 'bf16' and model.runtime.precision != 'bf16'):
         return _facts(spec, model)  # bf16 without bf16 units ran float32: said so
     if s.precision == 'bf16':
         sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                                calibration=0)
-        reference = _load(s, spec, 'float32', for_workers=False)
-        return _facts(spec, model, _compare(s, reference, model, sample.held_out, 'bf16'))
+        reference = _load(s, spec, 'float32', for_workers=False, with_head=False)
+        base = _load(s, spec, 'bf16', for_workers=False, with_head=False) if s.head else model
+        return _facts(spec, model, _compare(s, reference, base, sample.held_out, 'bf16'))
     sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                            calibration=s.calibration_images)
     lowered_spec = int8_spec(s, spec, model, sample)
     lowered = _load(s, lowered_spec, 'int8')
-    return _facts(lowered_spec, lowered, _compare(s, model, lowered, sample.held_out, 'int8'))
+    base = (_load(s, lowered_spec, 'int8', for_workers=False, with_head=False) if s.head
+            else lowered)
+    return _facts(lowered_spec, lowered, _compare(s, model, base, sample.held_out, 'int8'))
 
 
 def summary_extras(result, started: float | None, model: ModelFacts) -> dict:

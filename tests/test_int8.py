@@ -146,3 +146,21 @@ def test_a_worker_loads_the_cached_int8_file_without_tensorflow(tiny_keras_model
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen['tensorflow'] is False and seen['shape'] == [2, 1000]
     assert seen['sum'] == pytest.approx(1.0, abs=1e-4) and seen['precision'] == 'int8'
+
+
+def test_a_head_trained_on_an_int8_runs_embeddings_labels_an_int8_run(
+        tiny_keras_model, int8_photos, tmp_path):
+    from pipeline.train_head import build_head
+    from transforms.head import HeadInfo, save_head
+    cache = tmp_path / 'cache'
+    assert int8_run(tiny_keras_model, int8_photos, tmp_path / 'plain', cache).code == 0
+    plain = read_summary(str(tmp_path / 'plain'))
+    head = tmp_path / 'head.keras'
+    save_head(build_head(16, 2, 0), HeadInfo(('yes', 'no'), 16, plain['model_id'],
+                                             tiny_keras_model.name), str(head))
+    headed = int8_run(tiny_keras_model, int8_photos, tmp_path / 'headed', cache, '--head', head)
+    assert headed.code == 0, headed.err
+    rows = read_parquet_rows(tmp_path / 'headed', 'labels')
+    assert len(rows) == 12 and {r['top_label'] for r in rows} <= {'yes', 'no'}
+    # The agreement is the base models' (int8 against float32), as without the head.
+    assert read_summary(str(tmp_path / 'headed'))['agreement'] == plain['agreement']
