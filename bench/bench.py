@@ -31,17 +31,11 @@ intercept. Results go to bench/out/results.json (bench/out/ is git-ignored).
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
 import datetime
 import json
 import os
 import pathlib
 import platform
-import re
-import shutil
-import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -50,195 +44,18 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import make_images  # noqa: E402
-from report import compare_labels, fmt, print_table, ratio  # noqa: E402
-from workers import RESULT_MARK  # noqa: E402
+from children import (METHODS, TFLITE_MODEL, Inputs, cores, cpu_name,  # noqa: E402
+                      default_assets, marginal, run_anchor, run_imagelabel, run_worker,
+                      sample_photos)
+from precision_sections import PrecisionSections  # noqa: E402
+from report import fmt, print_table, ratio  # noqa: E402
 
-METHODS = ('predict_on_batch', 'call')
 SECTIONS = ('ceiling', 'imagelabel', 'anchor', 'tflite', 'scaling', 'bf16', 'int8',
             'float_litert', 'startup')
 MODEL_SEED = 0
-TFLITE_MODEL = 'models/mobilenet_v2_1.0_224_quant.tflite'
-SAMPLE_MANIFEST = 'imagenet_sample/manifest.csv'
-
-
-def default_assets() -> str:
-    return os.environ.get('IMAGELABEL_ASSETS') or str(ROOT.parent / 'shared' / 'assets')
-
-
-def cores() -> int:
-    """The cores this process may use (transforms.cpu reads them once; no TensorFlow)."""
-    from transforms.cpu import this_cpu
-    return this_cpu().cores
-
-
-def child_env(root: pathlib.Path = ROOT) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    env['PYTHONPATH'] = os.pathsep.join(
-        [str(root), *([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])])
-    return env
-
-
-# --- running children ----------------------------------------------------------------------
-
-@dataclasses.dataclass
-class ChildRun:
-    """One child process: its wall clock, CPU time, peak RSS and output."""
-    argv: list[str]
-    returncode: int
-    wall_s: float
-    cpu_s: float
-    peak_rss_mb: float
-    stdout: str
-    stderr: str
-
-    def check(self, what: str) -> 'ChildRun':
-        if self.returncode != 0:
-            tail = '\n'.join((self.stderr or self.stdout).strip().splitlines()[-25:])
-            raise RuntimeError(f'{what} failed (exit {self.returncode}):\n{tail}\n'
-                               f'command: {" ".join(self.argv)}')
-        return self
-
-    def facts(self) -> dict[str, Any]:
-        return {'wall_s': round(self.wall_s, 3), 'cpu_s': round(self.cpu_s, 3),
-                'cpu_utilisation': round(self.cpu_s / self.wall_s, 2) if self.wall_s else None,
-                'peak_rss_mb': round(self.peak_rss_mb, 1)}
-
-
-def run_child(argv: list[str], *, log: pathlib.Path, root: pathlib.Path = ROOT) -> ChildRun:
-    """Run argv to completion; os.wait4 gives this child's own rusage (peak RSS, CPU)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    out_path, err_path = log.with_suffix('.stdout'), log.with_suffix('.stderr')
-    with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=root, env=child_env(root), stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
-    return ChildRun(argv=argv, returncode=proc.returncode, wall_s=wall,
-                    cpu_s=usage.ru_utime + usage.ru_stime,
-                    peak_rss_mb=usage.ru_maxrss / 1024.0,  # Linux: kilobytes
-                    stdout=out_path.read_text(errors='replace'),
-                    stderr=err_path.read_text(errors='replace'))
-
-
-def run_script(script: str, argv: list[str], *, what: str, log: pathlib.Path,
-               root: pathlib.Path = ROOT) -> tuple[dict, ChildRun]:
-    """Run bench/SCRIPT ARGV in a child (PYTHONPATH=root); its last RESULT_MARK line."""
-    child = run_child([sys.executable, str(HERE / script), *argv], log=log, root=root).check(what)
-    lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if not lines:
-        raise RuntimeError(f'{what} printed no result; see {log}.stdout')
-    return json.loads(lines[-1][len(RESULT_MARK):]), child
-
-
-def run_worker(name: str, args: dict[str, Any], *, log: pathlib.Path) -> tuple[dict, ChildRun]:
-    """Run one of workers.py's measurements (see workers.WORKERS) in a child."""
-    return run_script('workers.py', [name, json.dumps(args)], what=f'worker {name}', log=log)
-
-
-def run_imagelabel(manifest: pathlib.Path, output: pathlib.Path, model: str, expect: int, *,
-                   log: pathlib.Path, extra: list[str] | None = None,
-                   root: pathlib.Path = ROOT) -> dict[str, Any]:
-    """`python -m pipeline.run` (= `imagelabel run`) on the DirectRunner, wall-clocked.
-
-    Its figures come from the run's summary.json (the machine interface), never from
-    the printed summary. `root`: another checkout to run (e.g. main, for a before/after).
-    """
-    if output.exists():  # a fresh folder: every checkout, old or new, writes the same way
-        shutil.rmtree(output)
-    argv = [sys.executable, '-m', 'pipeline.run', '--input', str(manifest), '--output',
-            str(output), '--model', model, *(extra or [])]
-    child = run_child(argv, log=log, root=root).check('imagelabel run')
-    found = sorted(output.glob('**/summary.json'))  # newer checkouts write under run_date=...
-    if not found:
-        raise RuntimeError(f'imagelabel run wrote no summary.json under {output}; see {log}.stdout')
-    summary = json.loads(found[0].read_text())
-    if summary['labeled'] != expect:
-        raise RuntimeError(f'imagelabel run labeled {summary["labeled"]} images, expected '
-                           f'{expect}; see {log}.stdout/.stderr')
-    return {'n': expect, **child.facts(), 'errors': summary['errors'],
-            'labeled': summary['labeled'], 'labeling_s': summary.get('labeling_seconds'),
-            'pipeline_s': summary['seconds'], 'startup_s': summary.get('startup_seconds'),
-            'precision': summary.get('precision'), 'agreement': summary.get('agreement'),
-            'cpu': summary.get('cpu')}
-
-
-def run_anchor(manifest: pathlib.Path, model: str, expect: int, *, log: pathlib.Path,
-               output: pathlib.Path | None) -> dict[str, Any]:
-    argv = [sys.executable, str(HERE / 'anchor.py'), '--input', str(manifest),
-            '--model_path', model]
-    if output is not None:
-        if output.exists():
-            shutil.rmtree(output)
-        argv += ['--output', str(output)]
-    child = run_child(argv, log=log).check('anchor')
-    if output is not None:
-        got = sum(1 for _ in open(output / 'predictions'))
-    else:
-        m = re.search(r'anchor predictions (\d+)', child.stdout)
-        got = int(m.group(1)) if m else -1
-    if got != expect:
-        raise RuntimeError(f'anchor predicted {got} images, expected {expect}; see {log}')
-    m = re.search(r'anchor pipeline seconds ([\d.]+)', child.stdout)
-    return {'n': expect, **child.facts(), 'pipeline_s': float(m.group(1)) if m else None}
-
-
-def marginal(small: list[dict], big: list[dict]) -> dict[str, Any]:
-    """Rate with start-up removed: (N - n) / (t_N - t_n), best (least disturbed) run of each."""
-    s = min(small, key=lambda r: r['wall_s'])
-    b = min(big, key=lambda r: r['wall_s'])
-    dn, dt = b['n'] - s['n'], b['wall_s'] - s['wall_s']
-    out = {'n_small': s['n'], 'n_big': b['n'], 't_small_s': s['wall_s'], 't_big_s': b['wall_s'],
-           'wall_rate_big': round(b['n'] / b['wall_s'], 3),
-           'peak_rss_mb': max(r['peak_rss_mb'] for r in small + big),
-           'cpu_utilisation_big': b.get('cpu_utilisation'),
-           'runs_small': small, 'runs_big': big}
-    if dt <= 0:  # too noisy, or N too small for the difference to show
-        out.update(images_per_s=None, startup_s=None,
-                   note='t_N <= t_n: no marginal rate (noisy machine, or --n too small)')
-        return out
-    rate = dn / dt
-    out.update(images_per_s=round(rate, 3), per_core=round(rate / cores(), 3),
-               startup_s=round(s['wall_s'] - s['n'] / rate, 3))
-    dcpu = b['cpu_s'] - s['cpu_s']  # CPU seconds: much less disturbed by other load than wall
-    out['images_per_cpu_s'] = round(dn / dcpu, 3) if dcpu > 0 else None
-    out['marginal_cpu_utilisation'] = round(dcpu / dt, 2)  # cores kept busy once started
-    if s.get('pipeline_s') is not None and b.get('pipeline_s') is not None:
-        dp = b['pipeline_s'] - s['pipeline_s']  # the run's own timer (launcher excluded)
-        out['images_per_s_pipeline_timer'] = round(dn / dp, 3) if dp > 0 else None
-    if s.get('labeling_s') is not None and b.get('labeling_s') is not None:
-        # From the first batch to the end (summary.json): the launch (model load, int8
-        # conversion, the agreement check on up to 64 images) is left out entirely.
-        dl = b['labeling_s'] - s['labeling_s']
-        out['images_per_s_labeling'] = round(dn / dl, 3) if dl > 0 else None
-    return out
-
-
-# --- inputs -------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Inputs:
-    out: pathlib.Path
-    images: list[pathlib.Path]
-
-    def manifest(self, n: int) -> pathlib.Path:
-        if n > len(self.images):
-            raise ValueError(f'asked for {n} images, only {len(self.images)} made')
-        return make_images.write_manifest(self.images[:n], self.out / 'manifests' / f'synthetic-{n}.txt')
-
-
-def sample_photos(assets: pathlib.Path, n: int) -> list[pathlib.Path]:
-    manifest = assets / SAMPLE_MANIFEST
-    with open(manifest, newline='') as f:
-        uris = [row['uri'] for row in csv.DictReader(f)]
-    return [(manifest.parent / u).resolve() for u in uris[:n]]
-
-
 # --- sections (orchestration) ------------------------------------------------------------
 
-class Bench:
+class Bench(PrecisionSections):
     def __init__(self, args):
         self.args = args
         self.out = pathlib.Path(args.workdir).resolve()
@@ -438,153 +255,6 @@ class Bench:
                               f'wall clock incl. start-up; marginal from previous N '
                               f'{fmt(r.get("marginal_images_per_s_from_previous"))}'))
 
-    # bf16
-    def bf16(self) -> None:
-        if 'imagelabel' not in self.results:
-            self.imagelabel()
-        res = self.imagelabel_marginal('imagelabel-bf16', self.n_small(), self.args.n,
-                                       ['--precision', 'bf16'], keep='imagelabel-bf16-full')
-        f32 = self.results['imagelabel']
-        agreement = compare_labels(self.out / 'runs' / 'imagelabel-f32-full',
-                                   self.out / 'runs' / 'imagelabel-bf16-full')
-        for key, precision, note in (
-                ('ceiling_bf16', 'bf16', 'Keras mixed_bfloat16 clone of the same weights'),
-                ('ceiling_bf16_onednn', 'bf16_onednn',
-                 "oneDNN bf16 graph rewrite (what --precision bf16 uses)")):
-            ceil = self.bare_keras(precision, [self.args.batch_size])
-            self.results[key] = ceil
-            r = ceil['by_batch_size'][str(self.args.batch_size)]
-            for how in METHODS:
-                self.rows.append((f'ceiling Inception-v3 {precision}, {how}, batch '
-                                  f'{self.args.batch_size}', r[how]['images_per_s'],
-                                  r[how]['images_per_cpu_s'], None, r[how]['peak_rss_mb'], note))
-        self.results['bf16'] = {
-            **res, 'speedup_vs_f32_end_to_end': ratio(res['images_per_s'], f32['images_per_s']),
-            'over_f32_ceiling': ratio(res['images_per_s'], self.ceiling_rate()),
-            'over_bf16_ceiling': ratio(res['images_per_s'],
-                                       self.ceiling_rate('ceiling_bf16_onednn')),
-            'agreement': agreement}
-        self.end_to_end_row(
-            f'imagelabel run --precision bf16, batch {self.args.batch_size}', res,
-            f'marginal {res["n_small"]}->{res["n_big"]}; cores busy '
-            f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
-
-    # int8
-    def int8(self) -> None:
-        cache = self.out / 'model_cache'
-        # Random weights: agreement means nothing here (README), so the gate is off;
-        # the figures are still reported. Convert once, outside the timed runs.
-        extra = ['--precision', 'int8', '--model_cache', str(cache), '--min_agreement', '0',
-                 '--int8_runtime', self.args.int8_runtime]
-        inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
-        # The calibration sample depends on the input, so each input size has its own
-        # cache entry: convert for both before the timed runs.
-        warm = {}
-        for n in (self.n_small(), self.args.n):
-            self.say(f'int8: converting once for {n} images (kept in the model cache; not timed)')
-            warm[n] = run_imagelabel(inputs.manifest(n), self.out / 'runs' / f'int8-convert-{n}',
-                                     model, n, log=self.log(f'int8-convert-{n}'),
-                                     extra=['--batch_size', str(self.args.batch_size), *extra])
-        res = self.imagelabel_marginal('imagelabel-int8', self.n_small(), self.args.n, extra)
-        f32 = self.results.get('imagelabel', {}).get('images_per_s')
-        f32_timer = self.results.get('imagelabel', {}).get('images_per_s_pipeline_timer')
-        self.results['int8'] = {
-            **res, 'convert_run_wall_s': {n: w['wall_s'] for n, w in warm.items()},
-            'agreement': warm[self.args.n]['agreement'],
-            'over_f32_ceiling': ratio(res['images_per_s'], self.ceiling_rate()),
-            'over_f32_end_to_end': ratio(res['images_per_s'], f32),
-            # The runs' own timers (summary.json "seconds": launch, conversion and the
-            # agreement check excluded), which noisy launches do not disturb.
-            'timer_over_f32_ceiling': ratio(res.get('images_per_s_pipeline_timer'),
-                                            self.ceiling_rate()),
-            'timer_over_f32_end_to_end': ratio(res.get('images_per_s_pipeline_timer'), f32_timer),
-            'labeling_over_f32_ceiling': ratio(res.get('images_per_s_labeling'),
-                                               self.ceiling_rate())}
-        self.end_to_end_row(
-            f'imagelabel run --precision int8 ({self.args.int8_runtime}), batch '
-            f'{self.args.batch_size}', res,
-            f'marginal {res["n_small"]}->{res["n_big"]}; conversion cached; cores busy '
-            f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
-
-    # float32 on LiteRT
-    def float_litert(self) -> None:
-        """`--float_runtime litert`: the same model as a float32 .tflite on LiteRT."""
-        extra = self.float_litert_flags()
-        inputs, model = self.ensure_inputs(self.args.n), self.ensure_model()
-        warm = self.warm_float_litert(inputs.manifest(self.n_small()), self.n_small(), model)
-        res = self.imagelabel_marginal('imagelabel-float-litert', self.n_small(), self.args.n,
-                                       extra)
-        f32 = self.results.get('imagelabel', {}).get('images_per_s')
-        self.results['float_litert'] = {
-            **res, 'convert_run_wall_s': warm['wall_s'], 'agreement': warm['agreement'],
-            'over_f32_ceiling': ratio(res['images_per_s'], self.ceiling_rate()),
-            'over_f32_end_to_end': ratio(res['images_per_s'], f32)}
-        self.end_to_end_row(
-            f'imagelabel run --float_runtime litert, batch {self.args.batch_size}', res,
-            f'marginal {res["n_small"]}->{res["n_big"]}; conversion cached; cores busy '
-            f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
-
-    def float_litert_flags(self) -> list[str]:
-        # Random weights: near-ties can swap a top-1 (README), so the gate is off, as for
-        # int8; the agreement is still measured and reported.
-        return ['--float_runtime', 'litert', '--model_cache', str(self.out / 'model_cache'),
-                '--min_agreement', '0']
-
-    def warm_float_litert(self, manifest: pathlib.Path, n: int, model: str) -> dict[str, Any]:
-        """Convert once (or find the conversion cached), outside any timed run."""
-        self.say('float_litert: converting once (kept in the model cache; not timed)')
-        return run_imagelabel(manifest, self.out / 'runs' / 'float-litert-convert', model, n,
-                              log=self.log('float-litert-convert'),
-                              extra=['--batch_size', str(self.args.batch_size),
-                                     *self.float_litert_flags()])
-
-    # startup
-    def startup(self) -> None:
-        """Keras start-up, this checkout against --baseline_root, timed the same way in both.
-
-        bench/startup_probe.py marks the first batch entering RunInference in any
-        checkout (older ones cannot report start-up in summary.json); the ratio is
-        of the medians of --reps + 1 runs each, taken alternately.
-        """
-        inputs, model = self.ensure_inputs(8), self.ensure_model()
-        trees = [('this', ROOT, [])] + (
-            [('baseline', pathlib.Path(self.args.baseline_root), [])]
-            if self.args.baseline_root else []) + [
-            ('this_float_litert', ROOT, self.float_litert_flags())]
-        self.warm_float_litert(inputs.manifest(8), 8, model)
-        runs: dict[str, list[dict]] = {tag: [] for tag, _, _ in trees}
-        for rep in range(self.args.reps + 1):
-            for tag, root, extra in trees:  # alternately: drift in the machine hits all alike
-                self.say(f'startup: {tag} ({root}), 8 images, rep {rep + 1}')
-                runs[tag].append(self.probe_startup(inputs.manifest(8), model, tag, rep, root,
-                                                    extra))
-        res: dict[str, Any] = {}
-        for tag, _, _ in trees:
-            med = {k: statistics.median(r[k] for r in runs[tag])
-                   for k in ('from_process_s', 'from_prepare_s', 'wall_s')}
-            res[tag] = {**med, 'runs': runs[tag]}
-            self.rows.append((f'start-up: 8-image Keras run, {tag} checkout', None, None,
-                              med['from_process_s'], max(r['peak_rss_mb'] for r in runs[tag]),
-                              f'Python start to first batch, median of {len(runs[tag])}; '
-                              f'from prepare() {fmt(med["from_prepare_s"])} s'))
-        if 'baseline' in res:
-            for k in ('from_process_s', 'from_prepare_s', 'wall_s'):
-                res[f'ratio_{k}'] = ratio(res['this'][k], res['baseline'][k])
-                res[f'float_litert_ratio_{k}'] = ratio(res['this_float_litert'][k],
-                                                       res['baseline'][k])
-        self.results['startup'] = res
-
-    def probe_startup(self, manifest: pathlib.Path, model: str, tag: str, rep: int,
-                      root: pathlib.Path, extra: list[str]) -> dict[str, Any]:
-        output = self.out / 'runs' / f'startup-{tag}'
-        if output.exists():
-            shutil.rmtree(output)
-        found, child = run_script(
-            'startup_probe.py', ['--input', str(manifest), '--output', str(output),
-                                 '--model', model, '--batch_size', '8', *extra],
-            what='the start-up probe', log=self.log(f'startup-{tag}-{rep}'), root=root)
-        return {**found, **child.facts()}
-
     # 4. ratios, table, JSON
     def summary(self) -> dict[str, Any]:
         il = self.results.get('imagelabel', {}).get('images_per_s')
@@ -634,13 +304,6 @@ class Bench:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(self.results, indent=2, default=str))
         return out
-
-
-def cpu_name() -> str:
-    """The CPU and its relevant units, e.g. 'AMD EPYC (2 cores; AVX2)' (transforms.cpu)."""
-    sys.path.insert(0, str(ROOT))
-    from transforms.cpu import this_cpu  # reads /proc/cpuinfo; no TensorFlow
-    return this_cpu().describe()
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import make_images  # noqa: E402
-from bench import (TFLITE_MODEL, cores, cpu_name, default_assets, marginal,  # noqa: E402
+from children import (TFLITE_MODEL, cores, cpu_name, default_assets, marginal,  # noqa: E402
                    run_imagelabel, run_script, run_worker, sample_photos)
 from report import fmt  # noqa: E402
 

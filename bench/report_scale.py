@@ -27,7 +27,7 @@ from PIL import Image
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import run_child  # noqa: E402 - bench/ is this script's folder
+from children import run_child  # noqa: E402 - bench/ is this script's folder
 from transforms.cpu import this_cpu  # noqa: E402
 from transforms.models import load_labels  # noqa: E402
 from transforms.schema import LABELS_SCHEMA, ERRORS_SCHEMA  # noqa: E402

@@ -26,7 +26,7 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import make_images  # noqa: E402
-from bench import child_env, cpu_name  # noqa: E402
+from children import child_env, cpu_name  # noqa: E402
 
 MODES = {'one model per process': [], 'one model per machine (--share_model)': ['--share_model']}
 
