@@ -50,7 +50,7 @@ _GATED = {float_litert.LABEL: ('--float_runtime litert', 'TensorFlow\'s float32'
 
 
 def describe(precision: str) -> str:
-    """'int8 vs float32', 'LiteRT float32 vs TensorFlow float32': what was compared."""
+    """What was compared: 'int8 vs float32', "--float_runtime litert vs TensorFlow's float32"."""
     if precision in _GATED:
         return f'{_GATED[precision][0]} vs {_GATED[precision][1]}'
     return f'{precision} vs float32'

@@ -31,14 +31,24 @@ HINTS = (
 )
 
 
+#: Keeping float32 on a CPU without bf16 units: the same arithmetic on LiteRT
+#: (`available` holds 'float32-litert' for a Keras model run on TensorFlow).
+FLOAT_LITERT = PrecisionHint('float32-litert', lambda cpu: 'AVX2' in cpu.units and not cpu.has_bf16,
+                             '1.3x TensorFlow end to end on AMD Zen 3 (AVX2 only)',
+                             flags='--float_runtime litert')
+
+
 def precision_hint(cpu: CpuInfo, used: str, available: set[str]) -> str | None:
-    """'--precision bf16 ...' when a faster precision than `used` exists for this CPU and model."""
+    """'--precision bf16 ...' when a faster precision than `used` exists for this CPU and model
+    (and, where bf16 is not, --float_runtime litert for the same float32 on LiteRT)."""
     if used != 'float32':
         return None
+    keep = (f'{FLOAT_LITERT.flags}: measured {FLOAT_LITERT.measured}'
+            if FLOAT_LITERT.precision in available and FLOAT_LITERT.applies(cpu) else '')
     for hint in HINTS:
         if hint.precision in available and hint.applies(cpu):
             flags = f'--precision {hint.precision}' + (f' {hint.flags}' if hint.flags else '')
             return (f'{flags} may be faster on this CPU: measured '
                     f'{hint.measured} for Inception-v3; the run checks its agreement with '
-                    'float32 at launch')
-    return None
+                    'float32 at launch' + (f'; or, keeping float32, {keep}' if keep else ''))
+    return f'{keep} for Inception-v3' if keep else None

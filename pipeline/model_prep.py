@@ -248,10 +248,13 @@ def summary_extras(result, started: float | None, model: ModelFacts) -> dict:
     """
     from pipeline.summary import first_batch_unix_ms
     from pipeline.hints import precision_hint
+    from transforms.models import float_litert
     first = first_batch_unix_ms(result)
     cpu = this_cpu()
     fmt = FORMATS[model.spec.format]
-    available = {p for p, ok in (('bf16', fmt.supports_bf16), ('int8', fmt.converts_to_int8)) if ok}
+    available = {p for p, ok in (('bf16', fmt.supports_bf16), ('int8', fmt.converts_to_int8),
+                                 (float_litert.LABEL, model.spec.format in float_litert.CONVERTS))
+                 if ok}
     return dict(
         startup_seconds=(round(first / 1000 - started, 3) if first and started else None),
         labeling_seconds=round(now() - first / 1000, 3) if first else None,

@@ -77,9 +77,8 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument('--interpreters', type=int, default=0,
                             help='LiteRT interpreters per worker process (.tflite, int8 and '
                             '--float_runtime litert), each running a slice of every batch; '
-                            '0: one single-threaded '
-                            'interpreter per core (measured fastest while decode shares the '
-                            'cores: bench/cores_limit.py).')
+                            '0: one single-threaded interpreter per core (measured fastest '
+                            'while decode shares the cores: bench/cores_limit.py).')
         parser.add_argument('--decode_threads', type=int, default=2,
                             help='Threads decoding images ahead of the model, per worker.')
         parser.add_argument('--max_pixels', type=int, default=DEFAULT_MAX_PIXELS,

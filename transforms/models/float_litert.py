@@ -1,11 +1,11 @@
 """--float_runtime litert: a Keras model converted once to a float32 .tflite, run on LiteRT.
 
 Why: TensorFlow is not the fastest float32 engine on every CPU, and it is the
-slowest part of a start. On AMD EPYC Zen 3 (AVX2 only, 2 vCPUs), LiteRT's XNNPACK
-ran a random-weight Inception-v3 at 15.7 images/s on 2 threads against
-TensorFlow's 10.7 (README, Performance), and a process that loads a cached
-.tflite imports neither TensorFlow nor Keras: those two cost 4.4 s of a 6.2 s
-start on that machine.
+slowest part of a start. On AMD EPYC Zen 3 (AVX2 only, 2 vCPUs), `imagelabel run`
+labeled with a random-weight Inception-v3 at 15.4 images/s on LiteRT (XNNPACK)
+against 11.8 on TensorFlow, end to end (README, Precision), and a process that
+loads a cached .tflite imports neither TensorFlow nor Keras: those two took
+4.35 s of a 6.3 s start on that machine.
 
 The conversion is int8's without the quantization (`int8.backbone_and_head`):
 the backbone (pixels -> embedding) becomes the .tflite and the final Dense runs
