@@ -157,8 +157,8 @@ def float_litert_facts(s: Settings, spec: ModelSpec) -> ModelFacts:
     from transforms.models import float_litert
     if spec.format not in float_litert.CONVERTS:
         able = ', '.join(FORMATS[n].described_as for n in float_litert.CONVERTS)
-        raise ValueError(f'--float_runtime litert converts Keras models ({able}); leave it out '
-                         f'for {FORMATS[spec.format].described_as}')
+        raise ValueError(f'--float_runtime litert converts {able}; leave it out for '
+                         f'{FORMATS[spec.format].described_as}')
     files = float_litert.files_for(s.model_cache, spec)
     if files.exists():
         _log.info('float32 on LiteRT: using %s from the model cache', files.model)
@@ -184,7 +184,7 @@ def _convert_float_litert(s: Settings, spec: ModelSpec, files) -> agreement_math
     # Sampled first: an input with nothing decodable fails before a long conversion.
     sample = sample_images(s, size, held_out=s.agreement_images, calibration=0,
                            purpose='--float_runtime litert')
-    content, head = float_litert.convert_keras(source.runtime.keras_model, spec, size)
+    content, head = float_litert.convert(spec, source.runtime, size)
     with tempfile.TemporaryDirectory(prefix='imagelabel-float-') as folder:
         trial = int8.Int8Files.at(folder, 'trial', 'litert')
         int8.store(trial, content, head)

@@ -124,8 +124,8 @@ def test_float_runtime_litert_on_a_tflite_model_is_refused_with_one_line(
     r = float_run(mobilenet_v2_quant, int8_photos, tmp_path / 'o', tmp_path / 'cache')
     assert r.code == 2
     assert r.err.strip().splitlines()[-1] == (
-        'imagelabel: error: --float_runtime litert converts Keras models (a Keras file, a '
-        'named Keras application); leave it out for a TFLite file')
+        'imagelabel: error: --float_runtime litert converts a Keras file, a named Keras '
+        'application, a SavedModel directory; leave it out for a TFLite file')
 
 
 def test_a_cached_conversion_still_answers_to_this_runs_min_agreement(
@@ -213,3 +213,30 @@ def test_a_head_fits_the_litert_models_embeddings_and_a_tensorflow_one_is_refuse
     assert other.code == 2
     last = other.err.strip().splitlines()[-1]
     assert 'was trained on embeddings of tiny.keras' in last and '--float_runtime' in last
+
+
+def test_a_saved_model_converts_and_labels_like_tensorflow_with_its_classifier_input_exposed(
+        tiny_keras_model, int8_photos, tmp_path):
+    import keras
+    saved = tmp_path / 'saved'
+    keras.models.load_model(tiny_keras_model).export(str(saved), verbose=False)
+    cache = tmp_path / 'cache'
+    lite = float_run(saved, int8_photos, tmp_path / 'lite', cache)
+    assert lite.code == 0, lite.err
+    tf = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'tf', '--model', saved)
+    assert tf.code == 0, tf.err
+    lite_rows, tf_rows = (_by_uri(read_parquet_rows(tmp_path / d, 'labels'))
+                          for d in ('lite', 'tf'))
+    assert sorted(lite_rows) == sorted(tf_rows) and len(lite_rows) == 12
+    for uri, row in lite_rows.items():
+        assert [lab['index'] for lab in row['labels']][:1] == [
+            lab['index'] for lab in tf_rows[uri]['labels']][:1]
+        np.testing.assert_allclose([lab['score'] for lab in row['labels']],
+                                   [lab['score'] for lab in tf_rows[uri]['labels']], atol=1e-5)
+        assert len(row['embedding']) == 16  # the Dense's input, as int8 exposes it
+    # No float head for a SavedModel: the .tflite keeps its softmax; and its agreement.
+    names = sorted(p.name.split('.', 1)[-1] for p in cache.iterdir())
+    assert names == ['agreement.json', 'tflite'] and all(
+        p.name.startswith('saved-float32-litert-') for p in cache.iterdir())
+    summary = read_summary(str(tmp_path / 'lite'))
+    assert summary['agreement']['top1'] == 1.0 and summary['precision'] == 'float32'

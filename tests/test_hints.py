@@ -32,7 +32,7 @@ def test_a_keras_model_on_an_avx2_only_cpu_is_also_told_about_litert_float32():
         '--float_runtime litert: measured 1.3x TensorFlow end to end on AMD Zen 3 (AVX2 only) '
         'for Inception-v3')
     assert 'litert' not in precision_hint(ZEN4, 'float32', keras_model)  # bf16 is there
-    assert 'litert' not in precision_hint(ZEN3, 'float32', {'int8'})  # a SavedModel
+    assert 'litert' not in precision_hint(ZEN3, 'float32', {'int8'})  # cannot convert to it
 
 
 def test_no_hint_without_a_usable_faster_precision():

@@ -1,4 +1,4 @@
-"""--float_runtime litert: a Keras model converted once to a float32 .tflite, run on LiteRT.
+"""--float_runtime litert: a model converted once to a float32 .tflite, run on LiteRT.
 
 Why: TensorFlow is not the fastest float32 engine on every CPU, and it is the
 slowest part of a start. On AMD EPYC Zen 3 (AVX2 only, 2 vCPUs), `imagelabel run`
@@ -7,10 +7,12 @@ against 11.8 on TensorFlow, end to end (README, Precision), and a process that
 loads a cached .tflite imports neither TensorFlow nor Keras: those two took
 4.35 s of a 6.3 s start on that machine.
 
-The conversion is int8's without the quantization (`int8.backbone_and_head`):
-the backbone (pixels -> embedding) becomes the .tflite and the final Dense runs
-in float32 beside it (`key.head.npz`), so the rows' embedding is the same layer
-as TensorFlow's. It is checked against TensorFlow on a held-out slice of the
+The conversion is int8's without the quantization. For a Keras model
+(`int8.backbone_and_head`) the backbone (pixels -> embedding) becomes the .tflite
+and the final Dense runs in float32 beside it (`key.head.npz`), so the rows'
+embedding is the same layer as TensorFlow's. A SavedModel keeps its outputs, and
+the classifier's input is exposed as the embedding (`litert.expose_penultimate`),
+as int8 does. It is checked against TensorFlow on a held-out slice of the
 run's own images before it is cached (`key.agreement.json` keeps the result), so
 a conversion that changes the answers is refused, never stored.
 
@@ -36,8 +38,8 @@ from transforms.read import open_raw
 RUNTIMES = ('tensorflow', 'litert')
 #: The format workers load a conversion with (transforms.models.formats).
 FORMAT = 'float_tflite'
-#: The formats that convert (the Keras ones: their head and embedding are known layers).
-CONVERTS = ('keras', 'keras_application')
+#: The formats that convert (the ones TensorFlow runs).
+CONVERTS = ('keras', 'keras_application', 'saved_model')
 #: How conversions are made; a change that makes different files bumps it (cache key).
 CONVERSION_VERSION = 1
 #: Agreement's label for this runtime against TensorFlow's float32.
@@ -54,17 +56,18 @@ def _package_version(name: str) -> str:
 def source_id(spec: ModelSpec) -> str:
     """What names the model's weights, read without loading it (so without TensorFlow).
 
-    A file's SHA-256; for a Keras application with ImageNet weights, its name and
-    the Keras version (Keras checks the downloaded weights against a fixed hash).
+    A file's SHA-256 (a SavedModel folder's: every file with its name); for a Keras
+    application with ImageNet weights, its name and the Keras version (Keras checks
+    the downloaded weights against a fixed hash).
     """
-    if spec.format == 'keras':
+    if spec.format in ('keras', 'saved_model'):
         return file_fingerprint(spec.path)
     if spec.format == 'keras_application':
         if spec.weights:  # read in place, gs:// too: nothing is copied to name it
             return file_fingerprint(spec.weights)
         return f'{spec.application}:imagenet:keras-{_package_version("keras")}'
-    raise ValueError(f'--float_runtime litert applies to Keras models; {spec.format} does not '
-                     'convert')
+    raise ValueError(f'--float_runtime litert converts {", ".join(CONVERTS)} models, not '
+                     f'{spec.format}')
 
 
 def cache_key(spec: ModelSpec) -> str:
@@ -91,6 +94,23 @@ def agreement_beside(files: int8.Int8Files) -> str:
     return int8.beside(files.model, int8.RUNTIMES['litert'].suffix, '.agreement.json')
 
 
+def convert(spec: ModelSpec, runtime, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
+    """A loaded TensorFlow runtime's model -> (float32 .tflite bytes, float head .npz or b'')."""
+    if spec.format == 'saved_model':
+        return convert_saved_model(spec), b''
+    return convert_keras(runtime.keras_model, spec, input_size)
+
+
+def convert_saved_model(spec: ModelSpec) -> bytes:
+    """A SavedModel's serving_default -> float32 .tflite bytes, its classifier input exposed."""
+    import tensorflow as tf
+
+    from transforms.models.litert import expose_penultimate
+    converter = tf.lite.TFLiteConverter.from_saved_model(spec.path,
+                                                         signature_keys=['serving_default'])
+    return expose_penultimate(converter.convert()).content
+
+
 def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
     """A Keras classifier -> (float32 .tflite bytes of its backbone, float head .npz bytes)."""
     import tensorflow as tf
@@ -106,8 +126,7 @@ def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int]) -> tuple[
 def converted_spec(spec: ModelSpec, files: int8.Int8Files) -> ModelSpec:
     """The spec workers load: the cached file, with the Keras model's labels and preprocessing."""
     return dataclasses.replace(spec, format=FORMAT, path=files.model, application=None,
-                               weights=None, preprocess=spec.preprocess or 'inception',
-                               outputs='probabilities')
+                               weights=None, outputs='probabilities')
 
 
 def store(files: int8.Int8Files, content: bytes, head: bytes, agreement: dict) -> None:

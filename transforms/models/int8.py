@@ -329,7 +329,9 @@ class Int8Runtime:
             self._emb = outs[picked[1]] if picked[1] is not None else None
             self.num_outputs = widths[picked[0]]
         self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
-        self._preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        # A float32 conversion of an integer-input SavedModel keeps its uint8 input: raw pixels.
+        self._preprocess = PREPROCESSORS[spec.preprocess or (
+            'raw' if self._in['dtype'] == np.uint8 else 'inception')]
         self.name = spec.name
         self.precision = precision
         self.input_size = (int(self._in['shape'][1]), int(self._in['shape'][2]))
