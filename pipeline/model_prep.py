@@ -128,7 +128,7 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
     key = int8.cache_key(weights_sha256=runtime.weights_sha256, spec=spec,
                          input_size=runtime.input_size, calibration_digest=sample.digest,
                          runtime=int8.runtime_tag(s.int8_runtime))
-    files = int8.Int8Files.at(s.model_cache, key, s.int8_runtime)
+    files = int8.cached_files(s.model_cache, key, s.int8_runtime)
     if files.exists():
         _log.info('int8: using %s from the model cache', files.model)
     else:
@@ -177,7 +177,7 @@ def _convert_float_litert(s: Settings, spec: ModelSpec, files) -> agreement_math
     """Convert, check against TensorFlow on held-out images, then store (never a failed one)."""
     import tempfile
 
-    from transforms.models import float_litert, int8
+    from transforms.models import float_litert
     started = time.monotonic()
     source = _load(s, spec, 'float32', for_workers=False, with_head=False)  # the source only
     size = source.runtime.input_size
@@ -186,12 +186,12 @@ def _convert_float_litert(s: Settings, spec: ModelSpec, files) -> agreement_math
                            purpose='--float_runtime litert')
     content, head = float_litert.convert(spec, source.runtime, size)
     with tempfile.TemporaryDirectory(prefix='imagelabel-float-') as folder:
-        trial = int8.Int8Files.at(folder, 'trial', 'litert')
-        int8.store(trial, content, head)
+        trial = float_litert.files_at(folder, 'trial')
+        float_litert.store(trial, content, head)
         converted = _load(s, float_litert.converted_spec(spec, trial), 'float32',
                           for_workers=False, with_head=False)
         agreement = _compare(s, source, converted, sample.held_out, float_litert.LABEL)
-    float_litert.store(files, content, head, agreement.to_json())
+    float_litert.store(files, content, head, agreement.to_json())  # only a checked one
     _log.info('float32 on LiteRT: converted %s in %.1f s -> %s', spec.name,
               time.monotonic() - started, files.model)
     return agreement

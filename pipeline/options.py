@@ -149,7 +149,8 @@ def dry_run_from(options: PipelineOptions) -> bool:
 def add_precision_flags(parser) -> None:
     """The flags of reduced precision: int8 calibration, its cache, the agreement gate."""
     from transforms.models.float_litert import RUNTIMES as FLOAT_RUNTIMES
-    from transforms.models.int8 import RUNTIMES, default_model_cache
+    from transforms.models.int8 import RUNTIMES
+    from transforms.models.model_cache import default_model_cache
     parser.add_argument('--calibration_images', type=int, default=200,
                         help='int8: images of the run\'s own input (a seeded sample) to '
                         'calibrate the quantization on.')

@@ -363,3 +363,31 @@ def test_an_int8_run_over_gs_calibrates_on_what_the_storage_client_reads(runs, t
     summary = read_summary('gs://imagelabel-test/int8/out')
     assert summary['precision'] == 'int8' and summary['agreement']['images'] == 4
     assert summary['labeled'] == PHOTOS and summary['errors'] == len(BROKEN)
+
+
+def test_a_float_litert_run_keeps_its_conversion_in_a_gs_model_cache(runs, tiny_keras_model,
+                                                                      monkeypatch):
+    """--float_runtime litert with a gs:// cache, as a remote run needs: written once (model,
+    head, agreement) and read back by the next run, which converts nothing."""
+    import re
+
+    from apache_beam.io.filesystems import FileSystems
+    from pipeline.summary import read_summary
+    from transforms.models import float_litert
+    cache = 'gs://imagelabel-test/float-cache'
+    argv = ('--input', 'gs://imagelabel-test/e2e/in/', '--model', tiny_keras_model,
+            '--float_runtime', 'litert', '--model_cache', cache, '--agreement_images', '4')
+    first = run_cli('run', '--output', 'gs://imagelabel-test/float/a', *argv)
+    assert first.code == 0, first.err
+    names = [m.path.rsplit('/', 1)[-1] for m in FileSystems.match([cache + '/*'])[0].metadata_list]
+    assert sorted(re.sub(r'^tiny\.keras-float32-litert-[0-9a-f]{20}\.', '', n) for n in names) == [
+        'agreement.json', 'head.npz', 'tflite']
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError('the second run converted again')
+    monkeypatch.setattr(float_litert, 'convert', no_conversion)
+    second = run_cli('run', '--output', 'gs://imagelabel-test/float/b', *argv)
+    assert second.code == 0, second.err
+    a, b = (read_summary(f'gs://imagelabel-test/float/{d}') for d in 'ab')
+    assert a['model_id'] == b['model_id'] and a['agreement'] == b['agreement']
+    assert b['labeled'] == PHOTOS and b['errors'] == len(BROKEN)

@@ -29,8 +29,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.models import int8
+from transforms.models import int8, model_cache
 from transforms.models.files import file_fingerprint
+from transforms.models.model_cache import CachedModel
 from transforms.models.spec import ModelSpec
 from transforms.read import open_raw
 
@@ -84,14 +85,19 @@ def cache_key(spec: ModelSpec) -> str:
     return f'{spec.name.replace("/", "_")}-float32-litert-{h[:20]}'
 
 
-def files_for(cache: str, spec: ModelSpec) -> int8.Int8Files:
+def files_at(cache: str, key: str) -> CachedModel:
+    """A conversion's files in a folder: `key.tflite`, and `key.head.npz` for a Keras model."""
+    return CachedModel.at(cache, key, '.tflite')
+
+
+def files_for(cache: str, spec: ModelSpec) -> CachedModel:
     """Where `spec`'s conversion lives (or will) in the cache folder."""
-    return int8.Int8Files.at(cache, cache_key(spec), 'litert')
+    return files_at(cache, cache_key(spec))
 
 
-def agreement_beside(files: int8.Int8Files) -> str:
+def agreement_beside(files: CachedModel) -> str:
     """The agreement measured when the conversion was made (`key.agreement.json`)."""
-    return int8.beside(files.model, int8.RUNTIMES['litert'].suffix, '.agreement.json')
+    return files.beside('.agreement.json')
 
 
 def convert(spec: ModelSpec, runtime, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
@@ -123,22 +129,24 @@ def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int]) -> tuple[
     return content, head
 
 
-def converted_spec(spec: ModelSpec, files: int8.Int8Files) -> ModelSpec:
+def converted_spec(spec: ModelSpec, files: CachedModel) -> ModelSpec:
     """The spec workers load: the cached file, with the Keras model's labels and preprocessing."""
     return dataclasses.replace(spec, format=FORMAT, path=files.model, application=None,
                                weights=None, outputs='probabilities')
 
 
-def store(files: int8.Int8Files, content: bytes, head: bytes, agreement: dict) -> None:
-    """Into the cache: head and agreement first, the .tflite last (its presence = complete)."""
-    int8.store_files({files.head: head, agreement_beside(files): json.dumps(agreement).encode()},
-                     files.model, content)
+def store(files: CachedModel, content: bytes, head: bytes, agreement: dict | None = None
+          ) -> None:
+    """Head and agreement first, the .tflite last (its presence means the entry is complete)."""
+    model_cache.store(files, content, {
+        files.head: head,
+        agreement_beside(files): json.dumps(agreement).encode() if agreement else b''})
 
 
 _AGREEMENT_FIELDS = ('precision', 'images', 'top1', 'top5_overlap', 'max_prob_diff')
 
 
-def read_agreement(files: int8.Int8Files) -> dict | None:
+def read_agreement(files: CachedModel) -> dict | None:
     """The agreement stored with a cached conversion (None if the file is missing)."""
     path = agreement_beside(files)
     if not FileSystems.exists(path):

@@ -23,18 +23,17 @@ import hashlib
 import importlib
 import io
 import logging
-import os
 import tempfile
 import types
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
+from transforms.models import model_cache
 from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
 from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
 from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs, softmax
+from transforms.models.model_cache import CachedModel, read_conversion
 from transforms.models.spec import PREPROCESSORS, ModelSpec
-from transforms.read import open_raw
 
 _log = logging.getLogger('imagelabel.models')
 
@@ -73,12 +72,6 @@ def runtime_tag(runtime: str = RUNTIME) -> str:
         return runtime
 
 
-def default_model_cache() -> str:
-    """A per-user cache folder (XDG), never the run's --output."""
-    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    return os.path.join(base, 'imagelabel')
-
-
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     """The images a conversion is calibrated on, and the digest that names them."""
@@ -94,32 +87,6 @@ def cache_key(*, weights_sha256: str, spec: ModelSpec, input_size: tuple[int, in
     h = hashlib.sha256(
         f'{model}|{calibration_digest}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
     return f'{spec.name.replace("/", "_")}-int8-{runtime}-{h[:20]}'
-
-
-@dataclasses.dataclass(frozen=True)
-class Int8Files:
-    """Where a conversion lives in the cache: the .tflite, and the float head if any."""
-    model: str
-    head: str
-
-    @classmethod
-    def at(cls, cache: str, key: str, runtime: str = RUNTIME) -> 'Int8Files':
-        suffix = RUNTIMES[runtime].suffix
-        model = FileSystems.join(cache, key + suffix)
-        return cls(model, head_beside(model, suffix))
-
-    def exists(self) -> bool:
-        return FileSystems.exists(self.model)
-
-
-def head_beside(model_path: str, suffix: str) -> str:
-    """The float32 head's file, beside its converted model (`key.head.npz`)."""
-    return beside(model_path, suffix, '.head.npz')
-
-
-def beside(model_path: str, suffix: str, ending: str) -> str:
-    """A file kept beside a converted model: `key.tflite` -> `key` + ending."""
-    return model_path[:-len(suffix)] + ending
 
 
 # --- conversion (launcher only; imports TensorFlow) ------------------------------------
@@ -225,52 +192,17 @@ def convert(spec: ModelSpec, runtime, calibration: Calibration,
     raise ValueError(f'{spec.format} models cannot be converted to int8')
 
 
-def store(files: Int8Files, content: bytes, head: bytes) -> None:
-    """Write a conversion to the cache; the .tflite last, so its presence means complete."""
-    store_files({files.head: head}, files.model, content)
+def cached_files(cache: str, key: str, runtime: str = RUNTIME) -> CachedModel:
+    """Where an int8 conversion for `runtime` lives in the cache (its model file and head)."""
+    return CachedModel.at(cache, key, RUNTIMES[runtime].suffix)
 
 
-def store_files(beside: dict[str, bytes], model: str, content: bytes) -> None:
-    """Write the files beside a model (empty ones are skipped), then the model itself."""
-    if '://' not in model:
-        os.makedirs(os.path.dirname(model) or '.', exist_ok=True)
-    for path, data in beside.items():
-        if data:
-            _write(path, data)
-    _write(model, content)
-
-
-def _write(path: str, data: bytes) -> None:
-    if '://' in path:
-        with FileSystems.create(path) as f:
-            f.write(data)
-        return
-    tmp = f'{path}.{os.getpid()}.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
+def store(files: CachedModel, content: bytes, head: bytes) -> None:
+    """Write a conversion to the cache; the model file last, so its presence means complete."""
+    model_cache.store(files, content, {files.head: head})
 
 
 # --- the runtimes (workers; no TensorFlow) ------------------------------------------------
-
-def read_conversion(path: str, suffix: str) -> tuple[bytes, tuple | None, str]:
-    """A cached conversion: (model bytes, float32 head (kernel, bias) or None, sha256).
-
-    The sha256 covers the model and its head: it is the weights part of model_id.
-    """
-    with open_raw(path) as f:
-        content = f.read()
-    digest = hashlib.sha256(content)
-    head_path = head_beside(path, suffix)
-    head = None
-    if FileSystems.exists(head_path):
-        with open_raw(head_path) as f:
-            raw = f.read()
-        digest.update(raw)
-        with np.load(io.BytesIO(raw)) as npz:
-            head = (npz['kernel'], npz['bias'])
-    return content, head, digest.hexdigest()
-
 
 def head_scores(head: tuple, embeddings: np.ndarray) -> Scores:
     """The float32 head on int8 embeddings: probabilities, with the embeddings."""

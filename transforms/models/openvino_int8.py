@@ -21,7 +21,8 @@ import threading
 import numpy as np
 
 from transforms.models.int8 import (RUNTIMES, backbone_and_head, int8_description,
-                                    int8_scores, read_conversion, runtime_tag)
+                                    int8_scores, runtime_tag)
+from transforms.models.model_cache import read_conversion
 from transforms.models.interpreters import choose_layout
 from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs
 from transforms.models.spec import PREPROCESSORS, ModelSpec

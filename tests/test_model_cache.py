@@ -1,0 +1,38 @@
+"""The model cache: an entry's files, written beside-files first, read back with one digest."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from transforms.models.model_cache import CachedModel, read_conversion, store
+
+
+def _head_npz(scale: float = 1.0) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, kernel=np.eye(3, dtype=np.float32) * scale, bias=np.zeros(3, np.float32))
+    return buf.getvalue()
+
+
+def test_an_entry_is_complete_once_its_model_file_is_written(tmp_path):
+    files = CachedModel.at(str(tmp_path / 'cache'), 'm-float32-litert-abc', '.tflite')
+    assert files.head.endswith('m-float32-litert-abc.head.npz') and not files.exists()
+    assert files.beside('.agreement.json').endswith('m-float32-litert-abc.agreement.json')
+    store(files, b'model-bytes', {files.head: _head_npz(), files.beside('.empty'): b''})
+    assert files.exists()
+    names = sorted(p.name for p in (tmp_path / 'cache').iterdir())
+    assert names == ['m-float32-litert-abc.head.npz', 'm-float32-litert-abc.tflite']  # no empty
+    content, head, digest = read_conversion(files.model, '.tflite')
+    assert content == b'model-bytes' and np.array_equal(head[0], np.eye(3))
+
+
+def test_the_digest_covers_the_head_so_another_head_is_another_model(tmp_path):
+    files = CachedModel.at(str(tmp_path), 'k', '.tflite')
+    store(files, b'same model', {files.head: _head_npz(1.0)})
+    first = read_conversion(files.model, '.tflite')[2]
+    store(files, b'same model', {files.head: _head_npz(2.0)})
+    second = read_conversion(files.model, '.tflite')[2]
+    (tmp_path / 'k.head.npz').unlink()
+    content, head, without = read_conversion(files.model, '.tflite')
+    assert head is None and content == b'same model'
+    assert len({first, second, without}) == 3
