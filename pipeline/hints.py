@@ -32,8 +32,9 @@ HINTS = (
 
 
 #: Keeping float32 on a CPU without bf16 units: the same arithmetic on LiteRT
-#: (`available` holds 'float32-litert' for a Keras model run on TensorFlow).
-FLOAT_LITERT = PrecisionHint('float32-litert', lambda cpu: 'AVX2' in cpu.units and not cpu.has_bf16,
+#: (`available` holds 'float32-litert' for a Keras model or SavedModel run on TensorFlow).
+FLOAT_LITERT = PrecisionHint('float32-litert',
+                             lambda cpu: 'AVX2' in cpu.units and not cpu.has_bf16,
                              '1.3x TensorFlow end to end on AMD Zen 3 (AVX2 only)',
                              flags='--float_runtime litert')
 

@@ -151,7 +151,7 @@ def float_litert_facts(s: Settings, spec: ModelSpec) -> ModelFacts:
     """--float_runtime litert: the model's cached float32 conversion, made on a miss.
 
     A hit loads the .tflite and nothing else: TensorFlow is never imported. A miss
-    loads the Keras model, converts it, compares the conversion with it on a
+    loads the model on TensorFlow, converts it, compares the conversion with it on a
     held-out slice of the run's images, and caches it only when the gate passes.
     """
     from transforms.models import float_litert
