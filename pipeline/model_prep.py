@@ -13,11 +13,13 @@ TensorFlow the same way, once, when it is made.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import logging
 import random
+import tempfile
 import time
 
 import numpy as np
@@ -119,8 +121,12 @@ def _compare(s: Settings, reference: LoadedModel, reduced: LoadedModel, images: 
     return a
 
 
-def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sample) -> ModelSpec:
-    """Convert (or find in --model_cache) the int8 model; the spec workers load it from."""
+def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sample,
+              scratch: str | None = None) -> ModelSpec:
+    """Convert (or find in --model_cache) the int8 model; the spec workers load it from.
+
+    `scratch`: where a new conversion goes instead of the cache (--dry_run).
+    """
     from transforms.models import int8
     runtime = float_model.runtime
     # One line saying what to install, before anything is converted.
@@ -132,6 +138,7 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
     if files.exists():
         _log.info('int8: using %s from the model cache', files.model)
     else:
+        files = int8.cached_files(scratch, key, s.int8_runtime) if scratch else files
         started = time.monotonic()
         content, head = int8.convert(spec, runtime, int8.Calibration(sample.calibration,
                                                                      sample.digest),
@@ -147,12 +154,13 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
         outputs=runtime.output_kind)
 
 
-def float_litert_facts(s: Settings, spec: ModelSpec) -> ModelFacts:
+def float_litert_facts(s: Settings, spec: ModelSpec, scratch: str | None = None) -> ModelFacts:
     """--float_runtime litert: the model's cached float32 conversion, made on a miss.
 
     A hit loads the .tflite and nothing else: TensorFlow is never imported. A miss
     loads the model on TensorFlow, converts it, compares the conversion with it on a
-    held-out slice of the run's images, and caches it only when the gate passes.
+    held-out slice of the run's images, and caches it only when the gate passes
+    (`scratch`: where a new conversion goes instead of the cache, on --dry_run).
     """
     from transforms.models import float_litert
     if spec.format not in float_litert.CONVERTS:
@@ -166,6 +174,7 @@ def float_litert_facts(s: Settings, spec: ModelSpec) -> ModelFacts:
         if agreement is not None:  # measured when it was made; this run's gate still holds
             agreement_math.check(agreement_math.Agreement(**agreement), s.min_agreement)
     else:
+        files = float_litert.files_for(scratch, spec) if scratch else files
         agreement = _convert_float_litert(s, spec, files).to_json()
     converted_spec = float_litert.converted_spec(spec, files)
     model = _load(s, converted_spec, 'float32')
@@ -175,8 +184,6 @@ def float_litert_facts(s: Settings, spec: ModelSpec) -> ModelFacts:
 
 def _convert_float_litert(s: Settings, spec: ModelSpec, files) -> agreement_math.Agreement:
     """Convert, check against TensorFlow on held-out images, then store (never a failed one)."""
-    import tempfile
-
     from transforms.models import float_litert
     started = time.monotonic()
     source = _load(s, spec, 'float32', for_workers=False, with_head=False)  # the source only
@@ -203,14 +210,26 @@ def _check_top_k(s: Settings, model: LoadedModel) -> None:
 
 
 def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
-    """Load the model once in the launcher: a bad model fails here, before any image is read."""
+    """Load the model once in the launcher: a bad model fails here, before any image is read.
+
+    On --dry_run a conversion not cached yet is still made and checked (a model that
+    cannot convert fails the dry run too), in a temporary folder that is gone when
+    this returns: a dry run creates nothing, and finds a cached conversion as a run does.
+    """
+    with contextlib.ExitStack() as stack:
+        scratch = (stack.enter_context(tempfile.TemporaryDirectory(prefix='imagelabel-dry-run-'))
+                   if s.dry_run else None)
+        return _model_facts(s, local, scratch)
+
+
+def _model_facts(s: Settings, local: bool, scratch: str | None) -> ModelFacts:
     spec = _resolve(s)
     converts = s.precision == 'int8' or s.float_runtime == 'litert'
     if converts and not local and '://' not in s.model_cache:
         raise ValueError(f'--model_cache {s.model_cache} is a local path, which workers on '
                          'a remote runner cannot read; use a gs:// URI')
     if s.float_runtime == 'litert':
-        return float_litert_facts(s, spec)
+        return float_litert_facts(s, spec, scratch)
     if s.precision == 'int8':
         fmt = FORMATS[spec.format]
         if not fmt.converts_to_int8:
@@ -233,7 +252,7 @@ def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
         return _facts(spec, model, _compare(s, reference, base, sample.held_out, 'bf16'))
     sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                            calibration=s.calibration_images)
-    lowered_spec = int8_spec(s, spec, model, sample)
+    lowered_spec = int8_spec(s, spec, model, sample, scratch)
     lowered = _load(s, lowered_spec, 'int8')
     base = (_load(s, lowered_spec, 'int8', for_workers=False, with_head=False) if s.head
             else lowered)

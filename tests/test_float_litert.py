@@ -240,3 +240,21 @@ def test_a_saved_model_converts_and_labels_like_tensorflow_with_its_classifier_i
         p.name.startswith('saved-float32-litert-') for p in cache.iterdir())
     summary = read_summary(str(tmp_path / 'lite'))
     assert summary['agreement']['top1'] == 1.0 and summary['precision'] == 'float32'
+
+
+def test_a_dry_run_converts_and_checks_but_stores_nothing_and_uses_what_is_cached(
+        tiny_keras_model, int8_photos, tmp_path, monkeypatch):
+    from transforms.models import float_litert
+    cache = tmp_path / 'cache'
+    dry = float_run(tiny_keras_model, int8_photos, tmp_path / 'dry', cache, '--dry_run')
+    assert dry.code == 0, dry.err
+    assert not cache.exists() or not list(cache.iterdir())  # a dry run creates nothing
+    assert not (tmp_path / 'dry').exists()
+    assert float_run(tiny_keras_model, int8_photos, tmp_path / 'real', cache).code == 0
+    assert len(list(cache.glob('*.tflite'))) == 1
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError('a dry run converted what the cache holds')
+    monkeypatch.setattr(float_litert, 'convert', no_conversion)
+    again = float_run(tiny_keras_model, int8_photos, tmp_path / 'dry2', cache, '--dry_run')
+    assert again.code == 0, again.err

@@ -164,3 +164,12 @@ def test_a_head_trained_on_an_int8_runs_embeddings_labels_an_int8_run(
     assert len(rows) == 12 and {r['top_label'] for r in rows} <= {'yes', 'no'}
     # The agreement is the base models' (int8 against float32), as without the head.
     assert read_summary(str(tmp_path / 'headed'))['agreement'] == plain['agreement']
+
+
+def test_an_int8_dry_run_converts_in_a_temporary_folder_and_leaves_the_cache_alone(
+        tiny_keras_model, int8_photos, tmp_path, conversions):
+    cache = tmp_path / 'cache'
+    dry = int8_run(tiny_keras_model, int8_photos, tmp_path / 'dry', cache, '--dry_run')
+    assert dry.code == 0, dry.err
+    assert len(conversions) == 1  # converted and checked, as a run would
+    assert not cache.exists() or not list(cache.iterdir())
