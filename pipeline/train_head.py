@@ -79,15 +79,15 @@ def read_embeddings(pattern: str) -> Embeddings:
     seen: dict[str, int] = {}
     uris, vectors, ids, models = [], [], set(), set()
     for path in paths:
+        columns = ['uri', 'embedding', 'model', 'model_id']
         try:
-            table = read_columns([path], ['uri', 'embedding', 'model', 'model_id'],
-                                 LABELS_SCHEMA)
+            table = read_columns([path], columns, LABELS_SCHEMA, required=columns)
         except Exception as e:  # noqa: BLE001 - not a labels file: one clear line
+            why = str(e).removeprefix(f'{path} ') if isinstance(e, ValueError) else ''
             raise ValueError(f'{path} is not a labels Parquet file of imagelabel run '
-                             f'({type(e).__name__})') from None
+                             f'({why or type(e).__name__})') from None
         if table.num_rows and table.column('embedding').null_count == table.num_rows:
-            raise ValueError(f'{path} is not a labels Parquet file of imagelabel run '
-                             '(it has no embedding column)')
+            raise ValueError(f'{path} holds no embeddings (its model exposed none)')
         for row in table.to_pylist():
             if row['uri'] in seen:
                 continue  # the same image in two runs: one example, not two

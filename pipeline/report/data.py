@@ -90,16 +90,21 @@ def _select(available: pa.Schema, columns: Sequence[str]) -> list[str]:
     return [c for c in columns if c in available.names]
 
 
-def read_columns(paths: Sequence[str], columns: Sequence[str], schema: pa.Schema) -> pa.Table:
+def read_columns(paths: Sequence[str], columns: Sequence[str], schema: pa.Schema, *,
+                 required: Sequence[str] = ()) -> pa.Table:
     """The named columns of every file, concatenated; a column a file lacks comes back null.
 
-    Older outputs may lack a newer column (e.g. `top_label`): callers then derive it.
+    Older outputs may lack a newer column (e.g. `top_label`): callers then derive it. A
+    `required` column a file lacks is a ValueError naming the file and the column.
     """
     wanted = pa.schema([schema.field(c) for c in columns])
     tables = []
     for path in paths:
         f = _parquet_file(path)
         present = _select(f.schema_arrow, columns)
+        missing = [c for c in required if c not in present]
+        if missing:
+            raise ValueError(f'{path} has no {missing[0]} column')
         table = f.read(columns=present)
         for name in columns:
             if name not in present:
