@@ -204,6 +204,11 @@ def _convert_float_litert(s: Settings, spec: ModelSpec, files) -> agreement_math
     return agreement
 
 
+def _without_head(model: LoadedModel) -> LoadedModel:
+    """The same loaded model giving its base classes: precisions are compared on those."""
+    return dataclasses.replace(model, head=None)
+
+
 def _check_top_k(s: Settings, model: LoadedModel) -> None:
     if s.top_k > model.num_classes and not s.head:  # a head's rows keep all its classes
         raise ValueError(f'--top_k {s.top_k} is more than the model\'s {model.num_classes} classes')
@@ -248,15 +253,14 @@ def _model_facts(s: Settings, local: bool, scratch: str | None) -> ModelFacts:
         sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                                calibration=0)
         reference = _load(s, spec, 'float32', for_workers=False, with_head=False)
-        base = _load(s, spec, 'bf16', for_workers=False, with_head=False) if s.head else model
-        return _facts(spec, model, _compare(s, reference, base, sample.held_out, 'bf16'))
+        return _facts(spec, model, _compare(s, reference, _without_head(model),
+                                            sample.held_out, 'bf16'))
     sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                            calibration=s.calibration_images)
     lowered_spec = int8_spec(s, spec, model, sample, scratch)
     lowered = _load(s, lowered_spec, 'int8')
-    base = (_load(s, lowered_spec, 'int8', for_workers=False, with_head=False) if s.head
-            else lowered)
-    return _facts(lowered_spec, lowered, _compare(s, model, base, sample.held_out, 'int8'))
+    return _facts(lowered_spec, lowered, _compare(s, model, _without_head(lowered),
+                                                  sample.held_out, 'int8'))
 
 
 def summary_extras(result, started: float | None, model: ModelFacts) -> dict:

@@ -160,8 +160,9 @@ def add_precision_flags(parser) -> None:
                         'scheduled run converts once; workers only load from it.')
     parser.add_argument('--float_runtime', default='tensorflow', choices=FLOAT_RUNTIMES,
                         help='float32 Keras and SavedModel models: tensorflow runs them as '
-                        'they are; litert converts one once at launch (cached in --model_cache, checked against '
-                        'TensorFlow with --min_agreement) and runs the .tflite on LiteRT '
+                        'they are; litert converts one once at launch (cached in '
+                        '--model_cache, checked against TensorFlow with --min_agreement) '
+                        'and runs the .tflite on LiteRT '
                         '(1.3x TensorFlow end to end on AMD Zen 3, AVX2); a run that finds '
                         'its conversion cached imports neither TensorFlow nor Keras.')
     parser.add_argument('--int8_runtime', default='litert', choices=sorted(RUNTIMES),
