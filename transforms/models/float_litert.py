@@ -24,14 +24,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tempfile
-from importlib.metadata import PackageNotFoundError, version
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.models import int8, model_cache
 from transforms.models.files import file_fingerprint
-from transforms.models.model_cache import CachedModel
+from transforms.models.model_cache import CachedModel, package_version
 from transforms.models.spec import ModelSpec
 from transforms.read import open_raw
 
@@ -47,13 +45,6 @@ CONVERSION_VERSION = 1
 LABEL = 'float32-litert'
 
 
-def _package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return 'unknown'
-
-
 def source_id(spec: ModelSpec) -> str:
     """What names the model's weights, read without loading it (so without TensorFlow).
 
@@ -66,7 +57,7 @@ def source_id(spec: ModelSpec) -> str:
     if spec.format == 'keras_application':
         if spec.weights:  # read in place, gs:// too: nothing is copied to name it
             return file_fingerprint(spec.weights)
-        return f'{spec.application}:imagenet:keras-{_package_version("keras")}'
+        return f'{spec.application}:imagenet:keras-{package_version("keras") or "unknown"}'
     raise ValueError(f'--float_runtime litert converts {", ".join(CONVERTS)} models, not '
                      f'{spec.format}')
 
@@ -79,7 +70,7 @@ def cache_key(spec: ModelSpec) -> str:
     """
     model = repr((source_id(spec), spec.format, spec.application, spec.preprocess,
                   spec.embedding_layer, spec.input_size))
-    runtime = '|'.join(f'{p}-{_package_version(p)}'
+    runtime = '|'.join(f'{p}-{package_version(p) or "unknown"}'
                        for p in ('tensorflow', 'keras', 'ai-edge-litert'))
     h = hashlib.sha256(f'{model}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
     return f'{spec.name.replace("/", "_")}-float32-litert-{h[:20]}'
@@ -88,11 +79,6 @@ def cache_key(spec: ModelSpec) -> str:
 def files_at(cache: str, key: str) -> CachedModel:
     """A conversion's files in a folder: `key.tflite`, and `key.head.npz` for a Keras model."""
     return CachedModel.at(cache, key, '.tflite')
-
-
-def files_for(cache: str, spec: ModelSpec) -> CachedModel:
-    """Where `spec`'s conversion lives (or will) in the cache folder."""
-    return files_at(cache, cache_key(spec))
 
 
 def agreement_beside(files: CachedModel) -> str:
@@ -109,24 +95,14 @@ def convert(spec: ModelSpec, runtime, input_size: tuple[int, int]) -> tuple[byte
 
 def convert_saved_model(spec: ModelSpec) -> bytes:
     """A SavedModel's serving_default -> float32 .tflite bytes, its classifier input exposed."""
-    import tensorflow as tf
-
     from transforms.models.litert import expose_penultimate
-    converter = tf.lite.TFLiteConverter.from_saved_model(spec.path,
-                                                         signature_keys=['serving_default'])
-    return expose_penultimate(converter.convert()).content
+    return expose_penultimate(int8.saved_model_converter(spec).convert()).content
 
 
 def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
     """A Keras classifier -> (float32 .tflite bytes of its backbone, float head .npz bytes)."""
-    import tensorflow as tf
     backbone, head = int8.backbone_and_head(model, spec, flag='--float_runtime litert')
-    h, w = input_size
-    with tempfile.TemporaryDirectory(prefix='imagelabel-float-') as folder:
-        backbone.export(folder, format='tf_saved_model', verbose=False,
-                        input_signature=[tf.TensorSpec((1, h, w, 3), tf.float32)])
-        content = tf.lite.TFLiteConverter.from_saved_model(folder).convert()
-    return content, head
+    return int8.convert_backbone(backbone, input_size, lambda c: c.convert()), head
 
 
 def converted_spec(spec: ModelSpec, files: CachedModel) -> ModelSpec:

@@ -25,6 +25,7 @@ import io
 import logging
 import tempfile
 import types
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from transforms.models import model_cache
 from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
 from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
 from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs, softmax
-from transforms.models.model_cache import CachedModel, read_conversion
+from transforms.models.model_cache import CachedModel, package_version, read_conversion
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 
 _log = logging.getLogger('imagelabel.models')
@@ -65,11 +66,8 @@ CONVERSION_VERSION = 2
 
 def runtime_tag(runtime: str = RUNTIME) -> str:
     """'litert-2.3.0': a new runtime version may convert differently, so it keys the cache."""
-    try:
-        from importlib.metadata import version
-        return f'{runtime}-{version(RUNTIMES[runtime].package)}'
-    except Exception:  # noqa: BLE001
-        return runtime
+    found = package_version(RUNTIMES[runtime].package)
+    return f'{runtime}-{found}' if found else runtime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,17 +144,30 @@ def backbone_and_head(model, spec: ModelSpec, flag: str = '--precision int8'):
 
 def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
     """A Keras classifier -> (int8 .tflite bytes, float head .npz bytes)."""
-    import tensorflow as tf
     backbone, head = backbone_and_head(model, spec)
-    h, w = calibration.pixels.shape[1:3]
-    # Keras 3's path to TFLite: export a SavedModel (variables frozen by the converter).
-    with tempfile.TemporaryDirectory(prefix='imagelabel-int8-') as folder:
+    preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+    content = convert_backbone(backbone, calibration.pixels.shape[1:3],
+                               lambda c: _quantize(c, calibration.pixels, preprocess))
+    return content, head
+
+
+def convert_backbone(backbone, size: tuple[int, int], finish: Callable[[Any], bytes]) -> bytes:
+    """A Keras backbone -> .tflite bytes: `finish(converter)` converts (quantizing or not).
+
+    Keras 3's path to TFLite: export a SavedModel (variables frozen by the converter).
+    """
+    import tensorflow as tf
+    h, w = size
+    with tempfile.TemporaryDirectory(prefix='imagelabel-convert-') as folder:
         backbone.export(folder, format='tf_saved_model', verbose=False,
                         input_signature=[tf.TensorSpec((1, h, w, 3), tf.float32)])
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        content = _quantize(converter, calibration.pixels,
-                            PREPROCESSORS[spec.preprocess or 'inception'])
-    return content, head
+        return finish(tf.lite.TFLiteConverter.from_saved_model(folder))
+
+
+def saved_model_converter(spec: ModelSpec):
+    """TFLite's converter for a SavedModel's serving_default signature."""
+    import tensorflow as tf
+    return tf.lite.TFLiteConverter.from_saved_model(spec.path, signature_keys=['serving_default'])
 
 
 def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
@@ -167,12 +178,10 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
     runtime applies softmax in float32: see logits_instead_of_softmax), and the
     classifier's input is added as the embedding when the graph shows it.
     """
-    import tensorflow as tf
     dtype = runtime.input_dtype.as_numpy_dtype
     preprocess = PREPROCESSORS[spec.preprocess or
                                ('raw' if runtime.input_dtype.is_integer else 'inception')]
-    converter = tf.lite.TFLiteConverter.from_saved_model(spec.path, signature_keys=['serving_default'])
-    content = _quantize(converter, calibration.pixels, preprocess, dtype)
+    content = _quantize(saved_model_converter(spec), calibration.pixels, preprocess, dtype)
     content = expose_penultimate(content).content
     return logits_instead_of_softmax(content), b''
 

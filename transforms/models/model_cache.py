@@ -20,6 +20,16 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.read import open_raw
 
 
+def package_version(name: str) -> str | None:
+    """An installed package's version (None if unknown): what converts or runs a cached
+    file keys it, because a new version may make another file."""
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:  # noqa: BLE001 - not installed, or no metadata
+        return None
+
+
 def default_model_cache() -> str:
     """A per-user cache folder (XDG), never the run's --output."""
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
@@ -40,13 +50,15 @@ def head_beside(model_path: str, suffix: str) -> str:
 class CachedModel:
     """Where a conversion lives in the cache: the model file, and the float head if any."""
     model: str
-    head: str
     suffix: str  # the model file's ending ('.tflite', '.ovz')
 
     @classmethod
     def at(cls, cache: str, key: str, suffix: str) -> 'CachedModel':
-        model = FileSystems.join(cache, key + suffix)
-        return cls(model, head_beside(model, suffix), suffix)
+        return cls(FileSystems.join(cache, key + suffix), suffix)
+
+    @property
+    def head(self) -> str:
+        return head_beside(self.model, self.suffix)
 
     def beside(self, ending: str) -> str:
         """Another file kept with this entry (`key` + ending)."""
