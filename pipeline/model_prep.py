@@ -167,14 +167,15 @@ def float_litert_facts(s: Settings, spec: ModelSpec, scratch: str | None = None)
         able = ', '.join(FORMATS[n].described_as for n in float_litert.CONVERTS)
         raise ValueError(f'--float_runtime litert converts {able}; leave it out for '
                          f'{FORMATS[spec.format].described_as}')
-    files = float_litert.files_for(s.model_cache, spec)
+    key = float_litert.cache_key(spec)  # hashes the model file: once
+    files = float_litert.files_at(s.model_cache, key)
     if files.exists():
         _log.info('float32 on LiteRT: using %s from the model cache', files.model)
         agreement = float_litert.read_agreement(files)
         if agreement is not None:  # measured when it was made; this run's gate still holds
             agreement_math.check(agreement_math.Agreement(**agreement), s.min_agreement)
     else:
-        files = float_litert.files_for(scratch, spec) if scratch else files
+        files = float_litert.files_at(scratch, key) if scratch else files
         agreement = _convert_float_litert(s, spec, files).to_json()
     converted_spec = float_litert.converted_spec(spec, files)
     model = _load(s, converted_spec, 'float32')
@@ -221,9 +222,8 @@ def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
     cannot convert fails the dry run too), in a temporary folder that is gone when
     this returns: a dry run creates nothing, and finds a cached conversion as a run does.
     """
-    with contextlib.ExitStack() as stack:
-        scratch = (stack.enter_context(tempfile.TemporaryDirectory(prefix='imagelabel-dry-run-'))
-                   if s.dry_run else None)
+    with (tempfile.TemporaryDirectory(prefix='imagelabel-dry-run-') if s.dry_run
+          else contextlib.nullcontext()) as scratch:
         return _model_facts(s, local, scratch)
 
 
