@@ -49,18 +49,21 @@ _GATED = {float_litert.LABEL: ('--float_runtime litert', 'TensorFlow\'s float32'
                                'run on --float_runtime tensorflow')}
 
 
+def _gated(precision: str) -> tuple[str, str, str]:
+    """(the flag that chose it, what it is compared with, how to run without it)."""
+    return _GATED.get(precision, (f'--precision {precision}', 'float32', 'run at float32'))
+
+
 def describe(precision: str) -> str:
     """What was compared: 'int8 vs float32', "--float_runtime litert vs TensorFlow's float32"."""
-    if precision in _GATED:
-        return f'{_GATED[precision][0]} vs {_GATED[precision][1]}'
-    return f'{precision} vs float32'
+    flag, reference, _ = _gated(precision)
+    return f'{flag if precision in _GATED else precision} vs {reference}'
 
 
 def check(agreement: Agreement, minimum: float) -> None:
     """ValueError (one line, how to fix) when top-1 agreement is below `minimum`."""
     if agreement.top1 < minimum:
-        flag, reference, fix = _GATED.get(agreement.precision, (
-            f'--precision {agreement.precision}', 'float32', 'run at float32'))
+        flag, reference, fix = _gated(agreement.precision)
         raise ValueError(
             f'{flag} agrees with {reference} on top-1 for only '
             f'{agreement.top1:.3f} of {agreement.images} held-out images (--min_agreement '
