@@ -173,8 +173,7 @@ def worker_cores_bound(args) -> dict[str, Any]:
     from PIL import Image
 
     from transforms.decode import DecodedImage, ResizeRecipe, crop_box, decode_image
-    from transforms.cpu import this_cpu
-    from transforms.models.interpreters import InterpreterPool, Layout
+    from transforms.models.interpreters import InterpreterPool, Layout, choose_layout
     from transforms.models.litert import expose_penultimate
     from transforms.postprocess import label_row
     from transforms.label import ImageInfo, ImageScores
@@ -274,7 +273,7 @@ def worker_cores_bound(args) -> dict[str, Any]:
     # The same decode and invoke on the same threads, without Beam: what the
     # threads alone reach, so the pipeline's figure splits into threads and Beam.
     without_beam = {}
-    pool = InterpreterPool(content, Layout(this_cpu().cores, 1))  # the pipeline's default
+    pool = InterpreterPool(content, choose_layout(None, None))  # the pipeline's default
     pool.run(8, lambda interp, i: invoke(sample[i], interp))
     start = time.perf_counter()
     pool.run(len(datas), lambda interp, i: invoke(decode(datas[i]), interp))
