@@ -13,6 +13,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from pipeline import startup_gc
+from pipeline.clock import process_start_time
 from pipeline.usage import EXIT_USAGE, UsageError, setup_logging, usage_error
 
 
@@ -21,9 +23,15 @@ class Command:
     """A subcommand: where its `main(argv) -> int` lives, and one line of help."""
     target: str   # 'module:function'
     help: str
-    reports_start_up: bool = False  # its main takes `started` (summary.json's start-up clock)
+    # Its main takes `started` (summary.json's start-up clock) and its launch calls
+    # pipeline.startup_gc.resume(), so as the process's own command it starts with
+    # collection paused.
+    reports_start_up: bool = False
 
-    def main(self, argv: Sequence[str], started: float | None = None) -> int:
+    def main(self, argv: Sequence[str], started: float | None = None,
+             own_process: bool = False) -> int:
+        if self.reports_start_up and own_process:
+            startup_gc.pause()  # before the command's imports: they are most of the garbage
         module, func = self.target.split(':')
         main = getattr(importlib.import_module(module), func)
         if self.reports_start_up:
@@ -45,9 +53,8 @@ COMMANDS: dict[str, Command] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    started = None
-    if argv is None:  # the process's own command: its start-up counts from the process start
-        from pipeline.clock import process_start_time
+    started, own_process = None, argv is None
+    if own_process:  # the process's own command: its start-up counts from the process start
         started = process_start_time()
     argv = list(sys.argv[1:] if argv is None else argv)
     top = argparse.ArgumentParser(
@@ -64,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_error(UsageError(
             f'unknown command {command!r}; use one of {", ".join(COMMANDS)}'))
     setup_logging()
-    return COMMANDS[command].main(rest, started)
+    return COMMANDS[command].main(rest, started, own_process)
 
 
 if __name__ == '__main__':

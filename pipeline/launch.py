@@ -14,6 +14,7 @@ from typing import Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
+from pipeline import startup_gc
 from pipeline.graph import ModelFacts, build
 from pipeline.options import Settings, settings_from, sinks_from
 from pipeline.summary import RunSummary, counter_values, summarize, write_summary
@@ -90,6 +91,7 @@ def execute(launch: Launch) -> RunSummary | None:
                   'dates', len(earlier.labels), len(earlier.errors))
     build(p, s, model, launch.sinks, earlier=earlier,
           progress_every_s=10.0 if launch.local else None)
+    startup_gc.resume()  # the launch is over; the run collects garbage as usual
     if s.dry_run:
         _log.info('dry run: %s', dry_run_check(p))
         return None

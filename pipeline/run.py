@@ -73,8 +73,10 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
     Without `argv` this is the process's own command: start-up counts from the
     process start (imports included). `started` overrides that clock.
     """
-    if argv is None and started is None:
+    if argv is None and started is None:  # `python -m pipeline.run`
+        from pipeline import startup_gc
         from pipeline.clock import process_start_time
+        startup_gc.pause()  # until the pipeline runs (pipeline.startup_gc says why)
         started = process_start_time()
     argv = dry_run_alias(labels_alias(sys.argv[1:] if argv is None else argv))
     if '-h' in argv or '--help' in argv:

@@ -72,18 +72,25 @@ def test_summary_reports_start_up_from_launch_to_the_first_batch(tiny_keras_mode
 _PROCESS_RUN = r'''
 import time
 first_line = time.time()
-import json, sys
+import gc, json, sys
+import apache_beam as beam
 import pipeline.launch
-prepare, seen = pipeline.launch.prepare, {}
+prepare, run, seen = pipeline.launch.prepare, beam.Pipeline.run, {}
 def recording(*args, **kwargs):
     seen['started'] = kwargs.get('started')
+    seen['collecting_at_launch'] = gc.isenabled()
     return prepare(*args, **kwargs)
+def running(self, *args, **kwargs):
+    seen.setdefault('collecting_when_run', gc.isenabled())
+    seen.setdefault('frozen_when_run', gc.get_freeze_count())
+    return run(self, *args, **kwargs)
 pipeline.launch.prepare = recording
+beam.Pipeline.run = running
 from pipeline.run import main
 sys.argv = ['imagelabel run', '--input', sys.argv[1], '--output', sys.argv[2], '--model',
             sys.argv[3], '--batch_size', '2']
 code = main()  # the process's own command: no argv
-print(json.dumps({'code': code, 'started': seen['started'], 'first_line': first_line}))
+print(json.dumps({'code': code, 'first_line': first_line, **seen}))
 '''
 
 
@@ -98,6 +105,10 @@ def test_a_run_that_is_the_process_command_counts_start_up_from_the_process_star
     assert seen['first_line'] - 5.0 < seen['started'] <= seen['first_line']
     summary = read_summary(str(tmp_path / 'out'))
     assert summary['startup_seconds'] > 0
+    # The launch ran without cyclic GC (pipeline.startup_gc); the pipeline runs with it,
+    # the launch's objects frozen out of its collections.
+    assert seen['collecting_at_launch'] is False
+    assert seen['collecting_when_run'] is True and seen['frozen_when_run'] > 100_000
 
 
 def test_the_same_model_and_settings_share_one_load(tiny_keras_model, tmp_path):
