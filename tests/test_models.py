@@ -316,8 +316,12 @@ def test_a_keras_file_loads_its_stored_weights_while_new_layers_still_start_rand
     from keras.src.backend.tensorflow.core import Variable
 
     from transforms.models.keras import load_keras_model
-    # The method the load replaces for a moment: if Keras renamed it, the saving is gone.
+    from tensorflow.python.ops import resource_variable_ops
+    # What the load replaces for a moment: if Keras or TensorFlow renamed them, the
+    # savings are gone (the load still works, the ordinary way).
     assert callable(getattr(Variable, '_initialize_with_initializer', None))
+    assert callable(getattr(resource_variable_ops.gen_resource_variable_ops, 'var_handle_op',
+                            None))
     model, _ = load_keras_model(resolve_spec(str(tiny_keras_model)))
     plain = keras.models.load_model(tiny_keras_model, compile=False)
     for ours, theirs in zip(model.get_weights(), plain.get_weights(), strict=True):
@@ -326,6 +330,34 @@ def test_a_keras_file_loads_its_stored_weights_while_new_layers_still_start_rand
     fresh = keras.layers.Dense(4)  # created after the load: Keras's random start again
     fresh.build((None, 3))
     assert np.abs(fresh.kernel.numpy()).sum() > 0
+
+
+def test_quick_variables_change_only_the_loading_thread_and_only_while_it_loads():
+    import threading
+
+    from keras.src.backend.tensorflow.core import Variable
+    from tensorflow.python.ops import resource_variable_ops
+
+    from transforms.models.keras import quick_variables
+    ops = resource_variable_ops.gen_resource_variable_ops
+    before = (Variable.__dict__['_initialize_with_initializer'], ops.var_handle_op)
+
+    def new(name):
+        return keras.Variable(initializer='random_normal', shape=(64,), name=name)
+
+    others = {}
+    with quick_variables():
+        loading = new('loading_one')
+        worker = threading.Thread(target=lambda: others.update(other=new('other_one')))
+        worker.start()
+        worker.join()
+    # The loading thread's variables start as zeros, their handles without a debug name
+    # (so they share one kernel); another thread's start random and keep their names.
+    assert not loading.numpy().any() and 'loading_one' not in repr(loading.value.handle)
+    assert others['other'].numpy().any() and 'other_one' in repr(others['other'].value.handle)
+    assert (Variable.__dict__['_initialize_with_initializer'], ops.var_handle_op) == before
+    later = new('later_one')  # after the load: the ordinary way again
+    assert later.numpy().any() and 'later_one' in repr(later.value.handle)
 
 
 def test_a_keras_file_missing_a_stored_weight_fails_instead_of_keeping_zeros(tmp_path):
