@@ -199,8 +199,13 @@ def test_saved_model_directory_runs_its_serving_signature(tiny_keras_model, tmp_
 def test_named_inception_v3_loads_weights_from_a_file(tmp_path):
     keras.utils.set_random_seed(1)
     weights = tmp_path / 'inception_v3.weights.h5'
-    keras.applications.InceptionV3(weights=None).save_weights(weights)
+    reference = keras.applications.InceptionV3(weights=None)
+    reference.save_weights(weights)
     spec = resolve_spec('inception_v3', weights=str(weights))
+    from transforms.models.keras import load_keras_model
+    loaded, _ = load_keras_model(spec)  # every variable set from the file, none left unset
+    for ours, stored in zip(loaded.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, stored)
     model = load_labeled_model(spec, batch_size=2, precision='float32', threads=None, recipe='crop')
     assert model.runtime.input_size == (299, 299) and model.runtime.embedding_dim == 2048
     assert model.runtime.output_kind == 'probabilities' and model.num_classes == 1000
@@ -351,16 +356,19 @@ def test_quick_variables_change_only_the_loading_thread_and_only_while_it_loads(
         worker = threading.Thread(target=lambda: others.update(other=new('other_one')))
         worker.start()
         worker.join()
-    # The loading thread's variables start as zeros, their handles without a debug name
-    # (so they share one kernel); another thread's start random and keep their names.
-    assert not loading.numpy().any() and 'loading_one' not in repr(loading.value.handle)
+    # The loading thread's variables start unset until the load assigns them, their
+    # handles without a debug name (so they share one kernel); another thread's start
+    # random and keep their names.
+    assert not loading.value.is_initialized() and 'loading_one' not in repr(loading.value.handle)
+    loading.assign(np.arange(64, dtype=np.float32))
+    np.testing.assert_array_equal(loading.numpy(), np.arange(64))
     assert others['other'].numpy().any() and 'other_one' in repr(others['other'].value.handle)
     assert (Variable.__dict__['_initialize_with_initializer'], ops.var_handle_op) == before
     later = new('later_one')  # after the load: the ordinary way again
     assert later.numpy().any() and 'later_one' in repr(later.value.handle)
 
 
-def test_a_keras_file_missing_a_stored_weight_fails_instead_of_keeping_zeros(tmp_path):
+def test_a_keras_file_missing_a_stored_weight_fails_instead_of_leaving_it_unset(tmp_path):
     import zipfile
     deeper = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name='a'),
                                keras.layers.Dense(2, name='b')])
