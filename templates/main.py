@@ -8,8 +8,13 @@ and returns without waiting, as a Flex Template must.
 """
 import sys
 
-from pipeline.run import main
-from pipeline.template_metadata import template_argv
+from pipeline import startup_gc
+
+if __name__ == '__main__':
+    startup_gc.pause()  # the launcher process, as `imagelabel run`: until the job is submitted
+
+from pipeline.run import main  # noqa: E402 - after the pause: most of the launch's objects
+from pipeline.template_metadata import template_argv  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main(template_argv(sys.argv[1:])))
