@@ -352,20 +352,41 @@ def test_quick_variables_change_only_the_loading_thread_and_only_while_it_loads(
 
     others = {}
     with quick_variables():
-        loading = new('loading_one')
+        loading, stored = new('loading_one'), new('stored_one')
+        inside = bool(loading.value.is_initialized()), repr(loading.value.handle)
+        stored.assign(np.arange(64, dtype=np.float32))  # what the load does
         worker = threading.Thread(target=lambda: others.update(other=new('other_one')))
         worker.start()
         worker.join()
-    # The loading thread's variables start unset until the load assigns them, their
-    # handles without a debug name (so they share one kernel); another thread's start
-    # random and keep their names.
-    assert not loading.value.is_initialized() and 'loading_one' not in repr(loading.value.handle)
-    loading.assign(np.arange(64, dtype=np.float32))
-    np.testing.assert_array_equal(loading.numpy(), np.arange(64))
+    # The loading thread's variables start unset, their handles without a debug name
+    # (so they share one kernel); another thread's start random and keep their names.
+    assert inside[0] is False and 'loading_one' not in inside[1]
     assert others['other'].numpy().any() and 'other_one' in repr(others['other'].value.handle)
+    # After the load: a variable it set keeps that value; one it left unset starts the
+    # ordinary way (a random draw).
+    np.testing.assert_array_equal(stored.numpy(), np.arange(64))
+    assert loading.value.is_initialized() and np.unique(loading.numpy()).size == 64
     assert (Variable.__dict__['_initialize_with_initializer'], ops.var_handle_op) == before
     later = new('later_one')  # after the load: the ordinary way again
     assert later.numpy().any() and 'later_one' in repr(later.value.handle)
+
+
+def test_variables_a_keras_file_does_not_hold_start_the_ordinary_way(tmp_path):
+    from transforms.models.keras import load_keras_model
+    # Seed generators' states (RandomFlip, Dropout) are variables no file holds: the load
+    # leaves them unset, so they get their ordinary start after it.
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.RandomFlip(seed=7)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+    outputs = keras.layers.Dense(3, activation='softmax')(keras.layers.Dropout(0.5, seed=9)(x))
+    keras.Model(inputs, outputs).save(tmp_path / 'seeded.keras')
+    ours, _ = load_keras_model(resolve_spec(str(tmp_path / 'seeded.keras')))
+    plain = keras.models.load_model(tmp_path / 'seeded.keras', compile=False)
+    assert all(v.value.is_initialized() for v in ours.variables)
+    states = [v for v in ours.variables if 'seed_generator_state' in v.path]
+    assert len(states) == 2
+    for mine, theirs in zip(ours.variables, plain.variables, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())  # seeds [7, 0] and [9, 0]
 
 
 def test_a_keras_file_missing_a_stored_weight_fails_instead_of_leaving_it_unset(tmp_path):

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import logging
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -265,7 +265,8 @@ def quick_variables():
       built its own kernel: 0.19 s of a 1.75 s load, measured alone in fresh
       processes on the same CPU. Without the name, they share one kernel.
     Only the loading thread is affected: a variable another thread creates
-    meanwhile starts the ordinary way.
+    meanwhile starts the ordinary way. So does a variable that the load leaves
+    unset, after it (a Dropout's or RandomFlip's seed state: files do not hold it).
     """
     import_tensorflow()
     try:
@@ -274,8 +275,11 @@ def quick_variables():
     except ImportError:
         Variable = resource_variable_ops = None  # noqa: N806 - the load takes the ordinary way
 
+    created: list[tuple[Any, Callable]] = []  # (variable, its initializer), in this thread
+
     def unset(original):
         def initialize(self, initializer):
+            created.append((self, initializer))
             self._initialize(resource_variable_ops.UninitializedVariable(  # noqa: SLF001
                 shape=self._shape, dtype=self._dtype, trainable=self.trainable,  # noqa: SLF001
                 name=self.name, aggregation=self._map_aggregation(self.aggregation),  # noqa: SLF001
@@ -293,6 +297,9 @@ def quick_variables():
             _replaced_in_this_thread(Variable, '_initialize_with_initializer', unset), \
             _replaced_in_this_thread(gen_ops, 'var_handle_op', unnamed):
         yield
+    for variable, initializer in created:
+        if not variable.value.is_initialized():
+            variable.assign(initializer(variable.shape, dtype=variable.dtype))
 
 
 def load_keras_model(spec: ModelSpec):
