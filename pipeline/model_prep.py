@@ -146,12 +146,9 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
         int8.store(files, content, head)
         _log.info('int8: converted %s in %.1f s (calibrated on %d images) -> %s', spec.name,
                   time.monotonic() - started, len(sample.calibration), files.model)
-    integer_input = getattr(runtime, '_integer_input', False)
     return dataclasses.replace(
         spec, format=int8.RUNTIMES[s.int8_runtime].format, path=files.model, application=None,
-        weights=None,
-        preprocess=spec.preprocess or ('raw' if integer_input else 'inception'),
-        outputs=runtime.output_kind)
+        weights=None, preprocess=runtime.preprocess, outputs=runtime.output_kind)
 
 
 def float_litert_facts(s: Settings, spec: ModelSpec, scratch: str | None = None) -> ModelFacts:

@@ -179,9 +179,8 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
     classifier's input is added as the embedding when the graph shows it.
     """
     dtype = runtime.input_dtype.as_numpy_dtype
-    preprocess = PREPROCESSORS[spec.preprocess or
-                               ('raw' if runtime.input_dtype.is_integer else 'inception')]
-    content = _quantize(saved_model_converter(spec), calibration.pixels, preprocess, dtype)
+    content = _quantize(saved_model_converter(spec), calibration.pixels,
+                        PREPROCESSORS[runtime.preprocess], dtype)
     content = expose_penultimate(content).content
     return logits_instead_of_softmax(content), b''
 

@@ -129,7 +129,8 @@ class KerasRuntime:
         kind = spec.outputs
         if kind == 'auto':
             kind = 'probabilities' if _emits_probabilities(model) else 'logits'
-        preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+        self.preprocess = spec.preprocess or 'inception'  # read by the launch-time conversions
+        preprocess = PREPROCESSORS[self.preprocess]
         if precision == 'bf16' and not this_cpu().has_bf16:
             # oneDNN would silently leave the graph in float32: say so, and record
             # the precision really used (it goes into model_id and summary.json).

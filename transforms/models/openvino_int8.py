@@ -90,8 +90,7 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration) -> tuple[bytes, b
         raise ValueError(f'{spec.name}: --int8_runtime openvino takes float image inputs; '
                          'this SavedModel takes integers: use --int8_runtime litert')
     ov_model = ov.convert_model(spec.path)
-    return _quantize(ov_model, calibration.pixels,
-                     PREPROCESSORS[spec.preprocess or 'inception']), b''
+    return _quantize(ov_model, calibration.pixels, PREPROCESSORS[runtime.preprocess]), b''
 
 
 class OpenVINORuntime:

@@ -43,11 +43,9 @@ class SavedModelRuntime:
                              'with one name per class')
         self._loaded, self._sig, self._arg = loaded, sig, arg_name
         self._scores_key, self._emb_key = picked
-        self._integer_input = arg_spec.dtype.is_integer
-        self._preprocess = PREPROCESSORS[spec.preprocess or
-                                         ('raw' if self._integer_input else 'inception')]
-        self._dtype = arg_spec.dtype
-        self.input_dtype = arg_spec.dtype  # the int8 converters read it: no second load
+        # Both read by the launch-time conversions (int8, float32 LiteRT): no second load.
+        self.input_dtype = arg_spec.dtype
+        self.preprocess = spec.preprocess or ('raw' if arg_spec.dtype.is_integer else 'inception')
         self.name = spec.name
         self.weights_sha256 = fingerprint
         self.precision = 'float32'
@@ -63,7 +61,7 @@ class SavedModelRuntime:
 
     def _raw_scores(self, pixels: np.ndarray):
         import tensorflow as tf
-        x = tf.cast(self._preprocess(tf.cast(pixels, tf.float32)), self._dtype)
+        x = tf.cast(PREPROCESSORS[self.preprocess](tf.cast(pixels, tf.float32)), self.input_dtype)
         out = self._sig(**{self._arg: x})
         return out[self._scores_key].numpy().astype(np.float32), out
 
