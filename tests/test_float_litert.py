@@ -53,6 +53,34 @@ def test_a_converted_model_labels_like_tensorflow_and_is_cached_with_its_agreeme
     assert stored == summary['agreement']
 
 
+@pytest.mark.parametrize('activation, outputs', [('linear', 'probabilities'),
+                                                 ('softmax', 'logits')])
+def test_a_converted_model_scores_like_tensorflow_when_model_outputs_overrides_the_model(
+        activation, outputs, int8_photos, tmp_path):
+    import keras
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation='relu')(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+    scores = keras.layers.Dense(1000, activation=activation, name='predictions')(x)
+    model = tmp_path / f'{activation}.keras'
+    keras.Model(inputs, scores).save(model)
+    lite = float_run(model, int8_photos, tmp_path / 'lite', tmp_path / 'cache',
+                     '--model_outputs', outputs)
+    assert lite.code == 0, lite.err
+    tf = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'tf', '--model', model,
+                 '--model_outputs', outputs)
+    assert tf.code == 0, tf.err
+    lite_rows, tf_rows = (_by_uri(read_parquet_rows(tmp_path / d, 'labels'))
+                          for d in ('lite', 'tf'))
+    # A linear Dense taken as probabilities is not softmaxed; a softmax taken as logits is
+    # softmaxed again: the float32 head does what TensorFlow does.
+    for uri, row in lite_rows.items():
+        np.testing.assert_allclose([lab['score'] for lab in row['labels']],
+                                   [lab['score'] for lab in tf_rows[uri]['labels']],
+                                   rtol=1e-4, atol=1e-6)
+
+
 _CACHED_RUN = r'''
 import json, sys
 from pipeline.run import main
@@ -85,19 +113,16 @@ def test_a_run_that_finds_its_conversion_cached_never_imports_tensorflow(
 
 def test_a_conversion_that_disagrees_with_tensorflow_is_refused_and_never_cached(
         tiny_keras_model, int8_photos, tmp_path, monkeypatch):
-    import io
-
     from transforms.models import float_litert
+    from transforms.models.float_head import FloatHead
     real = float_litert.convert_keras
 
-    def swapped_classes(model, spec, input_size):
-        content, head = real(model, spec, input_size)
-        with np.load(io.BytesIO(head)) as npz:  # the head's classes in another order
-            order = np.random.default_rng(0).permutation(npz['bias'].shape[0])
-            kernel, bias = npz['kernel'][:, order], npz['bias'][order]
-        buf = io.BytesIO()
-        np.savez(buf, kernel=kernel, bias=bias)
-        return content, buf.getvalue()
+    def swapped_classes(model, spec, input_size, output_kind):
+        content, raw = real(model, spec, input_size, output_kind)
+        head = FloatHead.from_bytes(raw)  # its classes in another order
+        order = np.random.default_rng(0).permutation(head.num_outputs)
+        return content, FloatHead(head.kernel[:, order], head.bias[order],
+                                  head.softmaxes).to_bytes()
     monkeypatch.setattr(float_litert, 'convert_keras', swapped_classes)
     cache = tmp_path / 'cache'
     r = float_run(tiny_keras_model, int8_photos, tmp_path / 'o', cache)

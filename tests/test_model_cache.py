@@ -1,17 +1,14 @@
 """The model cache: an entry's files, written beside-files first, read back with one digest."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
+from transforms.models.float_head import FloatHead
 from transforms.models.model_cache import CachedModel, read_conversion, store
 
 
 def _head_npz(scale: float = 1.0) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, kernel=np.eye(3, dtype=np.float32) * scale, bias=np.zeros(3, np.float32))
-    return buf.getvalue()
+    return FloatHead(np.eye(3, dtype=np.float32) * scale, np.zeros(3, np.float32)).to_bytes()
 
 
 def test_an_entry_is_complete_once_its_model_file_is_written(tmp_path):
@@ -23,7 +20,7 @@ def test_an_entry_is_complete_once_its_model_file_is_written(tmp_path):
     names = sorted(p.name for p in (tmp_path / 'cache').iterdir())
     assert names == ['m-float32-litert-abc.head.npz', 'm-float32-litert-abc.tflite']  # no empty
     content, head, digest = read_conversion(files.model, '.tflite')
-    assert content == b'model-bytes' and np.array_equal(head[0], np.eye(3))
+    assert content == b'model-bytes' and np.array_equal(head.kernel, np.eye(3))
 
 
 def test_the_digest_covers_the_head_so_another_head_is_another_model(tmp_path):

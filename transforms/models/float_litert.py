@@ -63,13 +63,14 @@ def source_id(spec: ModelSpec) -> str:
 
 
 def cache_key(spec: ModelSpec) -> str:
-    """(model, input size, preprocessing, embedding layer, versions) -> a file-name-safe key.
+    """(model, input size, preprocessing, embedding layer, outputs, versions) -> a file-name-safe
+    key.
 
     The versions are those of everything that makes or runs the file: TensorFlow's
     converter, Keras's export, and LiteRT.
     """
     model = repr((source_id(spec), spec.format, spec.application, spec.preprocess,
-                  spec.embedding_layer, spec.input_size))
+                  spec.embedding_layer, spec.input_size, spec.outputs))
     runtime = '|'.join(f'{p}-{package_version(p) or "unknown"}'
                        for p in ('tensorflow', 'keras', 'ai-edge-litert'))
     h = hashlib.sha256(f'{model}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
@@ -90,7 +91,7 @@ def convert(spec: ModelSpec, runtime, input_size: tuple[int, int]) -> tuple[byte
     """A loaded TensorFlow runtime's model -> (float32 .tflite bytes, float head .npz or b'')."""
     if spec.format == 'saved_model':
         return convert_saved_model(spec), b''
-    return convert_keras(runtime.keras_model, spec, input_size)
+    return convert_keras(runtime.keras_model, spec, input_size, runtime.output_kind)
 
 
 def convert_saved_model(spec: ModelSpec) -> bytes:
@@ -99,9 +100,11 @@ def convert_saved_model(spec: ModelSpec) -> bytes:
     return expose_penultimate(int8.saved_model_converter(spec).convert()).content
 
 
-def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
+def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int], output_kind: str
+                  ) -> tuple[bytes, bytes]:
     """A Keras classifier -> (float32 .tflite bytes of its backbone, float head .npz bytes)."""
-    backbone, head = int8.backbone_and_head(model, spec, flag='--float_runtime litert')
+    backbone, head = int8.backbone_and_head(model, spec, output_kind,
+                                            flag='--float_runtime litert')
     return int8.convert_backbone(backbone, input_size, lambda c: c.convert()), head
 
 

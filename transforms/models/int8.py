@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
-import io
 import logging
 import tempfile
 import types
@@ -31,6 +30,7 @@ import numpy as np
 
 from transforms.models import model_cache
 from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
+from transforms.models.float_head import FloatHead
 from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
 from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs, softmax
 from transforms.models.model_cache import CachedModel, package_version, read_conversion
@@ -81,7 +81,7 @@ def cache_key(*, weights_sha256: str, spec: ModelSpec, input_size: tuple[int, in
               calibration_digest: str, runtime: str) -> str:
     """(model, calibration set, runtime) -> a file-name-safe key."""
     model = repr((weights_sha256, spec.format, spec.preprocess, spec.embedding_layer,
-                  tuple(input_size)))
+                  tuple(input_size), spec.outputs))
     h = hashlib.sha256(
         f'{model}|{calibration_digest}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
     return f'{spec.name.replace("/", "_")}-int8-{runtime}-{h[:20]}'
@@ -89,21 +89,30 @@ def cache_key(*, weights_sha256: str, spec: ModelSpec, input_size: tuple[int, in
 
 # --- conversion (launcher only; imports TensorFlow) ------------------------------------
 
-def _dense_head(model, embedding):
-    """(W, b) of a final Dense (softmax or linear) fed by the embedding, else None."""
+def _dense_head(model, embedding) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """(W, b, ends in softmax) of a final Dense fed by the embedding, else None.
+
+    The Dense is linear or softmax, and only a softmax (a Softmax layer, or an
+    Activation that is softmax or linear) may follow it.
+    """
     import keras
 
     from transforms.models.keras import _final_dense
     dense = _final_dense(model)
     if dense.input is not embedding:
         return None
-    rest = model.layers[model.layers.index(dense) + 1:]
-    act = getattr(dense.activation, '__name__', '')
-    if act not in ('softmax', 'linear') or any(
-            not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
+    activations = [getattr(dense.activation, '__name__', '')]
+    for layer in model.layers[model.layers.index(dense) + 1:]:
+        if isinstance(layer, keras.layers.Softmax):
+            activations.append('softmax')
+        elif isinstance(layer, keras.layers.Activation):
+            activations.append(getattr(layer.activation, '__name__', ''))
+        else:
+            return None
+    if any(a not in ('softmax', 'linear') for a in activations) or activations.count('softmax') > 1:
         return None
     kernel, bias = (np.asarray(w, np.float32) for w in dense.get_weights())
-    return kernel, bias
+    return kernel, bias, 'softmax' in activations
 
 
 def _representative(pixels: np.ndarray, preprocess, dtype=np.float32):
@@ -122,29 +131,33 @@ def _quantize(converter, pixels: np.ndarray, preprocess, dtype=np.float32) -> by
     return converter.convert()
 
 
-def backbone_and_head(model, spec: ModelSpec, flag: str = '--precision int8'):
-    """(Keras model up to the embedding, float32 head .npz bytes) of a Keras classifier.
+def backbone_and_head(model, spec: ModelSpec, output_kind: str,
+                      flag: str = '--precision int8') -> tuple[Any, bytes]:
+    """(Keras model up to the embedding, its FloatHead's bytes) of a Keras classifier.
 
     Both int8 runtimes quantize only the backbone: the final Dense and softmax run in
     float32 on the embedding, so probabilities are not rounded to int8's 256 steps.
     (--float_runtime litert converts the same backbone without quantizing it.)
+    `output_kind`: the float32 runtime's (logits or probabilities), so that the head
+    scores as TensorFlow does (transforms.models.float_head).
     """
     import keras
 
     from transforms.models.keras import embedding_output
     embedding = embedding_output(model, spec)
-    head = _dense_head(model, embedding)
-    if head is None:
+    dense = _dense_head(model, embedding)
+    if dense is None:
         raise ValueError(f'{spec.name}: {flag} needs a final Dense classifier (softmax or '
                          'linear) fed by the embedding; run it on TensorFlow at float32')
-    buf = io.BytesIO()
-    np.savez(buf, kernel=head[0], bias=head[1])
-    return keras.Model(model.inputs, embedding), buf.getvalue()
+    kernel, bias, model_softmax = dense
+    head = FloatHead.of_dense(kernel, bias, model_softmax=model_softmax, output_kind=output_kind)
+    return keras.Model(model.inputs, embedding), head.to_bytes()
 
 
-def convert_keras(model, spec: ModelSpec, calibration: Calibration) -> tuple[bytes, bytes]:
+def convert_keras(model, spec: ModelSpec, calibration: Calibration, output_kind: str
+                  ) -> tuple[bytes, bytes]:
     """A Keras classifier -> (int8 .tflite bytes, float head .npz bytes)."""
-    backbone, head = backbone_and_head(model, spec)
+    backbone, head = backbone_and_head(model, spec, output_kind)
     preprocess = PREPROCESSORS[spec.preprocess or 'inception']
     content = convert_backbone(backbone, calibration.pixels.shape[1:3],
                                lambda c: _quantize(c, calibration.pixels, preprocess))
@@ -194,7 +207,8 @@ def convert(spec: ModelSpec, runtime, calibration: Calibration,
     """Convert a loaded float32 runtime's model for `int8_runtime` (its format says how)."""
     converter = RUNTIMES[int8_runtime].converter_module()
     if spec.format in ('keras', 'keras_application'):
-        return converter.convert_keras(runtime.keras_model, spec, calibration)
+        return converter.convert_keras(runtime.keras_model, spec, calibration,
+                                       runtime.output_kind)
     if spec.format == 'saved_model':
         return converter.convert_saved_model(spec, runtime, calibration)
     raise ValueError(f'{spec.format} models cannot be converted to int8')
@@ -212,18 +226,12 @@ def store(files: CachedModel, content: bytes, head: bytes) -> None:
 
 # --- the runtimes (workers; no TensorFlow) ------------------------------------------------
 
-def head_scores(head: tuple, embeddings: np.ndarray) -> Scores:
-    """The float32 head on int8 embeddings: probabilities, with the embeddings."""
-    kernel, bias = head
-    return Scores(softmax(embeddings @ kernel + bias).astype(np.float32), embeddings)
-
-
-def int8_scores(head: tuple | None, output_kind: str, embeddings: np.ndarray,
+def int8_scores(head: FloatHead | None, output_kind: str, embeddings: np.ndarray,
                 raw: np.ndarray | None) -> Scores:
     """A batch's Scores from either int8 runtime: through the float32 head when the
     conversion kept one, else the model's own scores (softmaxed if they are logits)."""
     if head is not None:
-        return head_scores(head, embeddings)
+        return Scores(head.scores(embeddings), embeddings)
     return Scores(softmax(raw) if output_kind == 'logits' else raw, embeddings)
 
 
@@ -258,7 +266,7 @@ class Int8Runtime:
         self.weights_sha256 = sha256
         if self._head is not None:
             self._scores, self._emb = None, outs[0]
-            self.num_outputs = int(self._head[0].shape[1])
+            self.num_outputs = self._head.num_outputs
         else:
             widths = {i: int(o['shape'][-1]) for i, o in enumerate(outs) if len(o['shape']) == 2}
             picked = pick_outputs(widths, num_classes)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.models.float_head import FloatHead
 from transforms.read import open_raw
 
 
@@ -90,7 +89,7 @@ def _write(path: str, data: bytes) -> None:
 
 
 def read_conversion(path: str, suffix: str) -> tuple[bytes, tuple | None, str]:
-    """A cached conversion: (model bytes, float32 head (kernel, bias) or None, sha256).
+    """A cached conversion: (model bytes, its FloatHead or None, sha256).
 
     The sha256 covers the model and its head: it is the weights part of model_id.
     """
@@ -103,6 +102,5 @@ def read_conversion(path: str, suffix: str) -> tuple[bytes, tuple | None, str]:
         with open_raw(head_path) as f:
             raw = f.read()
         digest.update(raw)
-        with np.load(io.BytesIO(raw)) as npz:
-            head = (npz['kernel'], npz['bias'])
+        head = FloatHead.from_bytes(raw)
     return content, head, digest.hexdigest()

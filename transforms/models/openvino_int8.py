@@ -68,12 +68,12 @@ def _quantize(ov_model, pixels: np.ndarray, preprocess) -> bytes:
     return pack(quantized)
 
 
-def convert_keras(model, spec: ModelSpec, calibration) -> tuple[bytes, bytes]:
+def convert_keras(model, spec: ModelSpec, calibration, output_kind: str) -> tuple[bytes, bytes]:
     """A Keras classifier -> (int8 IR .npz bytes, float32 head .npz bytes)."""
     import openvino as ov
     import tensorflow as tf
 
-    backbone, head = backbone_and_head(model, spec)  # the float32 head stays in numpy
+    backbone, head = backbone_and_head(model, spec, output_kind)  # the head stays in numpy
     h, w = calibration.pixels.shape[1:3]
     with tempfile.TemporaryDirectory(prefix='imagelabel-int8-') as folder:
         backbone.export(folder, format='tf_saved_model', verbose=False,
@@ -129,7 +129,7 @@ class OpenVINORuntime:
                   if o.get_partial_shape().rank.get_length() == 2}
         if self._head is not None:
             self._scores, self._emb = None, 0
-            self.num_outputs = int(self._head[0].shape[1])
+            self.num_outputs = self._head.num_outputs
         else:
             picked = pick_outputs(widths, num_classes)
             if picked is None:
