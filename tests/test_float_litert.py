@@ -81,6 +81,22 @@ def test_a_converted_model_scores_like_tensorflow_when_model_outputs_overrides_t
                                    rtol=1e-4, atol=1e-6)
 
 
+def test_a_model_whose_dense_is_followed_by_another_activation_is_refused_in_one_line(
+        int8_photos, tmp_path):
+    import keras
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(
+        keras.layers.Conv2D(8, 3, strides=2)(inputs))
+    x = keras.layers.Dense(1000, name='predictions')(x)
+    model = tmp_path / 'sigmoid.keras'
+    keras.Model(inputs, keras.layers.Activation('sigmoid')(x)).save(model)
+    r = float_run(model, int8_photos, tmp_path / 'o', tmp_path / 'cache')
+    # A float32 head could not score it as TensorFlow does (sigmoid is not softmax).
+    assert r.code == 2
+    assert 'needs a final Dense classifier (softmax or linear)' in r.err.strip().splitlines()[-1]
+    assert not (tmp_path / 'cache').exists() or not list((tmp_path / 'cache').iterdir())
+
+
 _CACHED_RUN = r'''
 import json, sys
 from pipeline.run import main
