@@ -24,8 +24,11 @@ test:
 	.venv/bin/python -m pytest
 
 # The bench extra: tensorflow-hub for the anchor (Beam's stock TF handler imports it).
+# Installed only when one of its packages is missing (found without importing them).
 bench:
-	.venv/bin/pip install -q -e '.[bench]'
+	.venv/bin/python -c 'import importlib.util as u, sys; \
+		sys.exit(any(u.find_spec(m) is None for m in ("tensorflow_hub", "openvino", "nncf")))' \
+		|| .venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python bench/bench.py $(BENCH_ARGS)
 
 metadata:
