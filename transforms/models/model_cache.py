@@ -88,7 +88,7 @@ def _write(path: str, data: bytes) -> None:
     os.replace(tmp, path)  # atomic: a concurrent run never reads half a file
 
 
-def read_conversion(path: str, suffix: str) -> tuple[bytes, tuple | None, str]:
+def read_conversion(path: str, suffix: str) -> tuple[bytes, FloatHead | None, str]:
     """A cached conversion: (model bytes, its FloatHead or None, sha256).
 
     The sha256 covers the model and its head: it is the weights part of model_id.
