@@ -389,6 +389,27 @@ def test_variables_a_keras_file_does_not_hold_start_the_ordinary_way(tmp_path):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())  # seeds [7, 0] and [9, 0]
 
 
+def test_a_model_whose_layers_read_their_variables_while_built_loads_the_ordinary_way(
+        tmp_path, caplog):
+    from transforms.models.keras import load_keras_model
+    # An adapted Normalization computes its mean and variance from its variables when it
+    # is built, before the load sets them (EfficientNet has one): unset variables cannot
+    # serve it, so the load falls back to the ordinary way and still gives the file's model.
+    norm = keras.layers.Normalization()
+    norm.adapt(np.random.default_rng(0).normal(3.0, 2.0, size=(64, 8, 8, 3)).astype('float32'))
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(norm(inputs)))
+    keras.Model(inputs, keras.layers.Dense(3, activation='softmax')(x)).save(
+        tmp_path / 'normalized.keras')
+    with caplog.at_level('INFO', logger='imagelabel.models'):
+        ours, _ = load_keras_model(resolve_spec(str(tmp_path / 'normalized.keras')))
+    assert 'loading again without quick variable creation' in caplog.text
+    plain = keras.models.load_model(tmp_path / 'normalized.keras', compile=False)
+    x = np.random.default_rng(1).normal(3.0, 2.0, size=(2, 8, 8, 3)).astype('float32')
+    np.testing.assert_allclose(ours.predict(x, verbose=0), plain.predict(x, verbose=0),
+                               rtol=1e-6)
+
+
 def test_a_keras_file_missing_a_stored_weight_fails_instead_of_leaving_it_unset(tmp_path):
     import zipfile
     deeper = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name='a'),

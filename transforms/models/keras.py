@@ -251,7 +251,7 @@ def _replaced_in_this_thread(owner, name: str, make: Callable[[Callable], Callab
 def quick_variables():
     """While a model with stored weights loads, create its variables without two wasted costs.
 
-    Loading assigns every variable its stored value right after creating it
+    Loading assigns every stored variable its value right after creating it
     (Keras raises when the file lacks one), so what creation does first is waste:
     - Keras computes an initial value for each variable (a random draw) and
       assigns it. Here a variable is created unset
@@ -268,6 +268,8 @@ def quick_variables():
     Only the loading thread is affected: a variable another thread creates
     meanwhile starts the ordinary way. So does a variable that the load leaves
     unset, after it (a Dropout's or RandomFlip's seed state: files do not hold it).
+    A model whose layers read their variables before the load sets them cannot
+    load this way: `load_keras_model` then loads it the ordinary way (`_quickly`).
     """
     import_tensorflow()
     try:
@@ -310,24 +312,39 @@ def load_keras_model(spec: ModelSpec):
     if spec.format == 'keras_application':
         constructor = getattr(keras.applications, spec.application)
         if spec.weights:
-            with localized(spec.weights) as local, _fingerprinting(local) as fingerprint, \
-                    quick_variables():
-                return constructor(weights=local), fingerprint.result()
+            with localized(spec.weights) as local, _fingerprinting(local) as fingerprint:
+                return _quickly(lambda: constructor(weights=local), spec), fingerprint.result()
         # Real users: Keras downloads the ImageNet weights on first use, checks
         # their hash and caches them under ~/.keras/models.
-        with quick_variables():
-            model = constructor(weights='imagenet')
+        model = _quickly(lambda: constructor(weights='imagenet'), spec)
         return model, _keras_weights_fingerprint(model)
     if spec.format == 'keras':
         with localized(spec.path) as local, _fingerprinting(local) as fingerprint:
             try:
-                with quick_variables():
-                    model = keras.models.load_model(local, compile=False)
+                model = _quickly(lambda: keras.models.load_model(local, compile=False), spec)
             except Exception as e:  # noqa: BLE001 - reported as one clear line
                 raise ValueError(f'{spec.path} is not a loadable Keras model: {type(e).__name__}: '
                                  f'{str(e).splitlines()[0] if str(e) else ""}') from e
             return model, fingerprint.result()
     raise ValueError(f'{spec.format} is not a Keras format')
+
+
+def _quickly(load: Callable[[], Any], spec: ModelSpec):
+    """`load()` with quick_variables(), or, if that fails, once more the ordinary way.
+
+    A layer that reads its own variables while it is built, before the load sets
+    them (an adapted Normalization computes its mean and variance then, as in
+    EfficientNet), fails on an unset variable; the ordinary load gives it initial
+    values to read, and the file's values replace them as usual. A file that
+    cannot load fails the ordinary way too, with the ordinary error.
+    """
+    try:
+        with quick_variables():
+            return load()
+    except Exception as e:  # noqa: BLE001 - the ordinary load decides
+        _log.info('%s: loading again without quick variable creation (%s: %s)', spec.name,
+                  type(e).__name__, str(e).splitlines()[0] if str(e) else '')
+    return load()
 
 
 @contextlib.contextmanager
