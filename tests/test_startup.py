@@ -139,3 +139,30 @@ def test_a_model_file_replaced_in_place_is_loaded_again(tiny_keras_model, tmp_pa
     os.utime(path, (1, 1))
     second = shared_labeled_model(resolve_spec(str(path)), **args)
     assert second is not first
+
+
+def test_a_model_loaded_only_to_convert_is_freed_before_the_launch_is_frozen(
+        tiny_keras_model, int8_photos, tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    from pipeline import launch, model_prep, startup_gc
+    launch_only = []
+    real = model_prep.load_labeled_model  # _load's loader for models not kept for workers
+
+    def recording(*args, **kwargs):
+        model = real(*args, **kwargs)
+        launch_only.append(weakref.ref(model.runtime))
+        return model
+    monkeypatch.setattr(model_prep, 'load_labeled_model', recording)
+    startup_gc.pause()  # as `imagelabel run` launches: only the launch's own collect frees
+    try:
+        launch.prepare(['--input', str(int8_photos), '--output', str(tmp_path / 'out'),
+                        '--model', str(tiny_keras_model), '--model_cache', str(tmp_path / 'c'),
+                        '--agreement_images', '4', '--precision', 'int8', '--min_agreement',
+                        '0', '--calibration_images', '6'])
+        # int8's float32 source holds reference cycles: freed by the launch's own collect.
+        assert launch_only and all(ref() is None for ref in launch_only)
+    finally:
+        startup_gc.resume()
+        gc.unfreeze()
