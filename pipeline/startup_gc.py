@@ -8,13 +8,16 @@ EPYC Zen 3. Those objects live for the whole process, so the walks find almost
 nothing: a `gc.collect()` after the launch found 23,000 unreachable objects and
 freed no measurable memory (RSS 864 MB before and after).
 
-So `imagelabel run` (the process's own command, not a library call) calls
-`pause()` before its imports, and the launcher calls `resume()` just before the
+So `imagelabel run` and the Flex Template's `main.py` (the process's own command,
+not a library call) call `pause()` before their imports (`python -m pipeline.run`
+as its `main` starts, after its module's imports), and the launcher calls `resume()` just before the
 pipeline runs. `resume()` freezes what exists (`gc.freeze()`: later collections
 never walk it again, which also makes them cheaper during the run) and turns
 collection back on. The price is that cyclic garbage made during the launch is
-kept, a one-off of the size measured above. This is CPython's documented
-pattern for pre-fork servers (`gc.disable()` early, `gc.freeze()` later).
+kept, a one-off of the size measured above. Models loaded at launch only to
+convert or compare are big cyclic garbage, so the launch collects them itself
+first (`pipeline.model_prep._free_launch_only_models`). This is CPython's
+documented pattern for pre-fork servers (`gc.disable()` early, `gc.freeze()` later).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ exactly as TensorFlow does (`transforms.models.keras.KerasRuntime`): the model's
 own output, passed through softmax once more when `--model_outputs` takes it as
 logits. So a head counts its softmaxes: the model's own (its Dense's activation,
 or a Softmax layer after it) plus the one for logits. With `--model_outputs auto`
-that is always one; an explicit `--model_outputs` can make it 0 (a linear Dense
+that is usually one; an explicit `--model_outputs` can make it 0 (a linear Dense
 taken as probabilities) or 2 (a softmax taken as logits).
 
 Stored as `key.head.npz` beside the converted model (kernel, bias, softmaxes). A
