@@ -30,18 +30,12 @@ def _load_tflite(spec: ModelSpec, *, threads: int | None, interpreters: int | No
     return TFLiteRuntime(spec, threads=threads, interpreters=interpreters)
 
 
-def _load_int8(spec: ModelSpec, *, threads: int | None, num_classes: int,
-               interpreters: int | None, **_) -> Runtime:
+def _load_litert_conversion(spec: ModelSpec, *, threads: int | None, num_classes: int,
+                            interpreters: int | None, precision: str, **_) -> Runtime:
+    """A LiteRT conversion from the model cache: int8, or float32 (its format's precision)."""
     from transforms.models.int8 import Int8Runtime
     return Int8Runtime(spec, threads=threads, num_classes=num_classes,
-                       interpreters=interpreters)
-
-
-def _load_float_tflite(spec: ModelSpec, *, threads: int | None, num_classes: int,
-                       interpreters: int | None, **_) -> Runtime:
-    from transforms.models.int8 import Int8Runtime
-    return Int8Runtime(spec, threads=threads, num_classes=num_classes,
-                       interpreters=interpreters, precision='float32')
+                       interpreters=interpreters, precision=precision)
 
 
 def _load_openvino(spec: ModelSpec, *, threads: int | None, num_classes: int,
@@ -73,13 +67,13 @@ FORMATS: dict[str, ModelFormat] = {
                                'a SavedModel directory', converts_to_int8=True),
     'tflite': ModelFormat(('.tflite',), _load_tflite, False, False, 'a TFLite file'),
     # What --precision int8 made at launch, loaded from the model cache by workers.
-    'int8_tflite': ModelFormat((), _load_int8, False, False, 'an int8 conversion',
+    'int8_tflite': ModelFormat((), _load_litert_conversion, False, False, 'an int8 conversion',
                                by_path=False, precision='int8'),
     'int8_openvino': ModelFormat((), _load_openvino, False, False,
                                  'an int8 conversion for OpenVINO', by_path=False,
                                  precision='int8'),
     # What --float_runtime litert made at launch (models.float_litert), from the cache.
-    'float_tflite': ModelFormat((), _load_float_tflite, False, False,
+    'float_tflite': ModelFormat((), _load_litert_conversion, False, False,
                                 'a float32 LiteRT conversion', by_path=False,
                                 precision='float32'),
 }
