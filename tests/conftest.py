@@ -213,6 +213,27 @@ def int8_photos(tmp_path_factory) -> pathlib.Path:
     return folder
 
 
+def dense_classifier(tmp_path, activation: str, *, saved_model: bool):
+    """A small classifier with a final Dense of `activation`, as a .keras file or SavedModel."""
+    import keras
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation='relu')(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+    # Logits spread out by the bias: one softmax and two are far apart, so a miscount
+    # shows; and they vary little from image to image, so int8's calibration covers them.
+    scores = keras.layers.Dense(1000, activation=activation, name='predictions',
+                                bias_initializer=keras.initializers.RandomNormal(stddev=2.0))(x)
+    model = keras.Model(inputs, scores)
+    if not saved_model:
+        path = tmp_path / f'{activation}.keras'
+        model.save(path)
+        return path
+    path = tmp_path / f'{activation}_saved'
+    model.export(str(path), verbose=False)
+    return path
+
+
 def int8_run(model, photos, out, cache, *extra) -> CliResult:
     """`imagelabel run --precision int8` on few images, gate off: the mechanics, not agreement."""
     return run_cli('run', '--input', photos, '--output', out, '--model', model,

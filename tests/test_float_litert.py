@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pipeline.summary import read_summary
 
-from conftest import ROOT, read_parquet_rows, run_cli
+from conftest import ROOT, dense_classifier, read_parquet_rows, run_cli
 
 
 def float_run(model, photos, out, cache, *extra):
@@ -57,14 +57,7 @@ def test_a_converted_model_labels_like_tensorflow_and_is_cached_with_its_agreeme
                                                  ('softmax', 'logits')])
 def test_a_converted_model_scores_like_tensorflow_when_model_outputs_overrides_the_model(
         activation, outputs, int8_photos, tmp_path):
-    import keras
-    keras.utils.set_random_seed(2)
-    inputs = keras.Input((64, 64, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, activation='relu')(inputs)
-    x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
-    scores = keras.layers.Dense(1000, activation=activation, name='predictions')(x)
-    model = tmp_path / f'{activation}.keras'
-    keras.Model(inputs, scores).save(model)
+    model = dense_classifier(tmp_path, activation, saved_model=False)
     lite = float_run(model, int8_photos, tmp_path / 'lite', tmp_path / 'cache',
                      '--model_outputs', outputs)
     assert lite.code == 0, lite.err
@@ -75,6 +68,26 @@ def test_a_converted_model_scores_like_tensorflow_when_model_outputs_overrides_t
                           for d in ('lite', 'tf'))
     # A linear Dense taken as probabilities is not softmaxed; a softmax taken as logits is
     # softmaxed again: the float32 head does what TensorFlow does.
+    for uri, row in lite_rows.items():
+        np.testing.assert_allclose([lab['score'] for lab in row['labels']],
+                                   [lab['score'] for lab in tf_rows[uri]['labels']],
+                                   rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('activation, outputs', [('linear', 'probabilities'),
+                                                 ('softmax', 'logits')])
+def test_a_converted_saved_model_scores_like_tensorflow_when_model_outputs_overrides_it(
+        activation, outputs, int8_photos, tmp_path):
+    model = dense_classifier(tmp_path, activation, saved_model=True)
+    lite = float_run(model, int8_photos, tmp_path / 'lite', tmp_path / 'cache',
+                     '--model_outputs', outputs)
+    assert lite.code == 0, lite.err
+    tf = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'tf', '--model', model,
+                 '--model_outputs', outputs)
+    assert tf.code == 0, tf.err
+    lite_rows, tf_rows = (_by_uri(read_parquet_rows(tmp_path / d, 'labels'))
+                          for d in ('lite', 'tf'))
+    # The SavedModel's file keeps its own output; the runtime applies what the flag says.
     for uri, row in lite_rows.items():
         np.testing.assert_allclose([lab['score'] for lab in row['labels']],
                                    [lab['score'] for lab in tf_rows[uri]['labels']],

@@ -11,10 +11,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from pipeline.summary import read_summary
 
-from conftest import ROOT, int8_run, read_parquet_rows, run_cli
+from conftest import ROOT, dense_classifier, int8_run, read_parquet_rows, run_cli
 
 
 @pytest.mark.parametrize('runtime, suffix', [('litert', '.tflite'), ('openvino', '.ovz')])
@@ -91,6 +92,25 @@ def test_a_saved_model_folder_converts_to_int8_and_labels_like_its_float32_self(
         assert max(abs(f_scores[i] - q_scores[i]) for i in common) < 0.05
     again = int8_run(saved, int8_photos, tmp_path / 'q2', cache)  # the cache serves the rerun
     assert again.code == 0 and len(conversions) == 1
+
+
+@pytest.mark.parametrize('activation, outputs', [('linear', 'probabilities'),
+                                                 ('softmax', 'logits')])
+def test_a_saved_model_in_int8_scores_like_tensorflow_when_model_outputs_overrides_it(
+        activation, outputs, int8_photos, tmp_path):
+    model = dense_classifier(tmp_path, activation, saved_model=True)
+    q = int8_run(model, int8_photos, tmp_path / 'q', tmp_path / 'cache', '--model_outputs', outputs)
+    assert q.code == 0, q.err
+    f = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'f', '--model', model,
+                '--model_outputs', outputs)
+    assert f.code == 0, f.err
+    q_rows = {r['uri']: r for r in read_parquet_rows(tmp_path / 'q', 'labels')}
+    f_rows = {r['uri']: r for r in read_parquet_rows(tmp_path / 'f', 'labels')}
+    # Raw outputs taken as probabilities stay raw, and a softmax taken as logits is
+    # softmaxed twice, as on TensorFlow: equal within int8's rounding of the logits.
+    for uri, row in f_rows.items():
+        np.testing.assert_allclose([lab['score'] for lab in q_rows[uri]['labels']],
+                                   [lab['score'] for lab in row['labels']], rtol=0.02)
 
 
 def test_int8_on_a_tflite_model_is_refused_with_one_line(mobilenet_v2_quant, int8_photos, tmp_path):
@@ -173,3 +193,35 @@ def test_an_int8_dry_run_converts_in_a_temporary_folder_and_leaves_the_cache_alo
     assert dry.code == 0, dry.err
     assert len(conversions) == 1  # converted and checked, as a run would
     assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_a_moved_softmax_is_marked_in_the_file_and_a_model_without_one_is_left_alone(tmp_path):
+    import keras
+    import tensorflow as tf
+    from transforms.models.litert import ends_in_softmax, logits_instead_of_softmax, softmax_moved
+
+    def tflite(activation: str) -> bytes:
+        inputs = keras.Input((8,))
+        model = keras.Model(inputs, keras.layers.Dense(4, activation=activation)(inputs))
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+    with_softmax = tflite('softmax')
+    moved = logits_instead_of_softmax(with_softmax)
+    assert ends_in_softmax(with_softmax) and not softmax_moved(with_softmax)
+    assert not ends_in_softmax(moved) and softmax_moved(moved)
+    linear = tflite('linear')
+    assert logits_instead_of_softmax(linear) == linear and not softmax_moved(linear)
+
+
+@pytest.mark.parametrize('output_kind, moved, softmaxes', [
+    ('probabilities', False, 0), ('logits', False, 1),
+    ('probabilities', True, 1), ('logits', True, 2)])
+def test_a_files_scores_get_the_softmaxes_tensorflow_would_apply(output_kind, moved, softmaxes):
+    from transforms.models.int8 import file_softmaxes, int8_scores
+    assert file_softmaxes(output_kind, moved) == softmaxes
+    raw = np.array([[2.0, 0.0, -1.0]], np.float32)
+    expected = raw
+    for _ in range(softmaxes):
+        expected = np.exp(expected) / np.exp(expected).sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(int8_scores(None, softmaxes, np.zeros((1, 2)), raw).probabilities,
+                               expected, rtol=1e-6)

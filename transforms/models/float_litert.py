@@ -109,9 +109,11 @@ def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int], output_ki
 
 
 def converted_spec(spec: ModelSpec, files: CachedModel) -> ModelSpec:
-    """The spec workers load: the cached file, with the Keras model's labels and preprocessing."""
+    """The spec workers load: the cached file, with the model's labels, preprocessing and
+    --model_outputs (a SavedModel's file keeps its outputs, so an explicit one must reach
+    the runtime; a Keras conversion's float32 head has its softmaxes already)."""
     return dataclasses.replace(spec, format=FORMAT, path=files.model, application=None,
-                               weights=None, outputs='probabilities')
+                               weights=None)
 
 
 def store(files: CachedModel, content: bytes, head: bytes, agreement: dict | None = None

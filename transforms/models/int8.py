@@ -31,7 +31,8 @@ import numpy as np
 from transforms.models import model_cache
 from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
 from transforms.models.float_head import FloatHead
-from transforms.models.litert import ends_in_softmax, expose_penultimate, logits_instead_of_softmax
+from transforms.models.litert import (ends_in_softmax, expose_penultimate,
+                                      logits_instead_of_softmax, softmax_moved)
 from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs, softmax
 from transforms.models.model_cache import CachedModel, package_version, read_conversion
 from transforms.models.spec import PREPROCESSORS, ModelSpec
@@ -61,7 +62,8 @@ RUNTIMES = {'litert': Int8RuntimeInfo('.tflite', 'int8_tflite', 'ai-edge-litert'
 RUNTIME = 'litert'  # the default
 #: How conversions are made; a change that makes different files bumps it (cache key).
 #: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
-CONVERSION_VERSION = 2
+#: 3: ...and their file says so (litert.SOFTMAX_MOVED), so --model_outputs is honoured.
+CONVERSION_VERSION = 3
 
 
 def runtime_tag(runtime: str = RUNTIME) -> str:
@@ -188,8 +190,9 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
     """A loaded SavedModel's serving_default -> (int8 .tflite bytes, b'').
 
     Its outputs are kept, except that a final softmax hands over its logits (the
-    runtime applies softmax in float32: see logits_instead_of_softmax), and the
-    classifier's input is added as the embedding when the graph shows it.
+    runtime applies softmax in float32: see logits_instead_of_softmax, and the file
+    says it did), and the classifier's input is added as the embedding when the graph
+    shows it.
     """
     dtype = runtime.input_dtype.as_numpy_dtype
     content = _quantize(saved_model_converter(spec), calibration.pixels,
@@ -226,13 +229,30 @@ def store(files: CachedModel, content: bytes, head: bytes) -> None:
 
 # --- the runtimes (workers; no TensorFlow) ------------------------------------------------
 
-def int8_scores(head: FloatHead | None, output_kind: str, embeddings: np.ndarray,
+def int8_scores(head: FloatHead | None, softmaxes: int, embeddings: np.ndarray,
                 raw: np.ndarray | None) -> Scores:
     """A batch's Scores from either int8 runtime: through the float32 head when the
-    conversion kept one, else the model's own scores (softmaxed if they are logits)."""
+    conversion kept one, else the model's own scores passed through softmax `softmaxes`
+    times (`file_softmaxes`)."""
     if head is not None:
         return Scores(head.scores(embeddings), embeddings)
-    return Scores(softmax(raw) if output_kind == 'logits' else raw, embeddings)
+    for _ in range(softmaxes):
+        raw = softmax(raw)
+    return Scores(raw, embeddings)
+
+
+def file_softmaxes(output_kind: str, moved: bool) -> int:
+    """How many softmaxes a converted file's scores need to score as TensorFlow does.
+
+    TensorFlow passes the model's output through softmax when the run takes it as
+    logits (`output_kind`, as resolved by the float32 runtime or given by
+    --model_outputs). A file whose final softmax was moved out (`moved`) emits that
+    softmax's logits, so it owes one more: a softmax model taken as logits gets two,
+    as it does on TensorFlow.
+    """
+    if output_kind not in ('logits', 'probabilities'):
+        raise ValueError(f'output_kind {output_kind!r}: logits or probabilities')
+    return int(moved) + int(output_kind == 'logits')
 
 
 def int8_description(name: str, engine: str, runtime) -> str:
@@ -283,11 +303,18 @@ class Int8Runtime:
         self.name = spec.name
         self.precision = precision
         self.input_size = (int(self._in['shape'][1]), int(self._in['shape'][2]))
-        # Logits, unless the file still ends in a softmax: a Keras conversion keeps its
-        # float32 head, and a SavedModel's conversion hands over its softmax's logits
-        # (logits_instead_of_softmax); a model that emitted logits still does.
-        self.output_kind = ('probabilities' if self._head is None and ends_in_softmax(content)
-                            else 'logits')
+        # What the run takes the model's outputs for: as the launcher resolved it on
+        # float32 (model_prep passes it), or, left at auto, what the file shows. A Keras
+        # conversion's float32 head counts its own softmaxes.
+        moved = self._head is None and softmax_moved(content)
+        if self._head is not None:
+            self.output_kind = 'logits'
+        elif spec.outputs in ('logits', 'probabilities'):
+            self.output_kind = spec.outputs
+        else:
+            self.output_kind = ('probabilities' if moved or ends_in_softmax(content)
+                                else 'logits')
+        self._softmaxes = file_softmaxes(self.output_kind, moved)
         self.has_head = self._head is not None
         self.description = int8_description(spec.name, RUNTIME, self)
 
@@ -304,4 +331,4 @@ class Int8Runtime:
             n, model_input, self._in,
             ([(self._emb, emb)] if self._emb else []) +
             ([(self._scores, raw)] if raw is not None else []))
-        return int8_scores(self._head, self.output_kind, emb, raw)
+        return int8_scores(self._head, self._softmaxes, emb, raw)

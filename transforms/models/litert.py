@@ -80,13 +80,20 @@ def _output_chain(graph, producer, name) -> tuple[list[str], int | None]:
     return chain, None
 
 
+#: Written into a converted file's description when its final softmax was taken out: the
+#: file then emits the softmax's logits, and a runtime owes them that softmax back.
+SOFTMAX_MOVED = 'imagelabel: final softmax moved to float32'
+
+
 def logits_instead_of_softmax(content: bytes) -> bytes:
     """Make the first output the logits a final SOFTMAX (and DEQUANTIZE) would take.
 
     A fully quantized softmax has an output scale of 1/256: every probability under
     0.002 reads as 0, so most of a 1000-class top-5 is zeros. The logits, quantized
     with their own range, keep the ranking; the runtime applies softmax in float32.
-    A model whose output is not a softmax comes back unchanged.
+    The file says so in its description (`softmax_moved`), so that its runtime can tell
+    logits it owes a softmax from outputs that never had one. A model whose output is
+    not a softmax comes back unchanged.
     """
     model, graph, producer, name = _read_graph(content)
     tensor = int(graph.outputs[0])
@@ -97,7 +104,15 @@ def logits_instead_of_softmax(content: bytes) -> bytes:
     outputs = np.array(graph.outputs, np.int32)
     outputs[0] = int(producer[tensor].inputs[0])
     graph.outputs = outputs
+    model.description = SOFTMAX_MOVED.encode()
     return _pack(model, len(content))
+
+
+def softmax_moved(content: bytes) -> bool:
+    """Whether `logits_instead_of_softmax` took this file's final softmax out."""
+    from ai_edge_litert import schema_py_generated as schema
+    description = schema.Model.GetRootAsModel(content, 0).Description()
+    return description is not None and description.decode(errors='replace') == SOFTMAX_MOVED
 
 
 def ends_in_softmax(content: bytes) -> bool:

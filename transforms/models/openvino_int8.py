@@ -178,6 +178,6 @@ class OpenVINORuntime:
             self._queue.wait_all()
         if failures:
             raise failures[0]
-        return int8_scores(self._head, self.output_kind, emb, raw)
+        return int8_scores(self._head, int(self.output_kind == 'logits'), emb, raw)
 
 
