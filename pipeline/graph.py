@@ -22,8 +22,8 @@ from transforms.models import ModelSpec
 from transforms.postprocess import ToErrorRows, ToLabelRows
 from transforms.errors import ERRORS_TAG
 from transforms.read import ListImages, ReadImages, RetryPolicy
-from transforms.incremental import (ERROR_INDEX_COLUMNS, INDEX_COLUMNS, AttachSource,
-                                    ReadEarlier, ReuseByContent, SkipUnchanged)
+from transforms.incremental import (ERROR_INDEX_COLUMNS, INDEX_COLUMNS, ReadEarlier,
+                                    ReuseByContent, SkipUnchanged)
 from transforms.sinks import ERRORS, LABELS, Sink
 from transforms.sinks.parquet import EarlierRuns
 
@@ -87,10 +87,8 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
                   | 'CollectErrors' >> beam.Flatten()
                   | 'ToErrorRows' >> ToErrorRows(model_id=model.model_id, run_id=s.run_id))
 
-    if earlier is not None:  # rows remember their object's size and time, for the next run
-        label_rows = ((label_rows, reused) | 'LabeledAndReused' >> beam.Flatten()
-                      | 'LabelsWithSource' >> AttachSource(listed))
-        error_rows = error_rows | 'ErrorsWithSource' >> AttachSource(listed)
+    if reused is not None:  # rows carry their object's size and time (source_columns)
+        label_rows = (label_rows, reused) | 'LabeledAndReused' >> beam.Flatten()
 
     for sink in sinks:
         _ = {LABELS: label_rows, ERRORS: error_rows} | f'Write{type(sink).__name__}' >> sink

@@ -113,6 +113,18 @@ def test_the_day2_partition_holds_one_row_per_labeled_or_copied_image(history):
     assert copy == [(True, True, True)]
 
 
+def test_every_row_of_day2_records_its_objects_listed_size_and_time(history):
+    # Labeled, copied (the renamed file's row is another object's) and error rows alike:
+    # what the next run will skip them on, carried from the listing with each image.
+    found = duckdb.sql(
+        f"SELECT uri, source_size, epoch(source_updated) FROM read_parquet("
+        f"'{history['out']}/run_date={DAY2}/*.parquet', union_by_name=true)").fetchall()
+    assert len(found) == 13  # 12 labeled, 1 copied; no errors on day 2
+    for uri, size, updated in found:
+        stat = pathlib.Path(uri).stat()
+        assert size == stat.st_size and updated == pytest.approx(stat.st_mtime, abs=1e-3), uri
+
+
 def test_rerunning_a_date_replaces_its_partition_without_duplicates(history):
     before = _rows(history['out'])
     again, _ = _run(history['folder'], history['out'], history['model'], DAY2)

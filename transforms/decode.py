@@ -22,6 +22,7 @@ from transforms.concurrency import LookaheadDoFn
 from transforms.errors import Failure, ImageError
 from transforms import metrics
 from transforms.errors import ERRORS_TAG
+from transforms.incremental import Listed
 from transforms.read import ImageBytes
 
 # Our own --max_pixels check runs before Pillow's and is the one that counts:
@@ -59,6 +60,7 @@ class DecodedImage:
     width: int
     height: int
     pixels: np.ndarray  # (height, width, 3) uint8 at the model's input size
+    source: Listed | None = None  # as listed, on incremental runs (ImageBytes.source)
 
 
 # Magic numbers of formats we recognise but Pillow (without plugins) cannot decode.
@@ -288,13 +290,14 @@ class _DecodeDoFn(LookaheadDoFn):
             d = decode_image(image.data, self._size, recipe=self._recipe,
                              max_pixels=self._max_pixels)
         except ImageError as e:
-            return Failure.from_error(image.uri, e, image.content_sha256)
+            return Failure.from_error(image.uri, e, image.content_sha256, image.source)
         except Exception as e:  # noqa: BLE001 - never lose an element
             return Failure(uri=image.uri, stage='decode', error='corrupt',
                            message=f'unexpected {type(e).__name__}: {e}',
-                           content_sha256=image.content_sha256)
+                           content_sha256=image.content_sha256, source=image.source)
         return DecodedImage(uri=image.uri, content_sha256=image.content_sha256,
-                            width=d.width, height=d.height, pixels=d.pixels)
+                            width=d.width, height=d.height, pixels=d.pixels,
+                            source=image.source)
 
     def outputs(self, result):
         if isinstance(result, Failure):

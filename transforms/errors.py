@@ -8,6 +8,10 @@ because users query and alert on them (`WHERE error = 'truncated'`).
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transforms.incremental import Listed
 
 #: Tag of each stage's side output of Failures.
 ERRORS_TAG = 'errors'
@@ -68,9 +72,10 @@ class Failure:
     error: str
     message: str
     content_sha256: str | None = None
+    source: Listed | None = None  # the listing's size and time, on incremental runs
 
     @classmethod
-    def from_error(cls, uri: str, err: ImageError,
-                   content_sha256: str | None = None) -> 'Failure':
+    def from_error(cls, uri: str, err: ImageError, content_sha256: str | None = None,
+                   source: Listed | None = None) -> 'Failure':
         return cls(uri=uri, stage=err.stage, error=err.error,
-                   message=err.message, content_sha256=content_sha256)
+                   message=err.message, content_sha256=content_sha256, source=source)

@@ -101,11 +101,16 @@ def decide(listed: Listed, previous: dict[str, Any] | None, *, model_id: str,
     return Decision.SKIP
 
 
-def with_source(row: dict[str, Any], listed: Listed | None) -> dict[str, Any]:
-    """A row with the listing's size and time of its object (for the next run's skip)."""
+def source_columns(listed: Listed | None) -> dict[str, Any]:
+    """A row's `source_size` and `source_updated`: its object's size and time as listed
+    (null unless the run listed them), which the next run skips unchanged objects on.
+
+    The listing travels with each image (`ImageBytes.source` and onwards) to its row or
+    its error row, so no join has to move rows, embeddings and all, to meet it.
+    """
     if listed is None:
-        return row
-    return dict(row, source_size=listed.size, source_updated=listed.updated_at)
+        return {'source_size': None, 'source_updated': None}
+    return {'source_size': listed.size, 'source_updated': listed.updated_at}
 
 
 def reused_row(previous: dict[str, Any], uri: str, *, run_id: str,
@@ -173,9 +178,10 @@ class ReuseByContent(beam.PTransform):
                     yield image
                 else:
                     reused.inc()
-                    yield beam.pvalue.TaggedOutput('reused', reused_row(
+                    yield beam.pvalue.TaggedOutput('reused', dict(reused_row(
                         earlier, image.uri, run_id=run_id,
-                        processed_at=datetime.datetime.now(datetime.timezone.utc)))
+                        processed_at=datetime.datetime.now(datetime.timezone.utc)),
+                        **source_columns(image.source)))
 
         same_model = (self._previous
                       | 'SameModelOnly' >> beam.Filter(lambda r: r['model_id'] == model_id)
@@ -187,26 +193,6 @@ class ReuseByContent(beam.PTransform):
                  'previous': same_model}
                 | 'JoinOnContent' >> beam.CoGroupByKey()
                 | 'ReuseOrLabel' >> beam.FlatMap(split).with_outputs('reused', main='images'))
-
-
-class AttachSource(beam.PTransform):
-    """Rows + the listing -> rows carrying their object's size and time (join on uri)."""
-
-    def __init__(self, listed: beam.PCollection):
-        super().__init__()
-        self._listed = listed
-
-    def expand(self, rows):
-        def attach(joined):
-            _, groups = joined
-            item = next(iter(groups['listed']), None)
-            for row in groups['rows']:
-                yield with_source(row, item)
-
-        return ({'rows': rows | 'KeyRowsByUri' >> beam.Map(lambda r: (r['uri'], r)),
-                 'listed': self._listed | 'KeyListedByUri' >> beam.Map(lambda x: (x.uri, x))}
-                | 'JoinOnUri' >> beam.CoGroupByKey()
-                | 'WithSource' >> beam.FlatMap(attach))
 
 
 class ReadEarlier(beam.PTransform):
@@ -223,5 +209,5 @@ class ReadEarlier(beam.PTransform):
                 | 'Read' >> ReadAllFromParquet(columns=self._columns))
 
 
-__all__ = ['AttachSource', 'Decision', 'Listed', 'ReadEarlier', 'ReuseByContent',
-           'SkipUnchanged', 'TRANSIENT_ERRORS', 'decide', 'latest', 'reused_row', 'with_source']
+__all__ = ['Decision', 'Listed', 'ReadEarlier', 'ReuseByContent', 'SkipUnchanged',
+           'TRANSIENT_ERRORS', 'decide', 'latest', 'reused_row', 'source_columns']

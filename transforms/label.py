@@ -24,6 +24,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from transforms.decode import DecodedImage
 from transforms.errors import Failure
+from transforms.incremental import Listed
 from transforms.head import Head, check_head_fits, head_model_id, load_head
 from transforms.models import ModelSpec, Runtime, Scores, load_labels, load_runtime
 from transforms.models.runtime import Pixels
@@ -40,6 +41,7 @@ class ImageInfo:
     content_sha256: str
     width: int
     height: int
+    source: Listed | None = None  # as listed, on incremental runs (ImageBytes.source)
 
 
 @dataclasses.dataclass
@@ -216,7 +218,7 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
                       ) -> Iterable[PredictionResult]:
         # Its minimum over the job is the first batch's start: summary.json's start-up time.
         self._batch_clock.update(int(time.time() * 1000))
-        infos = [ImageInfo(i.uri, i.content_sha256, i.width, i.height) for i in batch]
+        infos = [ImageInfo(i.uri, i.content_sha256, i.width, i.height, i.source) for i in batch]
         try:
             scores = model.predict([i.pixels for i in batch])  # LiteRT never stacks them
             outputs: list[Any] = [_checked(image, p, e) for image, p, e in
@@ -237,7 +239,7 @@ class ImageModelHandler(ModelHandler[DecodedImage, PredictionResult, LoadedModel
         except Exception as e:  # noqa: BLE001 - becomes this image's error row
             return Failure(uri=image.uri, stage='inference', error='model_error',
                            message=f'{type(e).__name__}: {e}',
-                           content_sha256=image.content_sha256)
+                           content_sha256=image.content_sha256, source=image.source)
 
     def get_num_bytes(self, batch: Sequence[DecodedImage]) -> int:
         return sum(i.pixels.nbytes for i in batch)
@@ -252,7 +254,7 @@ def _checked(image: DecodedImage, probs: np.ndarray, emb: np.ndarray):
         return ImageScores(probs, emb)
     return Failure(uri=image.uri, stage='inference', error='model_error',
                    message='the model produced NaN or infinite outputs for this image',
-                   content_sha256=image.content_sha256)
+                   content_sha256=image.content_sha256, source=image.source)
 
 
 def _failed_batch_rows(failed) -> Iterable[Failure]:
@@ -261,7 +263,8 @@ def _failed_batch_rows(failed) -> Iterable[Failure]:
     message = error[1] if isinstance(error, tuple) and len(error) > 1 else str(error)
     for image in batch:
         yield Failure(uri=image.uri, stage='inference', error='model_error',
-                      message=str(message), content_sha256=image.content_sha256)
+                      message=str(message), content_sha256=image.content_sha256,
+                      source=image.source)
 
 
 def _split(result: PredictionResult):

@@ -15,6 +15,7 @@ import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
 
 from transforms.errors import Failure
+from transforms.incremental import source_columns
 from transforms import metrics
 
 _log = logging.getLogger('imagelabel.progress')
@@ -58,8 +59,7 @@ def label_row(result: PredictionResult, *, k: int, labels: list[str], model: str
         'height': info.height,
         'run_id': run_id,
         'processed_at': utc_now(),
-        'source_size': None,
-        'source_updated': None,
+        **source_columns(info.source),
     }
 
 
@@ -74,8 +74,7 @@ def error_row(failure: Failure, *, model_id: str, run_id: str) -> dict[str, Any]
         'model_id': model_id,
         'run_id': run_id,
         'processed_at': utc_now(),
-        'source_size': None,
-        'source_updated': None,
+        **source_columns(failure.source),
     }
 
 

@@ -40,6 +40,9 @@ class ImageBytes:
     uri: str
     data: bytes
     content_sha256: str
+    # On incremental runs, the object's size and time as listed: they travel with the
+    # image to its row (the next run skips on them), so no join has to move rows.
+    source: Listed | None = None
 
 
 class SourceKind(enum.Enum):
@@ -323,7 +326,7 @@ class _ReadDoFn(LookaheadDoFn):
         return len(result.outcome.data) if isinstance(result.outcome, ImageBytes) else 0
 
     def work(self, element: 'str | Listed') -> _ReadResult:
-        uri = element.uri if isinstance(element, Listed) else element
+        uri, source = (element.uri, element) if isinstance(element, Listed) else (element, None)
         # Runs on a pool thread, where Beam has no metrics container: count the
         # retries here and report them from `outputs`, on the bundle's thread.
         retries: list[None] = []
@@ -336,6 +339,8 @@ class _ReadDoFn(LookaheadDoFn):
         except Exception as e:  # noqa: BLE001 - never lose an element
             outcome = Failure(uri=uri, stage='read', error='read_failed',
                               message=f'{type(e).__name__}: {e}')
+        if source is not None:
+            outcome = dataclasses.replace(outcome, source=source)
         return _ReadResult(outcome, len(retries))
 
     def outputs(self, result: _ReadResult) -> Iterable:
