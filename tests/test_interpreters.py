@@ -77,3 +77,24 @@ def test_a_failing_image_fails_the_batch_and_leaves_the_pool_usable(assets, phot
     seen = []
     pool.run(9, lambda interp, i: seen.append(i))
     assert sorted(seen) == list(range(9))  # every interpreter went back to the pool
+
+
+def test_the_pools_rows_are_the_interpreters_own_outputs_dequantized_exactly(assets, photos):
+    from ai_edge_litert.interpreter import Interpreter
+    from transforms.models.litert import expose_penultimate
+    content = expose_penultimate((assets / QUANT_V2).read_bytes()).content
+    pool = InterpreterPool(content, Layout(2, 1))
+    inp, outs = pool.first.get_input_details()[0], pool.first.get_output_details()
+    rows = [np.empty((len(photos), int(np.prod(o['shape']))), np.float32) for o in outs]
+    pool.invoke_each(len(photos), lambda i: photos[i][np.newaxis], inp, list(zip(outs, rows)))
+
+    plain = Interpreter(model_content=content)
+    plain.allocate_tensors()
+    assert all(o['dtype'] == np.uint8 for o in outs)  # both outputs quantized: dequantized here
+    for i, image in enumerate(photos):
+        plain.set_tensor(inp['index'], image[np.newaxis])
+        plain.invoke()
+        for o, row in zip(outs, rows):
+            scale, zero = o['quantization']
+            expected = (plain.get_tensor(o['index']).astype(np.float32) - zero) * scale
+            np.testing.assert_array_equal(row[i], expected.reshape(-1))

@@ -178,8 +178,8 @@ class TFLiteRuntime:
                             f'embedding {self.embedding_dim}-d; {self.layout}')
 
     def _model_input(self, pixels: np.ndarray) -> np.ndarray:
-        if self._preprocess is _raw:
-            return pixels.astype(self._in['dtype'])
+        if self._preprocess is _raw:  # uint8 pixels: no copy (set_tensor makes the one)
+            return np.asarray(pixels, self._in['dtype'])
         return quantize(self._preprocess(pixels.astype(np.float32)), self._in)
 
     def _invoke(self, pixels: Pixels) -> tuple[np.ndarray, np.ndarray]:
