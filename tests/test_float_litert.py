@@ -24,6 +24,22 @@ def _by_uri(rows: list[dict]) -> dict[str, dict]:
     return {r['uri']: r for r in rows}
 
 
+def _assert_scores_like_tensorflow(model, photos, tmp_path, *flags) -> None:
+    """The converted model's rows score as TensorFlow's (a cold cache: it converts)."""
+    lite = float_run(model, photos, tmp_path / 'lite', tmp_path / 'cache', *flags)
+    assert lite.code == 0, lite.err
+    tf = run_cli('run', '--input', photos, '--output', tmp_path / 'tf', '--model', model,
+                 *flags)
+    assert tf.code == 0, tf.err
+    lite_rows, tf_rows = (_by_uri(read_parquet_rows(tmp_path / d, 'labels'))
+                          for d in ('lite', 'tf'))
+    assert sorted(lite_rows) == sorted(tf_rows)
+    for uri, row in lite_rows.items():
+        np.testing.assert_allclose([lab['score'] for lab in row['labels']],
+                                   [lab['score'] for lab in tf_rows[uri]['labels']],
+                                   rtol=1e-4, atol=1e-6)
+
+
 def test_a_converted_model_labels_like_tensorflow_and_is_cached_with_its_agreement(
         tiny_keras_model, int8_photos, tmp_path):
     cache = tmp_path / 'cache'
@@ -59,21 +75,10 @@ def test_a_converted_model_labels_like_tensorflow_and_is_cached_with_its_agreeme
 def test_a_converted_model_scores_like_tensorflow_when_model_outputs_overrides_the_model(
         activation, outputs, saved_model, int8_photos, tmp_path):
     model = dense_classifier(tmp_path, activation, saved_model=saved_model)
-    lite = float_run(model, int8_photos, tmp_path / 'lite', tmp_path / 'cache',
-                     '--model_outputs', outputs)
-    assert lite.code == 0, lite.err
-    tf = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'tf', '--model', model,
-                 '--model_outputs', outputs)
-    assert tf.code == 0, tf.err
-    lite_rows, tf_rows = (_by_uri(read_parquet_rows(tmp_path / d, 'labels'))
-                          for d in ('lite', 'tf'))
     # A linear Dense taken as probabilities is not softmaxed; a softmax taken as logits is
     # softmaxed again, as TensorFlow does: by the float32 head of a Keras model, and by the
     # runtime over a SavedModel's file, which keeps the model's own output.
-    for uri, row in lite_rows.items():
-        np.testing.assert_allclose([lab['score'] for lab in row['labels']],
-                                   [lab['score'] for lab in tf_rows[uri]['labels']],
-                                   rtol=1e-4, atol=1e-6)
+    _assert_scores_like_tensorflow(model, int8_photos, tmp_path, '--model_outputs', outputs)
 
 
 def test_a_model_whose_dense_is_followed_by_another_activation_is_refused_in_one_line(
@@ -294,3 +299,20 @@ def test_a_dry_run_converts_and_checks_but_stores_nothing_and_uses_what_is_cache
     monkeypatch.setattr(float_litert, 'convert', no_conversion)
     again = float_run(tiny_keras_model, int8_photos, tmp_path / 'dry2', cache, '--dry_run')
     assert again.code == 0, again.err
+
+
+def test_a_saved_model_that_normalises_without_a_softmax_op_scores_like_tensorflow(
+        int8_photos, tmp_path):
+    # TensorFlow takes the outputs for probabilities on a probe (they sum to 1); the .tflite
+    # has no SOFTMAX op to show it, so the conversion records TensorFlow's decision.
+    import keras
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.GlobalAveragePooling2D(name='avg_pool')(
+        keras.layers.Conv2D(8, 3, strides=2, activation='relu')(inputs))
+    z = keras.ops.relu(keras.layers.Dense(
+        1000, bias_initializer=keras.initializers.RandomNormal(stddev=2.0))(x)) + 1e-3
+    model = tmp_path / 'normalised'
+    keras.Model(inputs, z / keras.ops.sum(z, axis=-1, keepdims=True)).export(
+        str(model), verbose=False)
+    _assert_scores_like_tensorflow(model, int8_photos, tmp_path)

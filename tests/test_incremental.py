@@ -114,8 +114,9 @@ def test_the_day2_partition_holds_one_row_per_labeled_or_copied_image(history):
 
 
 def test_every_row_of_day2_records_its_objects_listed_size_and_time(history):
-    # Labeled, copied (the renamed file's row is another object's) and error rows alike:
-    # what the next run will skip them on, carried from the listing with each image.
+    # Labeled and copied rows alike (the renamed file's row is another object's): what the
+    # next run will skip them on, carried from the listing with each image. (Error rows
+    # carry it too: day 2 skips day 1's undecodable file on its error row's.)
     found = duckdb.sql(
         f"SELECT uri, source_size, epoch(source_updated) FROM read_parquet("
         f"'{history['out']}/run_date={DAY2}/*.parquet', union_by_name=true)").fetchall()

@@ -109,6 +109,7 @@ def test_a_saved_model_in_int8_scores_like_tensorflow_when_model_outputs_overrid
     # Raw outputs taken as probabilities stay raw, and a softmax taken as logits is
     # softmaxed twice, as on TensorFlow: equal within int8's rounding of the logits.
     for uri, row in f_rows.items():
+        assert q_rows[uri]['labels'][0]['index'] == row['labels'][0]['index']
         np.testing.assert_allclose([lab['score'] for lab in q_rows[uri]['labels']],
                                    [lab['score'] for lab in row['labels']], rtol=0.02)
 
@@ -195,10 +196,11 @@ def test_an_int8_dry_run_converts_in_a_temporary_folder_and_leaves_the_cache_alo
     assert not cache.exists() or not list(cache.iterdir())
 
 
-def test_a_moved_softmax_is_marked_in_the_file_and_a_model_without_one_is_left_alone(tmp_path):
+def test_a_softmax_is_moved_out_only_where_there_is_one_and_the_file_records_its_scoring():
     import keras
     import tensorflow as tf
-    from transforms.models.litert import ends_in_softmax, logits_instead_of_softmax, softmax_moved
+    from transforms.models.litert import (Scoring, ends_in_softmax, logits_instead_of_softmax,
+                                          scoring_of, with_scoring)
 
     def tflite(activation: str) -> bytes:
         inputs = keras.Input((8,))
@@ -206,11 +208,15 @@ def test_a_moved_softmax_is_marked_in_the_file_and_a_model_without_one_is_left_a
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
     with_softmax = tflite('softmax')
-    moved = logits_instead_of_softmax(with_softmax)
-    assert ends_in_softmax(with_softmax) and not softmax_moved(with_softmax)
-    assert not ends_in_softmax(moved) and softmax_moved(moved)
+    logits, moved = logits_instead_of_softmax(with_softmax)
+    assert moved and ends_in_softmax(with_softmax) and not ends_in_softmax(logits)
     linear = tflite('linear')
-    assert logits_instead_of_softmax(linear) == linear and not softmax_moved(linear)
+    assert logits_instead_of_softmax(linear) == (linear, False)
+    # A file says nothing until its conversion records how its scores are read.
+    assert scoring_of(logits) == Scoring() == scoring_of(linear)
+    recorded = with_scoring(logits, Scoring('probabilities', softmax_moved=True))
+    assert scoring_of(recorded) == Scoring('probabilities', True)
+    assert not ends_in_softmax(recorded)  # the description only: the graph is the same
 
 
 @pytest.mark.parametrize('output_kind, moved, softmaxes', [

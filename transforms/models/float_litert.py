@@ -41,6 +41,9 @@ FORMAT = 'float_tflite'
 CONVERTS = ('keras', 'keras_application', 'saved_model')
 #: How conversions are made; a change that makes different files bumps it (cache key).
 CONVERSION_VERSION = 1
+#: 2: a SavedModel's file records TensorFlow's output kind (litert.Scoring); only those
+#: entries are made again.
+SAVED_MODEL_VERSION = 2
 #: Agreement's label for this runtime against TensorFlow's float32.
 LABEL = 'float32-litert'
 
@@ -73,7 +76,8 @@ def cache_key(spec: ModelSpec) -> str:
                   spec.embedding_layer, spec.input_size, spec.outputs))
     runtime = '|'.join(f'{p}-{package_version(p) or "unknown"}'
                        for p in ('tensorflow', 'keras', 'ai-edge-litert'))
-    h = hashlib.sha256(f'{model}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
+    version = SAVED_MODEL_VERSION if spec.format == 'saved_model' else CONVERSION_VERSION
+    h = hashlib.sha256(f'{model}|{runtime}|{version}'.encode()).hexdigest()
     return f'{spec.name.replace("/", "_")}-float32-litert-{h[:20]}'
 
 
@@ -90,14 +94,20 @@ def agreement_beside(files: CachedModel) -> str:
 def convert(spec: ModelSpec, runtime, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
     """A loaded TensorFlow runtime's model -> (float32 .tflite bytes, float head .npz or b'')."""
     if spec.format == 'saved_model':
-        return convert_saved_model(spec), b''
+        return convert_saved_model(spec, runtime.output_kind), b''
     return convert_keras(runtime.keras_model, spec, input_size, runtime.output_kind)
 
 
-def convert_saved_model(spec: ModelSpec) -> bytes:
-    """A SavedModel's serving_default -> float32 .tflite bytes, its classifier input exposed."""
-    from transforms.models.litert import expose_penultimate
-    return expose_penultimate(int8.saved_model_converter(spec).convert()).content
+def convert_saved_model(spec: ModelSpec, output_kind: str) -> bytes:
+    """A SavedModel's serving_default -> float32 .tflite bytes, its classifier input exposed.
+
+    The file records `output_kind`, TensorFlow's (litert.Scoring): with --model_outputs
+    auto, TensorFlow decides on a probe and the runtime would otherwise decide on the
+    graph, and the two can differ (a model that normalises without a softmax op).
+    """
+    from transforms.models.litert import Scoring, expose_penultimate, with_scoring
+    content = expose_penultimate(int8.saved_model_converter(spec).convert()).content
+    return with_scoring(content, Scoring(output_kind))
 
 
 def convert_keras(model, spec: ModelSpec, input_size: tuple[int, int], output_kind: str

@@ -31,8 +31,8 @@ import numpy as np
 from transforms.models import model_cache
 from transforms.models.interpreters import InterpreterPool, choose_layout, quantize
 from transforms.models.float_head import FloatHead
-from transforms.models.litert import (ends_in_softmax, expose_penultimate,
-                                      logits_instead_of_softmax, softmax_moved)
+from transforms.models.litert import (Scoring, ends_in_softmax, expose_penultimate,
+                                      logits_instead_of_softmax, scoring_of, with_scoring)
 from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs, softmax
 from transforms.models.model_cache import CachedModel, package_version, read_conversion
 from transforms.models.spec import PREPROCESSORS, ModelSpec
@@ -62,8 +62,18 @@ RUNTIMES = {'litert': Int8RuntimeInfo('.tflite', 'int8_tflite', 'ai-edge-litert'
 RUNTIME = 'litert'  # the default
 #: How conversions are made; a change that makes different files bumps it (cache key).
 #: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
-#: 3: ...and their file says so (litert.SOFTMAX_MOVED), so --model_outputs is honoured.
-CONVERSION_VERSION = 3
+CONVERSION_VERSION = 2
+#: 3: a SavedModel's LiteRT file records how its scores are read (litert.Scoring), so that
+#: they score as on TensorFlow whatever --model_outputs says. Only those files changed, so
+#: only their cache entries are made again (`conversion_version`).
+SAVED_MODEL_LITERT_VERSION = 3
+
+
+def conversion_version(spec: ModelSpec, runtime: str) -> int:
+    """The CONVERSION_VERSION that keys a conversion of `spec` for `runtime` (a runtime_tag)."""
+    if spec.format == 'saved_model' and runtime.split('-', 1)[0] == 'litert':
+        return SAVED_MODEL_LITERT_VERSION
+    return CONVERSION_VERSION
 
 
 def runtime_tag(runtime: str = RUNTIME) -> str:
@@ -85,7 +95,8 @@ def cache_key(*, weights_sha256: str, spec: ModelSpec, input_size: tuple[int, in
     model = repr((weights_sha256, spec.format, spec.preprocess, spec.embedding_layer,
                   tuple(input_size), spec.outputs))
     h = hashlib.sha256(
-        f'{model}|{calibration_digest}|{runtime}|{CONVERSION_VERSION}'.encode()).hexdigest()
+        f'{model}|{calibration_digest}|{runtime}|{conversion_version(spec, runtime)}'.encode()
+    ).hexdigest()
     return f'{spec.name.replace("/", "_")}-int8-{runtime}-{h[:20]}'
 
 
@@ -190,15 +201,16 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
     """A loaded SavedModel's serving_default -> (int8 .tflite bytes, b'').
 
     Its outputs are kept, except that a final softmax hands over its logits (the
-    runtime applies softmax in float32: see logits_instead_of_softmax, and the file
-    says it did), and the classifier's input is added as the embedding when the graph
-    shows it.
+    runtime applies softmax in float32: see logits_instead_of_softmax), and the
+    classifier's input is added as the embedding when the graph shows it. The file
+    records how its scores are read (litert.Scoring): TensorFlow's output kind and
+    whether the softmax moved.
     """
     dtype = runtime.input_dtype.as_numpy_dtype
     content = _quantize(saved_model_converter(spec), calibration.pixels,
                         PREPROCESSORS[runtime.preprocess], dtype)
-    content = expose_penultimate(content).content
-    return logits_instead_of_softmax(content), b''
+    content, moved = logits_instead_of_softmax(expose_penultimate(content).content)
+    return with_scoring(content, Scoring(runtime.output_kind, moved)), b''
 
 
 def require() -> None:
@@ -303,17 +315,19 @@ class Int8Runtime:
         self.name = spec.name
         self.precision = precision
         self.input_size = (int(self._in['shape'][1]), int(self._in['shape'][2]))
-        # What the run takes the model's outputs for: as the launcher resolved it on
-        # float32 (model_prep passes it), or, left at auto, what the file shows. A Keras
-        # conversion's float32 head counts its own softmaxes.
-        moved = self._head is None and softmax_moved(content)
+        # What the run takes the model's outputs for: an explicit --model_outputs (or the
+        # kind the launcher resolved), else what the conversion recorded TensorFlow
+        # resolving, else what the graph shows. A Keras conversion's float32 head counts
+        # its own softmaxes.
         if self._head is not None:
-            self.output_kind = 'logits'
-        elif spec.outputs in ('logits', 'probabilities'):
-            self.output_kind = spec.outputs
+            self.output_kind, moved = 'logits', False
         else:
-            self.output_kind = ('probabilities' if moved or ends_in_softmax(content)
-                                else 'logits')
+            scoring = scoring_of(content)
+            moved = scoring.softmax_moved and picked[0] == 0  # it names the first output
+            self.output_kind = (
+                spec.outputs if spec.outputs in ('logits', 'probabilities')
+                else scoring.outputs or ('probabilities' if moved or ends_in_softmax(content)
+                                         else 'logits'))
         self._softmaxes = file_softmaxes(self.output_kind, moved)
         self.has_head = self._head is not None
         self.description = int8_description(spec.name, RUNTIME, self)

@@ -1,7 +1,9 @@
 """.tflite models on LiteRT (ai_edge_litert): no TensorFlow import anywhere here."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 from typing import NamedTuple
 
@@ -80,39 +82,59 @@ def _output_chain(graph, producer, name) -> tuple[list[str], int | None]:
     return chain, None
 
 
-#: Written into a converted file's description when its final softmax was taken out: the
-#: file then emits the softmax's logits, and a runtime owes them that softmax back.
-SOFTMAX_MOVED = 'imagelabel: final softmax moved to float32'
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """How a converted file's scores are read, as its conversion recorded it.
+
+    `outputs`: what the run takes the model's outputs for, as TensorFlow resolved it when
+    the file was made (None: not recorded; the graph decides). `softmax_moved`: the final
+    softmax was taken out of the file's first output (`logits_instead_of_softmax`), which
+    therefore emits that softmax's logits and is owed the softmax back.
+    """
+    outputs: str | None = None
+    softmax_moved: bool = False
 
 
-def logits_instead_of_softmax(content: bytes) -> bytes:
-    """Make the first output the logits a final SOFTMAX (and DEQUANTIZE) would take.
+_SCORING = 'imagelabel scoring: '  # the prefix of a file description that holds a Scoring
+
+
+def with_scoring(content: bytes, scoring: Scoring) -> bytes:
+    """The file with `scoring` in its description (TFLite's free-text model description)."""
+    model = _read_graph(content)[0]
+    model.description = (_SCORING + json.dumps(dataclasses.asdict(scoring))).encode()
+    return _pack(model, len(content))
+
+
+def scoring_of(content: bytes) -> Scoring:
+    """What the file's conversion recorded (`with_scoring`), or Scoring() if nothing."""
+    from ai_edge_litert import schema_py_generated as schema
+    text = (schema.Model.GetRootAsModel(content, 0).Description() or b'').decode(
+        errors='replace')
+    if not text.startswith(_SCORING):
+        return Scoring()
+    return Scoring(**json.loads(text[len(_SCORING):]))
+
+
+def logits_instead_of_softmax(content: bytes) -> tuple[bytes, bool]:
+    """Make the first output the logits a final SOFTMAX (and DEQUANTIZE) would take;
+    (the file, whether it had such a softmax).
 
     A fully quantized softmax has an output scale of 1/256: every probability under
     0.002 reads as 0, so most of a 1000-class top-5 is zeros. The logits, quantized
-    with their own range, keep the ranking; the runtime applies softmax in float32.
-    The file says so in its description (`softmax_moved`), so that its runtime can tell
-    logits it owes a softmax from outputs that never had one. A model whose output is
-    not a softmax comes back unchanged.
+    with their own range, keep the ranking; the runtime applies softmax in float32
+    (the caller records it: `Scoring.softmax_moved`). A model whose output is not a
+    softmax comes back unchanged.
     """
     model, graph, producer, name = _read_graph(content)
     tensor = int(graph.outputs[0])
     if tensor in producer and name(producer[tensor]) == 'DEQUANTIZE':
         tensor = int(producer[tensor].inputs[0])
     if tensor not in producer or name(producer[tensor]) != 'SOFTMAX':
-        return content
+        return content, False
     outputs = np.array(graph.outputs, np.int32)
     outputs[0] = int(producer[tensor].inputs[0])
     graph.outputs = outputs
-    model.description = SOFTMAX_MOVED.encode()
-    return _pack(model, len(content))
-
-
-def softmax_moved(content: bytes) -> bool:
-    """Whether `logits_instead_of_softmax` took this file's final softmax out."""
-    from ai_edge_litert import schema_py_generated as schema
-    description = schema.Model.GetRootAsModel(content, 0).Description()
-    return description is not None and description.decode(errors='replace') == SOFTMAX_MOVED
+    return _pack(model, len(content)), True
 
 
 def ends_in_softmax(content: bytes) -> bool:

@@ -40,7 +40,7 @@ class Runtime(Protocol):
     input_size: tuple[int, int]
     num_outputs: int
     embedding_dim: int
-    output_kind: str  # 'probabilities' or 'logits' (what the model emits; predict() softmaxes)
+    output_kind: str  # 'probabilities' or 'logits': what the run takes the model's outputs for
     precision: str    # the arithmetic really used (bf16 falls back to float32 without units)
     description: str
 
