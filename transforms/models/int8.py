@@ -110,18 +110,14 @@ def _dense_head(model, embedding) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """
     import keras
 
-    from transforms.models.keras import _final_dense
-    dense = _final_dense(model)
-    if dense.input is not embedding:
+    from transforms.models.keras import classifier_top
+    top = classifier_top(model, embedding)
+    if top is None:
         return None
-    activations = [getattr(dense.activation, '__name__', '')]
-    for layer in model.layers[model.layers.index(dense) + 1:]:
-        if isinstance(layer, keras.layers.Softmax):
-            activations.append('softmax')
-        elif isinstance(layer, keras.layers.Activation):
-            activations.append(getattr(layer.activation, '__name__', ''))
-        else:
-            return None
+    dense, rest = top
+    activations = [getattr(dense.activation, '__name__', '')] + [
+        'softmax' if isinstance(layer, keras.layers.Softmax)
+        else getattr(layer.activation, '__name__', '') for layer in rest]
     if any(a not in ('softmax', 'linear') for a in activations) or activations.count('softmax') > 1:
         return None
     kernel, bias = (np.asarray(w, np.float32) for w in dense.get_weights())

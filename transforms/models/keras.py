@@ -52,17 +52,31 @@ def embedding_output(model, spec: ModelSpec):
     return _final_dense(model).input
 
 
-def _classifier_head(model, embedding):
-    """A float32 callable embedding -> model output, if the top is Dense [+ softmax]."""
+def classifier_top(model, embedding) -> tuple[Any, list] | None:
+    """(the final Dense, the Softmax and Activation layers after it) when that Dense reads
+    the embedding and only such layers follow it; else None.
+
+    What runs apart from the backbone: in float32 under bf16 (`_classifier_head`), and
+    in numpy beside an int8 or float32 LiteRT backbone (int8.backbone_and_head).
+    """
     import keras
     dense = _final_dense(model)
     rest = model.layers[model.layers.index(dense) + 1:]
     if dense.input is not embedding or any(
             not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
+        return None
+    return dense, rest
+
+
+def _classifier_head(model, embedding):
+    """A float32 callable embedding -> model output, if the top is Dense [+ softmax]."""
+    top = classifier_top(model, embedding)
+    if top is None:
         _log.warning('%s: the classifier head is not Dense [+ softmax], so under bf16 the '
                      'scores are computed in bf16 too (rounded to 8 bits of mantissa)',
                      model.name)
         return None
+    dense, rest = top
 
     def head(x):
         x = dense(x)
