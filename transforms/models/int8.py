@@ -63,10 +63,11 @@ RUNTIME = 'litert'  # the default
 #: How conversions are made; a change that makes different files bumps it (cache key).
 #: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
 CONVERSION_VERSION = 2
-#: 3: a SavedModel's LiteRT file records how its scores are read (litert.Scoring), so that
+#: 4: a SavedModel's LiteRT file records how its scores are read (litert.Scoring), so that
 #: they score as on TensorFlow whatever --model_outputs says. Only those files changed, so
-#: only their cache entries are made again (`conversion_version`).
-SAVED_MODEL_LITERT_VERSION = 3
+#: only their cache entries are made again (`conversion_version`). (3 keyed 2f24684's files,
+#: whose other marker `litert.scoring_of` does not read: they must not be found.)
+SAVED_MODEL_LITERT_VERSION = 4
 
 
 def conversion_version(spec: ModelSpec, runtime: str) -> int:

@@ -29,7 +29,7 @@ class PatchedModel(NamedTuple):
 
 
 def _read_graph(content: bytes):
-    """(schema module, unpacked model, its first subgraph, tensor -> producing op, op name)."""
+    """(unpacked model, its first subgraph, tensor -> producing op, op name of an op)."""
     from ai_edge_litert import schema_py_generated as schema
     ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith('_')}
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
