@@ -94,7 +94,7 @@ def main(argv=None) -> int:
                      embedding_layer='avg_pool')
     started = time.perf_counter()
     content, head = int8.convert_keras(model, spec, int8.Calibration(calib, 'bench'),
-                                       'probabilities')  # Inception-v3 ends in softmax
+                                       'probabilities', spec.preprocess)  # ends in softmax
     convert_s = time.perf_counter() - started
     from ai_edge_litert.interpreter import Interpreter
     interp = Interpreter(model_content=content, num_threads=a.threads)

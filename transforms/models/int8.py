@@ -164,11 +164,12 @@ def backbone_and_head(model, spec: ModelSpec, output_kind: str,
     return keras.Model(model.inputs, embedding), head.to_bytes()
 
 
-def convert_keras(model, spec: ModelSpec, calibration: Calibration, output_kind: str
-                  ) -> tuple[bytes, bytes]:
-    """A Keras classifier -> (int8 .tflite bytes, float head .npz bytes)."""
+def convert_keras(model, spec: ModelSpec, calibration: Calibration, output_kind: str,
+                  preprocess: str) -> tuple[bytes, bytes]:
+    """A Keras classifier -> (int8 .tflite bytes, float head .npz bytes); `output_kind` and
+    `preprocess` as the float32 runtime resolved them."""
     backbone, head = backbone_and_head(model, spec, output_kind)
-    preprocess = PREPROCESSORS[spec.preprocess or 'inception']
+    preprocess = PREPROCESSORS[preprocess]
     content = convert_backbone(backbone, calibration.pixels.shape[1:3],
                                lambda c: _quantize(c, calibration.pixels, preprocess))
     return content, head
@@ -220,7 +221,7 @@ def convert(spec: ModelSpec, runtime, calibration: Calibration,
     converter = RUNTIMES[int8_runtime].converter_module()
     if spec.format in ('keras', 'keras_application'):
         return converter.convert_keras(runtime.keras_model, spec, calibration,
-                                       runtime.output_kind)
+                                       runtime.output_kind, runtime.preprocess)
     if spec.format == 'saved_model':
         return converter.convert_saved_model(spec, runtime, calibration)
     raise ValueError(f'{spec.format} models cannot be converted to int8')

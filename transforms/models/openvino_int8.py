@@ -20,8 +20,8 @@ import threading
 
 import numpy as np
 
-from transforms.models.int8 import (RUNTIMES, backbone_and_head, int8_description,
-                                    int8_scores, runtime_tag)
+from transforms.models.int8 import (RUNTIMES, backbone_and_head, file_softmaxes,
+                                    int8_description, int8_scores, runtime_tag)
 from transforms.models.model_cache import read_conversion
 from transforms.models.interpreters import choose_layout
 from transforms.models.runtime import Pixels, Scores, one_image, pick_outputs
@@ -68,8 +68,10 @@ def _quantize(ov_model, pixels: np.ndarray, preprocess) -> bytes:
     return pack(quantized)
 
 
-def convert_keras(model, spec: ModelSpec, calibration, output_kind: str) -> tuple[bytes, bytes]:
-    """A Keras classifier -> (int8 IR .npz bytes, float32 head .npz bytes)."""
+def convert_keras(model, spec: ModelSpec, calibration, output_kind: str,
+                  preprocess: str) -> tuple[bytes, bytes]:
+    """A Keras classifier -> (int8 IR .npz bytes, float32 head .npz bytes); `output_kind`
+    and `preprocess` as the float32 runtime resolved them."""
     import openvino as ov
     import tensorflow as tf
 
@@ -79,7 +81,7 @@ def convert_keras(model, spec: ModelSpec, calibration, output_kind: str) -> tupl
         backbone.export(folder, format='tf_saved_model', verbose=False,
                         input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)])
         ov_model = ov.convert_model(folder)
-    content = _quantize(ov_model, calibration.pixels, PREPROCESSORS[spec.preprocess or 'inception'])
+    content = _quantize(ov_model, calibration.pixels, PREPROCESSORS[preprocess])
     return content, head
 
 
@@ -151,6 +153,7 @@ class OpenVINORuntime:
         self.layout = f'{self._requests} OpenVINO stream(s)'
         self.output_kind = 'logits' if self._head is not None else (
             spec.outputs if spec.outputs != 'auto' else 'probabilities')
+        self._softmaxes = file_softmaxes(self.output_kind, moved=False)  # outputs kept
         self.has_head = self._head is not None
         self.description = int8_description(spec.name, runtime_tag('openvino'), self)
 
@@ -178,6 +181,6 @@ class OpenVINORuntime:
             self._queue.wait_all()
         if failures:
             raise failures[0]
-        return int8_scores(self._head, int(self.output_kind == 'logits'), emb, raw)
+        return int8_scores(self._head, self._softmaxes, emb, raw)
 
 
