@@ -10,8 +10,8 @@ freed no measurable memory (RSS 864 MB before and after).
 
 So `imagelabel run` and the Flex Template's `main.py` (the process's own command,
 not a library call) call `pause()` before their imports (`python -m pipeline.run`
-as its `main` starts, after its module's imports), and the launcher calls `resume()` just before the
-pipeline runs. `resume()` freezes what exists (`gc.freeze()`: later collections
+as its `main` starts, after its module's imports), and the launcher calls
+`resume()` just before the pipeline runs. `resume()` freezes what exists (`gc.freeze()`: later collections
 never walk it again, which also makes them cheaper during the run) and turns
 collection back on. The price is that cyclic garbage made during the launch is
 kept, a one-off of the size measured above. Models loaded at launch only to
