@@ -30,6 +30,21 @@ def test_list_images_expands_directories_globs_and_manifests(tmp_path):
         assert_that(by_csv, equal_to([str(a), str(tmp_path / 'photos/sub/b.jpg')]), label='csv')
 
 
+def test_relative_globs_list_from_the_working_folder_as_the_user_spelled_them(tmp_path,
+                                                                             monkeypatch):
+    # Beam's local match finds nothing for a pattern without a folder to start from.
+    write_jpeg(tmp_path / 'a.jpg')
+    write_jpeg(tmp_path / 'photos' / 'b.jpg', seed=1)
+    monkeypatch.chdir(tmp_path)
+    with TestPipeline() as p:
+        here = p | 'Here' >> ListImages('*.jpg')
+        below = p | 'Below' >> ListImages('**/*.jpg')
+        folder = p | 'Folder' >> ListImages('photos/*.jpg')
+        assert_that(here, equal_to(['a.jpg']), label='here')
+        assert_that(below, equal_to(['a.jpg', 'photos/b.jpg']), label='below')
+        assert_that(folder, equal_to(['photos/b.jpg']), label='folder')
+
+
 def test_read_images_reads_bytes_and_routes_missing_files_to_errors(tmp_path):
     a = write_jpeg(tmp_path / 'a.jpg')
     with TestPipeline() as p:

@@ -130,6 +130,11 @@ def expand_listing(src: str, limit: int | None = None
             yield resolve_relative(uri, src), None, None
         return
     pattern = directory_pattern(src) if kind is SourceKind.DIRECTORY else src
+    # Beam's local match needs a folder to start from ('*.jpg' and '**/*.jpg' match
+    # nothing); the URIs keep the spelling the user gave, without the './' added here.
+    here = '://' not in pattern and not pattern.startswith(('/', './', '../'))
+    if here:
+        pattern = './' + pattern
     # Beam's "**/" needs at least one folder; users mean "this folder and below".
     patterns = [pattern] + ([pattern.replace('**/', '', 1)] if '**/' in pattern else [])
     seen = set()
@@ -138,7 +143,8 @@ def expand_listing(src: str, limit: int | None = None
             # "folder/" placeholder objects (made by consoles on object stores) are not images
             if meta.path not in seen and not meta.path.endswith('/') and not _is_directory(meta.path):
                 seen.add(meta.path)
-                yield meta.path, meta.size_in_bytes, meta.last_updated_in_seconds
+                uri = meta.path[2:] if here and meta.path.startswith('./') else meta.path
+                yield uri, meta.size_in_bytes, meta.last_updated_in_seconds
 
 
 def validate_source(src: str) -> None:
