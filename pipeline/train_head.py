@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -65,6 +66,13 @@ class Embeddings:
     base_model_id: str
 
 
+def same_image(uri: str) -> str:
+    """What two spellings of one image have in common: a local path made absolute and
+    normal (`images/a.jpg`, `./images/a.jpg` and `/here/images/a.jpg` are one image);
+    other URIs as they are."""
+    return uri if '://' in uri else os.path.normpath(os.path.abspath(uri))
+
+
 def read_embeddings(pattern: str) -> Embeddings:
     """Every labels row the pattern names; ValueError if they are not one model's embeddings."""
     from pipeline.report.data import read_columns
@@ -89,13 +97,18 @@ def read_embeddings(pattern: str) -> Embeddings:
         if table.num_rows and table.column('embedding').null_count == table.num_rows:
             raise ValueError(f'{path} holds no embeddings (its model exposed none)')
         for row in table.to_pylist():
-            if row['uri'] in seen:
-                continue  # the same image in two runs: one example, not two
-            seen[row['uri']] = len(uris)
-            uris.append(row['uri'])
-            vectors.append(row['embedding'])
-            ids.add(base_model_id(row['model_id']))
+            ids.add(base_model_id(row['model_id']))  # every row: a re-labeled copy counts
             models.add(row['model'])
+            key = same_image(row['uri'])
+            if key in seen:
+                continue  # the same image in two runs: one example, not two
+            vector = row['embedding'] or []  # None in a file that has some: a width of 0
+            if not np.all(np.isfinite(vector)):
+                raise ValueError(f'{path}: the embedding of {row["uri"]} is not finite (NaN '
+                                 'or infinity); a head cannot learn from it')
+            seen[key] = len(uris)
+            uris.append(row['uri'])
+            vectors.append(vector)
     if len(ids) > 1:
         raise ValueError(f'--embeddings mixes {len(ids)} base models ({", ".join(sorted(ids))}); '
                          'a head learns from one model\'s embeddings: narrow the pattern')
@@ -103,13 +116,18 @@ def read_embeddings(pattern: str) -> Embeddings:
     if widths == {0}:
         raise ValueError(f'the rows in {pattern} have no embeddings (the model exposes none)')
     if len(widths) != 1:
-        raise ValueError(f'--embeddings holds embeddings of several widths {sorted(widths)}')
+        usual = max(widths, key=[len(v) for v in vectors].count)
+        odd = next(u for u, v in zip(uris, vectors) if len(v) != usual)
+        raise ValueError(f'--embeddings holds embeddings of several widths {sorted(widths)}: '
+                         f'{odd} has {len(vectors[uris.index(odd)])} values, most have {usual}')
     return Embeddings(uris, np.asarray(vectors, np.float32), models.pop(), ids.pop())
 
 
 def read_class_labels(path: str) -> dict[str, str]:
     """uri -> class name from LABELS.csv; ValueError naming the line of a bad row."""
     from transforms.read import read_text, resolve_relative
+    if not FileSystems.exists(path):
+        raise ValueError(f'--labels {path} does not exist')
     reader = csv.DictReader(io.StringIO(read_text(path)))
     reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
     if 'uri' not in reader.fieldnames or 'label' not in reader.fieldnames:
@@ -145,7 +163,8 @@ class TrainingSet:
 
 def join(labels: dict[str, str], emb: Embeddings) -> TrainingSet:
     """Labeled URIs that have an embedding; the rest go to `missing`, never dropped silently."""
-    row = {uri: i for i, uri in enumerate(emb.uris)}
+    by_image = {same_image(uri): i for i, uri in enumerate(emb.uris)}
+    row = {u: by_image[same_image(u)] for u in labels if same_image(u) in by_image}
     found = [u for u in labels if u in row]
     missing = sorted(u for u in labels if u not in row)
     if not found:
@@ -197,8 +216,9 @@ def train(args: argparse.Namespace) -> dict:
         raise UsageError(f'--test_fraction must be between 0 and 1, got {args.test_fraction}')
     if FileSystems.exists(args.output) and not args.overwrite:
         raise UsageError(f'--output {args.output} exists; pass --overwrite to replace it')
+    labels = read_class_labels(args.labels)  # first: a small file, the embeddings may be GBs
     emb = read_embeddings(args.embeddings)
-    data = join(read_class_labels(args.labels), emb)
+    data = join(labels, emb)
     print(f'{len(data.uris)} labeled images with {data.x.shape[1]}-d embeddings of {emb.model} '
           f'in {len(data.class_names)} classes; {data.unlabeled} unlabeled embeddings ignored')
     if data.missing:
@@ -226,6 +246,9 @@ def train(args: argparse.Namespace) -> dict:
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_data=(x_test, y_test), shuffle=True, verbose=0,
                         callbacks=[PrintEpoch()])
+    if not np.isfinite(history.history['loss'][-1]):
+        raise ValueError(f'training diverged (loss {history.history["loss"][-1]}); nothing '
+                         f'saved: try a smaller --learning_rate than {args.learning_rate}')
     info = HeadInfo(class_names=tuple(data.class_names), embedding_dim=int(data.x.shape[1]),
                     base_model_id=emb.base_model_id, base_model=emb.model,
                     hidden_units=args.hidden)

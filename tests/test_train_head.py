@@ -10,6 +10,7 @@ then scored) labels the other two in five, which it never saw.
 import csv
 import datetime
 import json
+import pathlib
 
 import numpy as np
 import pyarrow as pa
@@ -178,3 +179,72 @@ def test_an_existing_head_is_kept_unless_overwrite(tmp_path):
                 tmp_path / 'l.csv', '--output', tmp_path / 'h.keras')
     assert r.code == EXIT_USAGE and '--overwrite' in r.err
     assert (tmp_path / 'h.keras').read_bytes() == b'old'
+
+
+def test_a_base_model_relabeled_over_the_same_images_is_refused_not_picked_by_path_order(
+        tmp_path):
+    uris = ['/x/1.jpg', '/x/2.jpg', '/x/3.jpg', '/x/4.jpg']
+    _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111', uris)
+    _labels_parquet(tmp_path / 'labels-b.parquet', 'bbbb-2222', uris)  # same images, new model
+    (tmp_path / 'l.csv').write_text('uri,label\n/x/1.jpg,a\n/x/2.jpg,a\n/x/3.jpg,b\n/x/4.jpg,b\n')
+    r = run_cli('train-head', '--embeddings', tmp_path / 'labels-*.parquet', '--labels',
+                tmp_path / 'l.csv', '--output', tmp_path / 'h.keras')
+    assert r.code == EXIT_USAGE and 'mixes 2 base models' in r.err, r.err
+    assert not (tmp_path / 'h.keras').exists()
+
+
+def test_labels_written_relative_to_their_csv_match_a_folder_runs_relative_uris(
+        tmp_path, monkeypatch):
+    # `run --input images/` stores 'images/1.jpg'; a classes.csv beside images/ lists the
+    # same files, which resolve to './images/1.jpg': one image, two spellings.
+    monkeypatch.chdir(tmp_path)
+    uris = [f'images/{i}.jpg' for i in range(6)]
+    _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111', uris)
+    pathlib.Path('classes.csv').write_text(
+        'uri,label\n' + ''.join(f'{u},{"ab"[i % 2]}\n' for i, u in enumerate(uris)))
+    r = run_cli('train-head', '--embeddings', 'labels-*.parquet', '--labels', 'classes.csv',
+                '--output', 'h.keras', '--epochs', '1', '--test_fraction', '0.34')
+    assert r.code == 0, r.err
+    assert r.out.startswith('6 labeled images with 4-d embeddings'), r.out
+    assert json.loads(pathlib.Path('h.json').read_text())['missing_embeddings'] == []
+
+
+def test_a_missing_labels_file_is_one_line_before_any_embedding_is_read(tmp_path):
+    r = run_cli('train-head', '--embeddings', tmp_path / 'nothing-here-*.parquet',
+                '--labels', tmp_path / 'absent.csv', '--output', tmp_path / 'h.keras')
+    assert r.code == EXIT_USAGE and 'absent.csv does not exist' in r.err, r.err
+    assert r.err.strip().count('\n') == 0
+
+
+@pytest.mark.parametrize('bad, message', [
+    (float('nan'), 'is not finite'), (float('inf'), 'is not finite'),
+    (None, 'has 0 values, most have 4')])
+def test_an_embedding_that_is_nan_or_missing_is_refused_naming_its_image(bad, message,
+                                                                          tmp_path):
+    uris = ['/x/1.jpg', '/x/2.jpg', '/x/3.jpg', '/x/4.jpg']
+    path = tmp_path / 'labels-a.parquet'
+    _labels_parquet(path, 'aaaa-1111', uris)
+    table = pq.read_table(path).to_pylist()
+    table[2]['embedding'] = None if bad is None else [1.0, bad, 1.0, 1.0]
+    pq.write_table(pa.Table.from_pylist(table, schema=LABELS_SCHEMA), path)
+    (tmp_path / 'l.csv').write_text('uri,label\n/x/1.jpg,a\n/x/2.jpg,a\n/x/3.jpg,b\n/x/4.jpg,b\n')
+    r = run_cli('train-head', '--embeddings', path, '--labels', tmp_path / 'l.csv',
+                '--output', tmp_path / 'h.keras')
+    assert r.code == EXIT_USAGE and message in r.err and '/x/3.jpg' in r.err, r.err
+    assert r.err.strip().count('\n') == 0 and not (tmp_path / 'h.keras').exists()
+
+
+def test_training_that_diverges_saves_no_head(tmp_path):
+    uris = [f'/x/{i}.jpg' for i in range(8)]
+    path = tmp_path / 'labels-a.parquet'
+    _labels_parquet(path, 'aaaa-1111', uris)
+    table = pq.read_table(path).to_pylist()
+    for i, row in enumerate(table):  # finite, but so large that the loss overflows
+        row['embedding'] = [3e38 * (1 if i % 2 else -1)] * 4
+    pq.write_table(pa.Table.from_pylist(table, schema=LABELS_SCHEMA), path)
+    (tmp_path / 'l.csv').write_text('uri,label\n' + ''.join(
+        f'{u},{"ab"[i % 2]}\n' for i, u in enumerate(uris)))
+    r = run_cli('train-head', '--embeddings', path, '--labels', tmp_path / 'l.csv',
+                '--output', tmp_path / 'h.keras', '--epochs', '2', '--learning_rate', '10')
+    assert r.code == EXIT_USAGE and 'training diverged' in r.err, r.err
+    assert not (tmp_path / 'h.keras').exists()
