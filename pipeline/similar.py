@@ -3,9 +3,12 @@
 The embeddings are most of a run's bytes (a million 2048-d rows are 8 GB of
 float32), so they are streamed in record batches and only a running top-k is
 kept: memory is one Parquet row group plus one batch, whatever the run's size.
-Embeddings from different models are not comparable, so only rows with the
-query's model_id are searched, and `--image` (a new image, embedded on the fly)
-is refused unless the model given reproduces the run's model_id exactly.
+Embeddings from different models are not comparable, so only rows of the
+query's base model are searched (a run through a `--head` stores its base
+model's embedding, so its rows count as the base model's), and `--image` (a new
+image, embedded on the fly) is refused unless the model given reproduces the
+run's base model_id exactly. A row whose embedding is not finite is not a
+neighbour of anything: it is left out and counted.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import pyarrow.compute as pc
 from pipeline.report import data
 from pipeline.usage import HelpFormatter, UsageError, raise_usage, usage_error
 from transforms.decode import ResizeRecipe
+from transforms.head import HEAD_MARK, base_model_id
 
 BATCH_ROWS = 4096
 COLUMNS = ['uri', 'embedding', 'top_label', 'model_id']
@@ -72,24 +76,32 @@ def embedding_matrix(column: pa.Array) -> np.ndarray:
 
 
 def cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row to `query`; 0 for a zero row or query. One pass over
-    the matrix (a product and the row norms), no normalised copy of it."""
+    """Cosine similarity of each row to `query`; 0 for a zero row or query, NaN for a row
+    that is not finite. One pass over the matrix (a product and the row norms), no
+    normalised copy of it."""
     q_norm = float(np.linalg.norm(query))
-    norms = np.sqrt(np.einsum('ij,ij->i', matrix, matrix))
-    dots = matrix @ np.asarray(query, np.float32)
+    with np.errstate(over='ignore', invalid='ignore'):
+        norms = np.sqrt(np.einsum('ij,ij->i', matrix, matrix))
+        dots = matrix @ np.asarray(query, np.float32)
     with np.errstate(divide='ignore', invalid='ignore'):
         sims = np.where(norms > 0, dots / (norms * q_norm), 0.0) if q_norm > 0 else \
             np.zeros(len(matrix))
+    sims[~np.isfinite(norms)] = np.nan  # NaN > 0 is False: without this, it would score 0
     return np.clip(sims, -1.0, 1.0)  # float rounding gives 1.0000001
 
 
 def nearest(query: np.ndarray, chunks: Iterable[Chunk], k: int,
-            exclude_uri: str | None = None) -> list[Neighbour]:
+            exclude_uri: str | None = None, not_finite: list[int] | None = None
+            ) -> list[Neighbour]:
     """The k rows most cosine-similar to `query`, best first (ties: by URI).
 
-    Pure over its chunks: keeps only the best k seen so far between chunks.
+    Pure over its chunks: keeps only the best k seen so far between chunks. Rows whose
+    embedding is not finite are left out, and counted in `not_finite[0]`.
     """
     q = np.asarray(query, np.float32)
+    if not np.all(np.isfinite(q)):
+        raise ValueError('the query\'s embedding is not finite (NaN or infinity): it is '
+                         'similar to nothing')
     best_sim = np.zeros(0, np.float32)
     best_uri: list[str] = []
     best_label: list[str] = []
@@ -100,12 +112,15 @@ def nearest(query: np.ndarray, chunks: Iterable[Chunk], k: int,
             raise ValueError(f'the run\'s embeddings are {chunk.embeddings.shape[1]}-d but the '
                              f'query\'s is {q.shape[0]}-d')
         sims = cosine(chunk.embeddings, q)
-        keep = np.ones(len(sims), bool)
+        keep = np.isfinite(sims)
+        if not_finite is not None:
+            not_finite[0] += int((~keep).sum())
         if exclude_uri is not None:
             keep &= np.asarray([u != exclude_uri for u in chunk.uris])
         idx = np.flatnonzero(keep)
-        if len(idx) > k:
-            idx = idx[np.argpartition(-sims[idx], k - 1)[:k]]
+        if len(idx) > k:  # the k best, and every row tied with the k-th: ties go by URI below
+            kth = np.partition(sims[idx], len(idx) - k)[len(idx) - k]
+            idx = idx[sims[idx] >= kth]
         sim = np.concatenate([best_sim, sims[idx]])
         uris = best_uri + [chunk.uris[i] for i in idx]
         labels = best_label + [chunk.top_labels[i] for i in idx]
@@ -118,7 +133,8 @@ def nearest(query: np.ndarray, chunks: Iterable[Chunk], k: int,
 
 
 def chunks_of(files: data.RunFiles, model_id: str, skipped: list[int]) -> Iterator[Chunk]:
-    """Rows of `model_id`, in batches; counts the rows of other models in `skipped`."""
+    """Rows of base model `model_id`, through a head or not, in batches; counts the rows
+    of other models in `skipped`."""
     for batch in data.iter_label_batches(files, COLUMNS, BATCH_ROWS):
         table = pa.Table.from_batches([batch])
         if 'top_label' in table.column_names:
@@ -126,7 +142,8 @@ def chunks_of(files: data.RunFiles, model_id: str, skipped: list[int]) -> Iterat
         else:  # an output older than the column
             top = data.top_label_from_labels(table.column('labels'))
         table = table.append_column('top', top)
-        same = pc.equal(table.column('model_id'), model_id)
+        ids = table.column('model_id')
+        same = pc.or_(pc.equal(ids, model_id), pc.starts_with(ids, model_id + HEAD_MARK))
         mine = table if pc.all(same).as_py() else table.filter(same)  # filtering copies
         skipped[0] += table.num_rows - mine.num_rows
         yield Chunk(mine.column('uri').to_pylist(), mine.column('top').to_pylist(),
@@ -152,7 +169,8 @@ def query_from_uri(files: data.RunFiles, uri: str) -> Query:
     vector = np.asarray(row['embedding'], np.float32)
     if vector.size == 0:
         raise UsageError('the run\'s model wrote no embedding (0-d); similar needs one')
-    return Query(uri, vector, row['model_id'], row.get('top_label') or '', row['uri'])
+    return Query(uri, vector, base_model_id(row['model_id']), row.get('top_label') or '',
+                 row['uri'])
 
 
 def run_models(files: data.RunFiles) -> tuple[list[str], list[str]]:
@@ -184,10 +202,11 @@ def query_from_image(files: data.RunFiles, args: argparse.Namespace) -> Query:
     spec = resolve_spec(model, weights=args.weights, labels=args.labels)
     loaded = load_labeled_model(spec, batch_size=1, precision=args.precision, threads=None,
                                 recipe=args.resize)
-    if loaded.model_id not in ids:
+    bases = sorted({base_model_id(i) for i in ids})  # a head keeps its base's embedding
+    if loaded.model_id not in bases:
         raise UsageError(f'--model {model} with --resize {args.resize} --precision '
                          f'{args.precision} has model_id {loaded.model_id}, but the run\'s rows '
-                         f'have {", ".join(ids)}: embeddings of different models are not '
+                         f'have {", ".join(bases)}: embeddings of different models are not '
                          'comparable; pass the model, --resize and --precision the run used')
     try:
         image = read_image_bytes(args.image, max_bytes=DEFAULT_MAX_BYTES)
@@ -248,9 +267,11 @@ def main(argv: Sequence[str]) -> int:
         files = data.find_run(args.output)
         if not files.labels:
             raise UsageError(f'--output {args.output} has no labels-*.parquet: nothing to search')
+        data.check_label_files(files, ['uri', 'embedding', 'model_id', 'top_label'])
         query = query_from_uri(files, args.uri) if args.uri else query_from_image(files, args)
         skipped = [0]
         seen = [0]
+        not_finite = [0]
 
         def counted(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
             for c in chunks:
@@ -258,12 +279,15 @@ def main(argv: Sequence[str]) -> int:
                 yield c
 
         rows = nearest(query.vector, counted(chunks_of(files, query.model_id, skipped)), args.k,
-                       exclude_uri=query.exclude_uri)
+                       exclude_uri=query.exclude_uri, not_finite=not_finite)
     except ValueError as e:
         return usage_error(e)
     if skipped[0]:
         print(f'imagelabel: {skipped[0]} rows of other model_ids were not searched',
               file=sys.stderr)
+    if not_finite[0]:
+        print(f'imagelabel: {not_finite[0]} rows with an embedding that is not finite were '
+              'left out', file=sys.stderr)
     if args.format == 'json':
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     else:

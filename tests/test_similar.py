@@ -96,3 +96,41 @@ def test_the_chunked_search_equals_a_search_over_all_rows_at_once():
     expected = np.argsort(-sims)[:7]
     assert [r.uri for r in got] == [uris[i] for i in expected]
     assert [r.similarity for r in got] == pytest.approx(sims[expected].tolist(), abs=1e-6)
+
+
+def test_ties_go_to_the_first_uri_whatever_k_and_the_chunking():
+    emb = np.ones((6, 4), np.float32)  # six identical embeddings: every one a tie
+    uris = ['q', 'e', 'd', 'c', 'b', 'a']
+    one = [Chunk(uris, ['x'] * 6, emb)]
+    split = [Chunk(uris[:3], ['x'] * 3, emb[:3]), Chunk(uris[3:], ['x'] * 3, emb[3:])]
+    for chunks in (one, split):
+        assert [r.uri for r in nearest(emb[0], chunks, k=1)] == ['a']
+        assert [r.uri for r in nearest(emb[0], chunks, k=3, exclude_uri='a')] == ['b', 'c', 'd']
+
+
+def test_a_row_that_is_not_finite_is_left_out_and_counted_not_scored_zero():
+    emb = np.array([[1, 0], [np.nan, 1], [0, 1], [np.inf, 0]], np.float32)
+    not_finite = [0]
+    got = nearest(np.array([1, 0.1], np.float32), [Chunk(['a', 'nan', 'b', 'inf'], ['x'] * 4, emb)],
+                  k=4, not_finite=not_finite)
+    assert [r.uri for r in got] == ['a', 'b'] and not_finite == [2]
+
+
+def test_a_query_that_is_not_finite_is_refused():
+    with pytest.raises(ValueError, match='not finite'):
+        nearest(np.array([np.nan, 1], np.float32),
+                [Chunk(['a'], ['x'], np.ones((1, 2), np.float32))], k=1)
+
+
+@pytest.mark.parametrize('tool', ['similar', 'report'])
+def test_a_parquet_file_without_the_runs_columns_is_one_line(tool, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    out = tmp_path / 'out'
+    out.mkdir()
+    pq.write_table(pa.table({'uri': ['a.jpg'], 'score': [0.5]}), out / 'labels-0.parquet')
+    args = ['--uri', 'a.jpg'] if tool == 'similar' else ['--out', tmp_path / 'r.html']
+    result = run_cli(tool, '--output', out, *args)
+    assert result.code == 2, (result.out, result.err)
+    assert 'labels-0.parquet has no' in result.err and 'labels file of imagelabel run' in result.err
+    assert len(result.err.strip().splitlines()) == 1

@@ -248,3 +248,17 @@ def test_training_that_diverges_saves_no_head(tmp_path):
                 '--output', tmp_path / 'h.keras', '--epochs', '2', '--learning_rate', '10')
     assert r.code == EXIT_USAGE and 'training diverged' in r.err, r.err
     assert not (tmp_path / 'h.keras').exists()
+
+
+def test_similar_searches_a_head_runs_rows_by_their_base_models_embedding(
+        trained, sample, mobilenet_v2_quant):
+    root, _, report = trained
+    photo = sorted(sample[2])[0]  # a held-out photo that `eval --head` labeled
+    r = run_cli('similar', '--output', root / 'headed', '--image', photo, '--model',
+                mobilenet_v2_quant, '--k', '2', '--format', 'json')
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)
+    assert rows[0]['uri'] == photo and rows[0]['similarity'] == pytest.approx(1.0, abs=1e-5)
+    assert rows[0]['top_label'] in report['class_names']  # a head's class, not ImageNet's
+    by_uri = run_cli('similar', '--output', root / 'headed', '--uri', photo, '--k', '2')
+    assert by_uri.code == 0 and f'{len(sample[2])} rows of model_id' in by_uri.out, by_uri.err

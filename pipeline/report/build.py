@@ -171,6 +171,7 @@ def _errors(errors: pa.Table, max_rows: int) -> tuple[list[ErrorRow], dict, dict
 def load_label_counts(output: str) -> tuple[Header, dict[str, int]]:
     """A run's header and top-label histogram (what --compare needs of the previous run)."""
     files = data.find_run(output)
+    data.check_label_files(files, ['top_label'])
     labels = data.read_labels(files, [c for c in LABEL_COLUMNS if c not in ('uri', 'labels')])
     errors = data.read_errors(files, ERROR_COLUMNS)
     return header_of(files, labels, errors), figures.label_counts(labels.column('top_label'))
@@ -180,6 +181,7 @@ def build_report(output: str, *, compare_to: str | None = None, max_tiles: int =
                  max_errors: int = 1000, low_confidence: float = 0.3,
                  thumb_size: int = THUMB_SIZE, threads: int = 8) -> Report:
     files = data.find_run(output)
+    data.check_label_files(files, ['uri', 'labels', 'top_label'])
     labels = data.read_labels(files, LABEL_COLUMNS)
     errors = data.read_errors(files, ERROR_COLUMNS)
     header = header_of(files, labels, errors)

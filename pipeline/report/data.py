@@ -122,6 +122,21 @@ def top_label_from_labels(labels: pa.Array | pa.ChunkedArray) -> pa.Array | pa.C
     return pc.struct_field(pc.list_element(labels, 0), 'label')
 
 
+def check_label_files(files: RunFiles, required: Sequence[str]) -> None:
+    """One line naming the file, when a labels file lacks a column a tool cannot do without.
+
+    `top_label` counts as present when `labels` is there to derive it from (older outputs).
+    Reads each file's footer only.
+    """
+    for path in files.labels:
+        names = _parquet_file(path, pre_buffer=False).schema_arrow.names
+        missing = [c for c in required if c not in names
+                   and not (c == 'top_label' and 'labels' in names)]
+        if missing:
+            raise ValueError(f'{path} has no {missing[0]} column: is it a labels file of '
+                             'imagelabel run?')
+
+
 def read_labels(files: RunFiles, columns: Sequence[str]) -> pa.Table:
     """Columns of the labels table; `top_label` is filled from `labels` where absent."""
     table = read_columns(files.labels, columns, LABELS_SCHEMA)
