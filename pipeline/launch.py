@@ -73,8 +73,11 @@ def prepare(argv: Sequence[str] | None = None, *, started: float | None = None) 
     sinks = sinks_from(options, s, local=local)
     validate_source(s.input)
     model = load_model_facts(s, local=local)
-    for sink in sinks if not s.dry_run else ():  # a dry run creates and deletes nothing
-        sink.prepare()
+    if not s.dry_run:  # a dry run creates and deletes nothing
+        for sink in sinks:  # all checked before any is cleared: a refusal deletes nothing
+            sink.check()
+        for sink in sinks:
+            sink.clear()
     return Launch(options, s, model, sinks, local, started)
 
 

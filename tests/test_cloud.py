@@ -313,6 +313,30 @@ def test_rerunning_a_date_replaces_its_bigquery_partition_and_keeps_other_dates(
     assert errors == {'2026-11-01': 2, '2026-11-02': 2}
 
 
+def test_a_launch_refused_by_one_sink_deletes_nothing_in_the_others(runs, tmp_path):
+    from google.cloud import bigquery
+    cloud = runs['cloud']
+    client = cloud.bq.client()
+    table = f'{cloud.project}.keep.labels'
+    date = ['--run_date', '2026-11-03', '--model', 'gs://imagelabel-test/e2e/m.tflite']
+    first = run_cli('run', '--input', runs['tmp'] / 'in', '--output', tmp_path / 'out',
+                    '--bigquery_table', table, '--bigquery_method', 'streaming_inserts', *date)
+    assert first.code == 0, first.err
+    partition = tmp_path / 'out' / 'run_date=2026-11-03'
+    before = sorted(p.name for p in partition.iterdir())
+    # The errors table now has a schema the run cannot write: the relaunch is refused.
+    client.delete_table(f'{table}_errors')
+    client.create_table(bigquery.Table(f'{table}_errors', schema=[
+        bigquery.SchemaField('uri', 'INTEGER')]))
+    again = run_cli('run', '--input', runs['tmp'] / 'in', '--output', tmp_path / 'out',
+                    '--bigquery_table', table, '--bigquery_method', 'streaming_inserts', *date)
+    assert again.code == 2 and 'incompatible schema' in again.err, again.err
+    assert sorted(p.name for p in partition.iterdir()) == before  # Parquet and summary kept
+    assert 'summary.json' in before
+    kept = list(client.query(f'SELECT COUNT(*) FROM `{table}`').result())[0][0]
+    assert kept == PHOTOS  # the labels table's rows of that date, kept
+
+
 def test_a_saved_model_folder_on_gs_loads_and_leaves_no_local_copy(runs, tiny_keras_model,
                                                                    tmp_path):
     import keras

@@ -3,9 +3,11 @@
 A sink takes the same common rows as every other sink (plain dicts, built by
 `transforms.postprocess`, with numpy arrays and datetimes in them) and converts
 them itself to what its store wants. The launcher only calls the methods below,
-in this order: `from_options` (is it asked for? flags valid?), `prepare` (at
-launch: create or check the destination, fail fast), `expand` inside the graph,
-and `written` after the run for the summary.
+in this order: `from_options` (is it asked for? flags valid?), `check` on every
+sink (at launch: create or check the destination, fail fast), then `clear` on
+every sink (empty the date a re-run replaces; only once all passed, so a refused
+launch deletes nothing), `expand` inside the graph, and `written` after the run
+for the summary.
 """
 from __future__ import annotations
 
@@ -44,8 +46,17 @@ class Sink(beam.PTransform, abc.ABC):
     def from_options(cls, flags: Any, run: RunInfo) -> 'Sink | None':
         """The sink, if its enabling flag is set; ValueError for contradictory flags."""
 
-    def prepare(self) -> None:
-        """At launch, before the pipeline starts: create or check the destination."""
+    def check(self) -> None:
+        """At launch: create or check the destination; ValueError (one line) if unusable.
+
+        Must change nothing a refused launch would regret: the launcher checks every
+        sink before it clears any (`clear`), so one sink's refusal never costs another
+        sink's earlier rows.
+        """
+
+    def clear(self) -> None:
+        """At launch, once every sink passed `check`: empty what this run replaces (its
+        date's partition), so a re-run of a date leaves no duplicates."""
 
     @abc.abstractmethod
     def describe(self) -> str:

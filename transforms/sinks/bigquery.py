@@ -15,6 +15,7 @@ by us, not by whichever load job happens to create the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import re
@@ -212,22 +213,32 @@ class BigQuerySink(Sink):
     def describe(self) -> str:
         return f'BigQuery {self.tables[LABELS].sql} ({self.method})'
 
-    def prepare(self) -> None:
-        """Create the dataset and tables (or check them); empty this run's date partition.
-
-        Re-running a date replaces its rows, so a retried scheduled run leaves no
-        duplicates; other dates are never touched.
-        """
-        from google.api_core import exceptions
+    def check(self) -> None:
+        """Create the dataset and tables, or check the schemas of those that exist."""
         from google.cloud import bigquery
         ref = self.tables[LABELS]
-        client = bigquery.Client(project=ref.project)
-        try:
+        with self._client() as client:
             client.create_dataset(bigquery.Dataset(f'{ref.project}.{ref.dataset}'),
                                   exists_ok=True)
             for name, table in self.tables.items():
                 ensure_table(client, table, name)
+
+    def clear(self) -> None:
+        """Empty this run's date partition of both tables: re-running a date replaces its
+        rows, so a retried scheduled run leaves no duplicates; other dates are never
+        touched."""
+        with self._client() as client:
+            for table in self.tables.values():
                 clear_partition(client, table, self.run_date)
+
+    @contextlib.contextmanager
+    def _client(self):
+        """A client for the tables' project; an API error is one line naming the table."""
+        from google.api_core import exceptions
+        from google.cloud import bigquery
+        ref = self.tables[LABELS]
+        try:
+            yield bigquery.Client(project=ref.project)
         except exceptions.GoogleAPICallError as e:
             raise ValueError(f'--bigquery_table {ref.sql}: {type(e).__name__}: '
                              f'{getattr(e, "message", e)}') from e

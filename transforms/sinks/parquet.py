@@ -228,8 +228,8 @@ class ParquetSink(Sink):
             FileSystems.join(self.folder, SUMMARY_FILE)]
         return [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
 
-    def prepare(self) -> None:
-        """Check the folder is writable; clear this date's partition (a re-run replaces it)."""
+    def check(self) -> None:
+        """The folder exists (made if not) and takes a file."""
         try:
             FileSystems.mkdirs(self.folder)
         except Exception:  # noqa: BLE001 - "already exists" is fine; the probe below decides
@@ -241,6 +241,9 @@ class ParquetSink(Sink):
         except Exception as e:  # noqa: BLE001
             raise ValueError(f'--output {self.output} is not writable: '
                              f'{type(e).__name__}: {e}') from e
+
+    def clear(self) -> None:
+        """This date's partition: a re-run replaces it."""
         existing = self._existing()
         if existing:
             FileSystems.delete(existing)
