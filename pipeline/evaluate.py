@@ -46,7 +46,7 @@ class TruthRow:
 
 def parse_truth(text: str, manifest: str) -> list[TruthRow]:
     """The manifest's labeled rows; ValueError naming the line of any row without a usable label."""
-    from transforms.read import resolve_relative
+    from transforms.listing import resolve_relative
     reader = csv.DictReader(io.StringIO(text))
     columns = [c.strip() for c in reader.fieldnames or []]
     reader.fieldnames = columns
@@ -142,7 +142,7 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     from pipeline.launch import execute, is_local_runner, prepare
     from pipeline.options import dry_run_from
     from pipeline.run import check_beam_flags, labels_alias, parser
-    from transforms.read import read_text
+    from transforms.listing import read_text
     argv = labels_alias(argv)
     args, rest = parser().parse_known_args(list(argv))
     check_beam_flags(rest)

@@ -21,7 +21,8 @@ from transforms.label import ImageModelHandler, LabelImages
 from transforms.models import ModelSpec
 from transforms.postprocess import ToErrorRows, ToLabelRows
 from transforms.errors import ERRORS_TAG
-from transforms.read import ListImages, ReadImages, RetryPolicy
+from transforms.listing import ListImages
+from transforms.read import ReadImages, RetryPolicy
 from transforms.incremental import (ERROR_INDEX_COLUMNS, INDEX_COLUMNS, ReadEarlier,
                                     ReuseByContent, SkipUnchanged)
 from transforms.sinks import ERRORS, LABELS, Sink

@@ -22,7 +22,7 @@ from pipeline.clock import now
 from pipeline.model_prep import load_model_facts, summary_extras
 from transforms.gcp import configure_emulators
 from transforms.models import REGISTRY
-from transforms.read import validate_source
+from transforms.listing import validate_source
 from transforms.sinks import Sink
 from transforms.sinks.parquet import earlier_runs, partition_dir
 

@@ -34,7 +34,8 @@ from transforms.decode import decode_image
 from transforms.errors import ImageError
 from transforms.label import LoadedModel, load_labeled_model, shared_labeled_model
 from transforms.models import FORMATS, ModelSpec, resolve_spec
-from transforms.read import RetryPolicy, expand_source, read_image_bytes
+from transforms.listing import expand_source
+from transforms.read import RetryPolicy, read_image_bytes
 from transforms.storage import ObjectReader
 
 _log = logging.getLogger('imagelabel')

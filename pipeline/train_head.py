@@ -77,7 +77,7 @@ def read_embeddings(pattern: str) -> Embeddings:
     """Every labels row the pattern names; ValueError if they are not one model's embeddings."""
     from pipeline.report.data import read_columns
     from transforms.head import base_model_id
-    from transforms.read import SourceKind, expand_source, source_kind
+    from transforms.listing import SourceKind, expand_source, source_kind
     from transforms.schema import LABELS_SCHEMA
     if source_kind(pattern) is SourceKind.DIRECTORY:  # a run's folder: its labels files
         pattern = FileSystems.join(pattern.rstrip('/'), '**/labels-*.parquet')
@@ -125,7 +125,7 @@ def read_embeddings(pattern: str) -> Embeddings:
 
 def read_class_labels(path: str) -> dict[str, str]:
     """uri -> class name from LABELS.csv; ValueError naming the line of a bad row."""
-    from transforms.read import read_text, resolve_relative
+    from transforms.listing import read_text, resolve_relative
     if not FileSystems.exists(path):
         raise ValueError(f'--labels {path} does not exist')
     reader = csv.DictReader(io.StringIO(read_text(path)))

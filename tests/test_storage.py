@@ -19,7 +19,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import metrics
 from transforms.errors import ERRORS_TAG
-from transforms.read import ListImages, ReadImages, RetryPolicy, read_image_bytes
+from transforms.listing import ListImages
+from transforms.read import ReadImages, RetryPolicy, read_image_bytes
 from transforms.storage import ObjectReader, split_gcs
 
 TestPipeline.__test__ = False

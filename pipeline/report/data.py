@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.read import open_raw
+from transforms.storage import open_raw
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
 from transforms.sinks.parquet import SUMMARY_FILE
 

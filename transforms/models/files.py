@@ -15,7 +15,7 @@ from typing import Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.read import open_raw
+from transforms.storage import open_raw
 
 
 def load_labels(path: str | None = None) -> list[str]:

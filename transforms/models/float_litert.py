@@ -31,7 +31,7 @@ from transforms.models import int8, model_cache
 from transforms.models.files import file_fingerprint
 from transforms.models.model_cache import CachedModel, package_version
 from transforms.models.spec import ModelSpec
-from transforms.read import open_raw
+from transforms.storage import open_raw
 
 #: --float_runtime: what runs a float32 Keras model.
 RUNTIMES = ('tensorflow', 'litert')

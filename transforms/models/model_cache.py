@@ -16,7 +16,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.models.float_head import FloatHead
-from transforms.read import open_raw
+from transforms.storage import open_raw
 
 
 def package_version(name: str) -> str | None:
