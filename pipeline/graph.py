@@ -1,8 +1,8 @@
 """The whole data flow, top to bottom.
 
     ListImages -> ReadImages -> DecodeImages -> LabelImages -> ToLabelRows --+--> each sink
-                      |             |              |                          |   (Parquet,
-                      +-------------+--------------+--> ToErrorRows ----------+    BigQuery)
+        |             |             |              |                          |   (Parquet,
+        +-------------+-------------+--------------+--> ToErrorRows ----------+    BigQuery)
 
 Every stage has a main output and an `errors` output of `Failure`s; the errors of
 all stages are flattened into one table, so each input URI ends as exactly one
@@ -45,7 +45,8 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
           earlier: EarlierRuns | None = None, progress_every_s: float | None = None,
           retry: RetryPolicy | None = None) -> None:
     """Add the labeling job to pipeline `p`; with `earlier`, an incremental run over it."""
-    listed = p | 'ListImages' >> ListImages(s.input, with_stat=earlier is not None)
+    listing = p | 'ListImages' >> ListImages(s.input, with_stat=earlier is not None)
+    listed = listing['uris']
 
     to_read, previous_labels = listed, None
     if earlier is not None:
@@ -84,7 +85,8 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
         k=min(s.top_k, len(model.labels)), labels=model.labels, model=model.spec.name,
         run_id=s.run_id, progress_every_s=progress_every_s)
 
-    error_rows = ((read[ERRORS_TAG], decoded[ERRORS_TAG], labeled[ERRORS_TAG])
+    error_rows = ((listing[ERRORS_TAG], read[ERRORS_TAG], decoded[ERRORS_TAG],
+                   labeled[ERRORS_TAG])
                   | 'CollectErrors' >> beam.Flatten()
                   | 'ToErrorRows' >> ToErrorRows(model_id=model.model_id, run_id=s.run_id))
 

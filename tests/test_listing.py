@@ -1,4 +1,7 @@
 """Listing --input: folders, globs, prefixes and manifests -> distinct URIs or error rows."""
+import os
+import pathlib
+
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -15,9 +18,9 @@ def test_list_images_expands_directories_globs_and_manifests(tmp_path):
     manifest = tmp_path / 'm.csv'
     manifest.write_text(f'uri,other\n{a},1\nphotos/sub/b.jpg,2\n{a},3\n')
     with TestPipeline() as p:
-        by_dir = p | 'Dir' >> ListImages(str(tmp_path / 'photos'))
-        by_glob = p | 'Glob' >> ListImages(str(tmp_path / 'photos' / '**' / '*.jpg'))
-        by_csv = p | 'Csv' >> ListImages(str(manifest))
+        by_dir = (p | 'Dir' >> ListImages(str(tmp_path / 'photos')))['uris']
+        by_glob = (p | 'Glob' >> ListImages(str(tmp_path / 'photos' / '**' / '*.jpg')))['uris']
+        by_csv = (p | 'Csv' >> ListImages(str(manifest)))['uris']
         assert_that(by_dir, equal_to([str(a), str(b), str(tmp_path / 'photos' / 'notes.txt')]),
                     label='dir')
         assert_that(by_glob, equal_to([str(a), str(b)]), label='glob')
@@ -32,9 +35,78 @@ def test_relative_globs_list_from_the_working_folder_as_the_user_spelled_them(tm
     write_jpeg(tmp_path / 'photos' / 'b.jpg', seed=1)
     monkeypatch.chdir(tmp_path)
     with TestPipeline() as p:
-        here = p | 'Here' >> ListImages('*.jpg')
-        below = p | 'Below' >> ListImages('**/*.jpg')
-        folder = p | 'Folder' >> ListImages('photos/*.jpg')
+        here = (p | 'Here' >> ListImages('*.jpg'))['uris']
+        below = (p | 'Below' >> ListImages('**/*.jpg'))['uris']
+        folder = (p | 'Folder' >> ListImages('photos/*.jpg'))['uris']
         assert_that(here, equal_to(['a.jpg']), label='here')
         assert_that(below, equal_to(['a.jpg', 'photos/b.jpg']), label='below')
         assert_that(folder, equal_to(['photos/b.jpg']), label='folder')
+
+
+def _run(input_spec, out):
+    """`imagelabel run` with the real MobileNet; its rows and summary.json."""
+    import json
+    import os
+    from conftest import read_parquet_rows, run_cli
+    model = os.path.join(os.environ['IMAGELABEL_ASSETS'], 'models',
+                         'mobilenet_v2_1.0_224_quant.tflite')
+    result = run_cli('run', '--input', input_spec, '--output', out, '--model', model)
+    assert result.code == 0, result.err
+    summary = json.loads(next(pathlib.Path(out).glob('**/summary.json')).read_text())
+    return read_parquet_rows(out, 'labels'), read_parquet_rows(out, 'errors'), summary
+
+
+def test_a_file_named_in_another_encoding_is_one_error_row_and_the_rest_are_labeled(tmp_path):
+    write_jpeg(tmp_path / 'in' / 'good.jpg')
+    write_jpeg(tmp_path / 'in' / 'also good.jpg', seed=1)
+    latin1 = os.fsencode(str(tmp_path / 'in')) + b'/caf\xe9.jpg'
+    with open(latin1, 'wb') as f:  # a real JPEG, whose name is Latin-1, not UTF-8
+        f.write((tmp_path / 'in' / 'good.jpg').read_bytes())
+    labels, errors, summary = _run(tmp_path / 'in', tmp_path / 'out')
+    assert sorted(pathlib.Path(r['uri']).name for r in labels) == ['also good.jpg', 'good.jpg']
+    assert [(e['uri'], e['stage'], e['error']) for e in errors] == [
+        (str(tmp_path / 'in' / 'caf\\xe9.jpg'), 'read', 'bad_name')]
+    assert (summary['inputs'], summary['labeled'], summary['errors']) == (3, 2, 1)
+    assert summary['balanced']
+
+
+def test_a_manifest_line_that_is_not_utf8_past_the_first_mebibyte_is_one_error_row(tmp_path):
+    good = write_jpeg(tmp_path / 'good.jpg')
+    manifest = tmp_path / 'big.txt'
+    padding = b''.join(b'# padding line %07d\n' % i for i in range(60_000))  # > 1 MiB
+    manifest.write_bytes(f'{good}\n'.encode() + padding + b'caf\xe9.jpg\n')
+    assert len(padding) > 1 << 20
+    labels, errors, summary = _run(manifest, tmp_path / 'out')
+    assert [r['uri'] for r in labels] == [str(good)]
+    assert [(e['uri'], e['error']) for e in errors] == [(str(tmp_path / 'caf\\xe9.jpg'),
+                                                         'bad_name')]
+    assert summary['balanced'] and summary['inputs'] == 2
+
+
+def test_a_named_pipe_in_the_input_folder_is_an_error_row_not_a_hang(tmp_path):
+    write_jpeg(tmp_path / 'in' / 'good.jpg')
+    os.mkfifo(tmp_path / 'in' / 'pipe.jpg')  # opening it would wait for a writer forever
+    labels, errors, summary = _run(tmp_path / 'in', tmp_path / 'out')
+    assert len(labels) == 1
+    assert [(pathlib.Path(e['uri']).name, e['error']) for e in errors] == [('pipe.jpg',
+                                                                            'not_a_file')]
+    assert summary['balanced']
+
+
+def test_a_folder_whose_name_has_glob_characters_is_listed_as_a_folder(tmp_path):
+    folder = tmp_path / 'photos [2024] *best?'
+    a = write_jpeg(folder / 'a.jpg')
+    b = write_jpeg(folder / 'sub' / 'b.jpg', seed=1)
+    write_jpeg(tmp_path / 'photos 2' / 'c.jpg', seed=2)  # what the unescaped pattern matches
+    with TestPipeline() as p:
+        listed = (p | ListImages(str(folder)))['uris']
+        assert_that(listed, equal_to([str(a), str(b)]))
+
+
+def test_spellings_of_one_relative_path_in_a_manifest_are_one_image(tmp_path):
+    a = write_jpeg(tmp_path / 'a.jpg')
+    manifest = tmp_path / 'm.txt'
+    manifest.write_text('a.jpg\n./a.jpg\nsub/../a.jpg\n')
+    with TestPipeline() as p:
+        listed = (p | ListImages(str(manifest)))['uris']
+        assert_that(listed, equal_to([str(a)]))

@@ -140,7 +140,7 @@ def test_a_300_object_read_makes_a_handful_of_storage_clients_not_one_per_object
 
     monkeypatch.setattr(storage.Client, '__init__', counting_init)
     p = TestPipeline()
-    read = (p | ListImages(f'gs://{BUCKET}/many/')
+    read = ((p | ListImages(f'gs://{BUCKET}/many/'))['uris']
             | ReadImages(retry=RetryPolicy(attempts=2, initial_backoff_s=0.01)))
     assert_that(read.images | beam.combiners.Count.Globally(), equal_to([300]))
     result = p.run()

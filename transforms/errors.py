@@ -26,8 +26,11 @@ ERROR_CLASSES: dict[str, str] = {
                  'Check the path or the manifest.',
     'permission_denied': 'The worker may not read the URI. Grant the job\'s '
                          'service account read access.',
-    'not_a_file': 'The URI names a directory or other non-file. List files, '
-                  'not folders, in manifests.',
+    'not_a_file': 'The URI names a directory or other non-file (a named pipe, '
+                  'a socket, a device). List files, not folders, in manifests.',
+    'bad_name': 'The name is not valid UTF-8 (a file named in another encoding, '
+                'or a manifest line that is not text); the uri column shows '
+                'its other bytes as \\xNN. Rename the file or fix the manifest.',
     'read_failed': 'Reading kept failing after the retries (timeouts, 429 or '
                    '5xx from the store), or failed in an unexpected way. '
                    'Re-run later; the message has the last cause.',

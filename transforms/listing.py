@@ -14,6 +14,8 @@ import csv
 import enum
 import io
 import os
+import posixpath
+import warnings
 from typing import Iterator
 
 import apache_beam as beam
@@ -21,6 +23,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
+from transforms.errors import ERRORS_TAG, Failure
 from transforms.incremental import Listed
 from transforms.storage import open_raw
 
@@ -50,8 +53,37 @@ def _is_directory(path: str) -> bool:
     return '://' not in path and os.path.isdir(path)
 
 
+def escape_glob(path: str) -> str:
+    """`path` as a pattern that matches only itself: Beam's match reads `*`, `?` and `[`
+    as wildcards, and has no escape but a one-character class (`[[]`)."""
+    return ''.join(f'[{c}]' if c in '*?[' else c for c in path)
+
+
 def directory_pattern(src: str) -> str:
-    return FileSystems.join(src.rstrip('/'), '**')
+    """Everything under a folder, whose own name may hold `[`, `*` or `?`.
+
+    Beam lists from the longest prefix without a wildcard, so a folder whose name has
+    one is found by listing its parent: correct, only slower.
+    """
+    return FileSystems.join(escape_glob(src.rstrip('/')), '**')
+
+
+def shown_name(uri: str) -> str | None:
+    """None for a URI that is text; for one that is not (a file name in another encoding,
+    a manifest line that is not UTF-8), the same URI with each undecodable byte as \\xNN.
+
+    Such a URI cannot be written to Parquet or BigQuery, nor cross a Beam boundary as
+    a string, so it becomes an error row under the escaped name.
+    """
+    try:
+        uri.encode('utf-8')
+        return None
+    except UnicodeEncodeError:
+        pass
+    try:  # os.listdir and the manifest's decoding carry undecodable bytes as surrogates
+        return uri.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    except UnicodeEncodeError:
+        return uri.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
 def parse_manifest(text: str, kind: SourceKind) -> Iterator[str]:
@@ -76,20 +108,24 @@ def parse_manifest(text: str, kind: SourceKind) -> Iterator[str]:
 
 
 def resolve_relative(uri: str, manifest: str) -> str:
-    """Manifest URIs may be relative to the manifest's own folder."""
+    """Manifest URIs may be relative to the manifest's own folder. The relative part is
+    made normal, so `a.jpg`, `./a.jpg` and `x/../a.jpg` in one manifest are one image."""
     if '://' in uri or uri.startswith('/'):
         return uri
     base = manifest.rsplit('/', 1)[0] if '/' in manifest else '.'
-    return FileSystems.join(base, uri)
+    return FileSystems.join(base, posixpath.normpath(uri))
 
 
-def read_text(uri: str, max_bytes: int = -1) -> str:
-    """A UTF-8 text file (or its first max_bytes, cut at the last whole line)."""
+def read_text(uri: str, max_bytes: int = -1, errors: str = 'strict') -> str:
+    """A UTF-8 text file (or its first max_bytes, cut at the last whole line).
+
+    errors='surrogateescape' keeps bytes that are not UTF-8 (see `shown_name`).
+    """
     with open_raw(uri) as f:
         data = f.read(max_bytes)
     if 0 < max_bytes <= len(data):
         data = data[:data.rfind(b'\n') + 1]
-    return data.decode('utf-8-sig')
+    return data.decode('utf-8-sig', errors)
 
 
 def expand_source(src: str, limit: int | None = None) -> Iterator[str]:
@@ -106,7 +142,7 @@ def expand_listing(src: str, limit: int | None = None
     """(uri, size, modification time) for every URI --input names; a manifest gives no stat."""
     kind = source_kind(src)
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
-        for uri in parse_manifest(read_text(src), kind):
+        for uri in parse_manifest(read_text(src, errors='surrogateescape'), kind):
             yield resolve_relative(uri, src), None, None
         return
     pattern = directory_pattern(src) if kind is SourceKind.DIRECTORY else src
@@ -118,7 +154,10 @@ def expand_listing(src: str, limit: int | None = None
     # Beam's "**/" needs at least one folder; users mean "this folder and below".
     patterns = [pattern] + ([pattern.replace('**/', '', 1)] if '**/' in pattern else [])
     seen = set()
-    for result in FileSystems.match(patterns, limits=[limit] * len(patterns) if limit else None):
+    with warnings.catch_warnings():  # an escaped '[' is '[[]', which `re` frowns upon
+        warnings.filterwarnings('ignore', 'Possible nested set', FutureWarning)
+        results = FileSystems.match(patterns, limits=[limit] * len(patterns) if limit else None)
+    for result in results:
         for meta in result.metadata_list:
             # "folder/" placeholder objects (made by consoles on object stores) are not images
             if meta.path not in seen and not meta.path.endswith('/') and not _is_directory(meta.path):
@@ -144,7 +183,8 @@ def _check_source(src: str) -> None:
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
         if not FileSystems.exists(src):
             raise ValueError(f'--input manifest {src} does not exist')
-        first = next(iter(parse_manifest(read_text(src, max_bytes=1 << 20), kind)), None)
+        first = next(iter(parse_manifest(read_text(src, max_bytes=1 << 20,
+                                                   errors='surrogateescape'), kind)), None)
         if first is None:
             raise ValueError(f'--input manifest {src} lists no URI')
         return
@@ -154,10 +194,34 @@ def _check_source(src: str) -> None:
             '"photos/**/*.jpg", or a .txt/.csv manifest')
 
 
-class ListImages(beam.PTransform):
-    """--input spec -> distinct URIs (duplicates are labeled once, and counted).
+class _ExpandSource(beam.DoFn):
+    """--input -> its entries: URIs (or (uri, size, time) with `with_stat`), and a
+    `Failure` for each entry whose name is not text, counted as listed and as an input."""
 
-    With `with_stat`, the elements are `Listed` (URI, size, modification time), which
+    def __init__(self, with_stat: bool):
+        self._with_stat = with_stat
+        self._listed = metrics.counter(metrics.LISTED)
+        self._inputs = metrics.counter(metrics.INPUTS)
+
+    def process(self, src: str):
+        for uri, size, updated in expand_listing(src):
+            shown = shown_name(uri)
+            if shown is None:
+                yield (uri, size, updated) if self._with_stat else uri
+                continue
+            self._listed.inc()
+            self._inputs.inc()
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, Failure(
+                uri=shown, stage='read', error='bad_name',
+                message='the name is not valid UTF-8 (its other bytes shown as \\xNN)',
+                source=Listed(shown, size, updated) if self._with_stat else None))
+
+
+class ListImages(beam.PTransform):
+    """--input spec -> `uris`: distinct URIs (duplicates are labeled once, and counted),
+    and `errors`: entries that cannot be a URI.
+
+    With `with_stat`, the URIs are `Listed` (URI, size, modification time), which
     incremental runs compare with earlier rows.
     """
 
@@ -174,11 +238,16 @@ class ListImages(beam.PTransform):
             counter.inc()
             return uri
 
-        distinct = (
+        entries = (
             pbegin
             | 'Source' >> beam.Create([self._source])
-            | 'ExpandSource' >> beam.FlatMap(expand_listing if self._with_stat else expand_source)
+            | 'ExpandSource' >> beam.ParDo(_ExpandSource(self._with_stat)).with_outputs(
+                ERRORS_TAG, main='uris'))
+        distinct = (
+            entries.uris
             | 'CountListed' >> beam.Map(count, listed)
             | 'DropDuplicateUris' >> beam.Distinct()  # (uri, size, time) tuples, or URIs
             | 'CountInputs' >> beam.Map(count, inputs))
-        return distinct | 'ToListed' >> beam.MapTuple(Listed) if self._with_stat else distinct
+        if self._with_stat:
+            distinct = distinct | 'ToListed' >> beam.MapTuple(Listed)
+        return {'uris': distinct, ERRORS_TAG: entries[ERRORS_TAG]}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import random
 import socket
+import stat
 import time
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -103,6 +105,15 @@ class RetryPolicy:
             delay = min(delay * 2, self.max_backoff_s)
 
 
+def _special_file(path: str) -> bool:
+    """A local path that exists and is neither a regular file nor a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # missing or unreadable: the read says which
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
 def read_image_bytes(uri: str, *, max_bytes: int, retry: RetryPolicy = RetryPolicy(),
                      on_retry: Callable[[], None] = lambda: None,
                      sleep: Callable[[float], None] = time.sleep,
@@ -112,6 +123,8 @@ def read_image_bytes(uri: str, *, max_bytes: int, retry: RetryPolicy = RetryPoli
     `retry.attempts` is the total number of requests: the reader itself never retries.
     """
     reader = reader or ObjectReader()
+    if '://' not in uri and _special_file(uri):  # opening a named pipe waits forever
+        raise ImageError('read', 'not_a_file', 'a named pipe, socket or device, not a file')
     delays = retry.delays()
     while True:
         try:
