@@ -83,7 +83,7 @@ BAD_FLAGS = [
     ('input_manifest_is_a_directory', {'--input': '{root}/manifest_dir.txt'},
      ['cannot be read', 'IsADirectoryError']),
     ('input_manifest_not_text', {'--input': '{root}/binary.txt'},
-     ['cannot be read', 'UnicodeDecodeError']),
+     ['binary.txt is not UTF-8 text', 'it begins']),
     ('input_store_refuses_listing', {'--input': 'refusing://bucket/photos/'},
      ['cannot be read', '403 Forbidden']),
     ('csv_manifest_without_uri_column', {'--input': '{root}/no_uri_column.csv'},

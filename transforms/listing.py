@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import enum
 import io
+import itertools
 import os
 import posixpath
 import warnings
@@ -183,10 +184,15 @@ def _check_source(src: str) -> None:
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
         if not FileSystems.exists(src):
             raise ValueError(f'--input manifest {src} does not exist')
-        first = next(iter(parse_manifest(read_text(src, max_bytes=1 << 20,
-                                                   errors='surrogateescape'), kind)), None)
-        if first is None:
+        head = read_text(src, max_bytes=1 << 20, errors='surrogateescape')
+        uris = list(itertools.islice(parse_manifest(head, kind), 1000))
+        if not uris:
             raise ValueError(f'--input manifest {src} lists no URI')
+        # One line that is not text is one error row; a file with no text line is not a
+        # manifest at all.
+        if all(shown_name(u) is not None for u in uris):
+            raise ValueError(f'--input manifest {src} is not UTF-8 text (it begins '
+                             f'{shown_name(uris[0])[:60]!r})')
         return
     if next(expand_source(src, limit=1000), None) is None:
         raise ValueError(
