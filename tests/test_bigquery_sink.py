@@ -122,9 +122,22 @@ def test_file_loads_without_a_gs_temp_location_is_refused_with_the_fix():
     assert sink.method == 'streaming_inserts' and sink.tables['errors'].table == 't_errors'
 
 
-def test_bigquery_temp_without_a_table_is_a_contradiction():
-    with pytest.raises(ValueError, match='only used with --bigquery_table'):
-        sinks_for(_flags('--output', '/tmp/o', '--bigquery_temp', 'gs://b/t'), RUN)
+@pytest.mark.parametrize('flags, message', [
+    (['--bigquery_temp', 'gs://b/t'], '--bigquery_temp is only used with --bigquery_table'),
+    (['--bigquery_method', 'streaming_inserts'],
+     '--bigquery_method is only used with --bigquery_table'),
+    (['--bigquery_table', 'proj-1:d.t', '--bigquery_method', 'streaming_inserts',
+      '--bigquery_temp', 'gs://b/t'], 'streaming_inserts stages none'),
+])
+def test_bigquery_flags_that_contradict_each_other_are_refused(flags, message):
+    with pytest.raises(ValueError, match=message):
+        sinks_for(_flags('--output', '/tmp/o', *flags), RUN)
+
+
+def test_file_loads_is_the_method_when_none_is_given():
+    (_, sink) = sinks_for(_flags('--output', '/tmp/o', '--bigquery_table', 'proj-1:d.t',
+                                 '--bigquery_temp', 'gs://b/t'), RUN)
+    assert sink.method == 'file_loads'
 
 
 def test_the_table_project_defaults_to_the_project_flag():

@@ -188,9 +188,10 @@ class BigQuerySink(Sink):
             'PROJECT.DATASET.TABLE; errors go to TABLE_errors. Dataset and tables are '
             'created if needed, partitioned by run_date.')
         parser.add_argument(
-            '--bigquery_method', default='file_loads', choices=METHODS,
-            help='file_loads: batch load jobs (free; stage files under --bigquery_temp); '
-            'streaming_inserts: rows arrive as they are labeled (billed per GB).')
+            '--bigquery_method', default=None, choices=METHODS,
+            help='With --bigquery_table: file_loads (the default), batch load jobs (free; '
+            'stage files under --bigquery_temp); streaming_inserts: rows arrive as they are '
+            'labeled (billed per GB).')
         parser.add_argument(
             '--bigquery_temp', default=None,
             help='gs:// folder where file_loads stages its files; default: --temp_location.')
@@ -198,15 +199,20 @@ class BigQuerySink(Sink):
     @classmethod
     def from_options(cls, flags: Any, run: RunInfo) -> 'BigQuerySink | None':
         if not flags.bigquery_table:
-            if flags.bigquery_temp:
-                raise ValueError('--bigquery_temp is only used with --bigquery_table')
+            for flag in ('bigquery_temp', 'bigquery_method'):
+                if getattr(flags, flag):
+                    raise ValueError(f'--{flag} is only used with --bigquery_table')
             return None
+        method = flags.bigquery_method or 'file_loads'
+        if method == 'streaming_inserts' and flags.bigquery_temp:
+            raise ValueError('--bigquery_temp stages files for file_loads; streaming_inserts '
+                             'stages none: leave out one of the two')
         from apache_beam.options.pipeline_options import GoogleCloudOptions
         gcp = flags.view_as(GoogleCloudOptions)
         from transforms.gcp import EMULATOR_PROJECT, using_emulators
         default_project = gcp.project or (EMULATOR_PROJECT if using_emulators() else None)
         return cls(parse_table(flags.bigquery_table, default_project),
-                   method=flags.bigquery_method,
+                   method=method,
                    temp_location=flags.bigquery_temp or gcp.temp_location,
                    run_date=run.run_date, run_id=run.run_id)
 
