@@ -22,7 +22,7 @@ from pipeline.clock import now
 from pipeline.model_prep import load_model_facts, summary_extras
 from transforms.gcp import configure_emulators
 from transforms.models import REGISTRY
-from transforms.listing import validate_source
+from transforms.listing import check_output_outside, validate_source
 from transforms.sinks import Sink
 from transforms.sinks.parquet import earlier_runs, partition_dir
 
@@ -72,6 +72,7 @@ def prepare(argv: Sequence[str] | None = None, *, started: float | None = None) 
         _check_paths_reach_workers(s)
     sinks = sinks_from(options, s, local=local)
     validate_source(s.input)
+    check_output_outside(s.input, s.output)
     model = load_model_facts(s, local=local)
     if not s.dry_run:  # a dry run creates and deletes nothing
         for sink in sinks:  # all checked before any is cleared: a refusal deletes nothing

@@ -179,6 +179,22 @@ def validate_source(src: str) -> None:
         raise ValueError(f'--input {src} cannot be read: {message}') from e
 
 
+def check_output_outside(src: str, output: str | None) -> None:
+    """Refuse an --output inside an --input folder: the next run would list the Parquet
+    and summary files written there as images (one error row each, every run)."""
+    if not output or source_kind(src) is not SourceKind.DIRECTORY:
+        return
+
+    def folder(path: str) -> str:
+        path = path if '://' in path else os.path.abspath(path)
+        return path.rstrip('/') + '/'
+
+    if folder(output).startswith(folder(src)):
+        raise ValueError(f'--output {output} is inside --input {src}: the next run would '
+                         'list its files as images; choose an output outside the input '
+                         f'folder, or give --input as a glob such as {src.rstrip("/")}/**/*.jpg')
+
+
 def _check_source(src: str) -> None:
     kind = source_kind(src)
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):

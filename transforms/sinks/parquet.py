@@ -218,6 +218,10 @@ class ParquetSink(Sink):
     def from_options(cls, flags: Any, run: RunInfo) -> 'ParquetSink | None':
         if not flags.output:
             return None
+        wild = sorted({c for c in flags.output if c in '*?['})
+        if wild:  # Beam's file sinks match, rename and delete through patterns
+            raise ValueError(f'--output {flags.output} holds {" ".join(wild)}, which Beam\'s '
+                             'file sinks read as a pattern; choose a folder name without them')
         return cls(flags.output, run_date=run.run_date, run_id=run.run_id)
 
     def describe(self) -> str:
