@@ -66,7 +66,8 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
     images, reused = read.images, None
     if previous_labels is not None:
         fresh = images | 'ReuseByContent' >> ReuseByContent(
-            previous_labels, model_id=model.model_id, run_id=s.run_id)
+            previous_labels, model_id=model.model_id, run_id=s.run_id,
+            top_k=min(s.top_k, len(model.labels)))
         images, reused = fresh.images, fresh.reused
 
     decoded = images | 'DecodeImages' >> DecodeImages(

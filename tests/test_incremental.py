@@ -169,3 +169,27 @@ def test_transient_failures_are_retried_and_permanent_ones_only_when_asked_or_ch
 def test_retry_errors_without_skip_existing_is_refused(tmp_path):
     result = run_cli('run', '--input', tmp_path, '--output', tmp_path / 'o', '--retry_errors')
     assert result.code == 2 and 'only applies with --skip_existing' in result.err
+
+
+def test_a_copy_reused_under_another_top_k_has_that_many_labels(photos, mobilenet_v2_quant,
+                                                                 tmp_path):
+    from conftest import read_parquet_rows
+    folder, out = tmp_path / 'bucket', tmp_path / 'out'
+    folder.mkdir()
+    for p in photos[:3]:
+        shutil.copy(p, folder / p.name)
+    _run(folder, out, mobilenet_v2_quant, '2026-11-01', '--top_k', '5')
+    shutil.copy(photos[0], folder / 'copy-a.jpg')  # new URI, known content
+    fewer, _ = _run(folder, out, mobilenet_v2_quant, '2026-11-02', '--top_k', '2')
+    shutil.copy(photos[0], folder / 'copy-b.jpg')
+    more, _ = _run(folder, out, mobilenet_v2_quant, '2026-11-03', '--top_k', '7')
+
+    def labels_of(date):
+        return {pathlib.Path(r['uri']).name: [x['label'] for x in r['labels']]
+                for r in read_parquet_rows(out / f'run_date={date}', 'labels')}
+    day1, day2, day3 = (labels_of(d) for d in ('2026-11-01', '2026-11-02', '2026-11-03'))
+    # A smaller k: the copy's earlier row, cut to 2 labels.
+    assert fewer['reused'] == 1 and day2 == {'copy-a.jpg': day1[photos[0].name][:2]}
+    # A larger k: rows of 5 or 2 labels cannot stand for 7, so the copy is labeled again.
+    assert more['reused'] == 0 and more['labeled'] == 1
+    assert len(day3['copy-b.jpg']) == 7 and day3['copy-b.jpg'][:5] == day1[photos[0].name]

@@ -114,9 +114,19 @@ def source_columns(listed: Listed | None) -> dict[str, Any]:
 
 
 def reused_row(previous: dict[str, Any], uri: str, *, run_id: str,
-               processed_at: datetime.datetime) -> dict[str, Any]:
-    """An earlier label row of the same content, copied under a new URI and run."""
-    return dict(previous, uri=uri, run_id=run_id, processed_at=processed_at)
+               processed_at: datetime.datetime, top_k: int | None = None) -> dict[str, Any]:
+    """An earlier label row of the same content, copied under a new URI and run, its
+    labels cut to this run's `top_k` (`reusable` says whether it has that many)."""
+    row = dict(previous, uri=uri, run_id=run_id, processed_at=processed_at)
+    if top_k is not None:
+        row['labels'] = list(previous['labels'])[:top_k]
+    return row
+
+
+def reusable(previous: dict[str, Any] | None, top_k: int) -> bool:
+    """An earlier row can stand for this run's if it holds at least this run's top-k
+    (`--top_k` is not in model_id: it changes how many labels a row keeps, not them)."""
+    return previous is not None and len(previous['labels']) >= top_k
 
 
 # --- the transforms -------------------------------------------------------------------
@@ -160,28 +170,30 @@ class SkipUnchanged(beam.PTransform):
 class ReuseByContent(beam.PTransform):
     """ImageBytes -> ImageBytes still to label (main) and copied label rows (`reused`)."""
 
-    def __init__(self, previous_labels: beam.PCollection, *, model_id: str, run_id: str):
+    def __init__(self, previous_labels: beam.PCollection, *, model_id: str, run_id: str,
+                 top_k: int):
         super().__init__()
         self._previous = previous_labels
         self._model_id = model_id
         self._run_id = run_id
+        self._top_k = top_k
 
     def expand(self, images):
-        model_id, run_id = self._model_id, self._run_id
+        model_id, run_id, top_k = self._model_id, self._run_id, self._top_k
         reused = metrics.counter(metrics.REUSED)
 
         def split(joined):
             _, groups = joined
             earlier = next(iter(groups['previous']), None)
             for image in groups['images']:
-                if earlier is None:
+                if not reusable(earlier, top_k):
                     yield image
                 else:
                     reused.inc()
                     yield beam.pvalue.TaggedOutput('reused', dict(reused_row(
                         earlier, image.uri, run_id=run_id,
-                        processed_at=datetime.datetime.now(datetime.timezone.utc)),
-                        **source_columns(image.source)))
+                        processed_at=datetime.datetime.now(datetime.timezone.utc),
+                        top_k=top_k), **source_columns(image.source)))
 
         same_model = (self._previous
                       | 'SameModelOnly' >> beam.Filter(lambda r: r['model_id'] == model_id)
