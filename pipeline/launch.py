@@ -77,7 +77,7 @@ def prepare(argv: Sequence[str] | None = None, *, started: float | None = None) 
     if not s.dry_run:  # a dry run creates and deletes nothing
         for sink in sinks:  # all checked before any is cleared: a refusal deletes nothing
             sink.check()
-        for sink in sinks:
+        for sink in sorted(sinks, key=lambda sink: not sink.clear_may_fail):
             sink.clear()
     return Launch(options, s, model, sinks, local, started)
 

@@ -337,6 +337,28 @@ def test_a_launch_refused_by_one_sink_deletes_nothing_in_the_others(runs, tmp_pa
     assert kept == PHOTOS  # the labels table's rows of that date, kept
 
 
+def test_a_bigquery_delete_refused_after_the_checks_leaves_the_parquet_partition(
+        runs, tmp_path, monkeypatch):
+    from google.api_core import exceptions
+    from transforms.sinks import bigquery as bq
+    cloud = runs['cloud']
+    argv = ['run', '--input', runs['tmp'] / 'in', '--output', tmp_path / 'out',
+            '--bigquery_table', f'{cloud.project}.buffered.labels',
+            '--bigquery_method', 'streaming_inserts', '--run_date', '2026-11-04',
+            '--model', 'gs://imagelabel-test/e2e/m.tflite']
+    assert run_cli(*argv).code == 0
+    partition = tmp_path / 'out' / 'run_date=2026-11-04'
+    before = sorted(p.name for p in partition.iterdir())
+
+    def refused(client, table, run_date):  # what BigQuery answers while rows are buffered
+        raise exceptions.BadRequest('UPDATE or DELETE statement over table would affect rows '
+                                    'in the streaming buffer, which is not supported')
+    monkeypatch.setattr(bq, 'clear_partition', refused)
+    again = run_cli(*argv)
+    assert again.code == 2 and 'streaming buffer' in again.err, again.err
+    assert sorted(p.name for p in partition.iterdir()) == before
+
+
 def test_a_saved_model_folder_on_gs_loads_and_leaves_no_local_copy(runs, tiny_keras_model,
                                                                    tmp_path):
     import keras

@@ -6,8 +6,8 @@ them itself to what its store wants. The launcher only calls the methods below,
 in this order: `from_options` (is it asked for? flags valid?), `check` on every
 sink (at launch: create or check the destination, fail fast), then `clear` on
 every sink (empty the date a re-run replaces; only once all passed, so a refused
-launch deletes nothing), `expand` inside the graph, and `written` after the run
-for the summary.
+launch deletes nothing; sinks whose clear may be refused go first), `expand`
+inside the graph, and `written` after the run for the summary.
 """
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ class Sink(beam.PTransform, abc.ABC):
 
     #: The flag that turns this sink on (used in "give --output or ..." messages).
     enabling_flag: ClassVar[str]
+    #: Whether `clear` may be refused after every `check` passed (a remote DELETE, e.g.
+    #: BigQuery's while streamed rows are still buffered): such sinks clear first, so a
+    #: refusal there costs no other sink its rows.
+    clear_may_fail: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod

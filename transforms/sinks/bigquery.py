@@ -163,6 +163,7 @@ class BigQuerySink(Sink):
     """TABLE (labels) and TABLE_errors, partitioned by run_date, through WriteToBigQuery."""
 
     enabling_flag = '--bigquery_table'
+    clear_may_fail = True
 
     def __init__(self, table: TableRef, *, method: str = 'file_loads',
                  temp_location: str | None = None, run_date: str, run_id: str = 'run'):
