@@ -110,3 +110,12 @@ def test_spellings_of_one_relative_path_in_a_manifest_are_one_image(tmp_path):
     with TestPipeline() as p:
         listed = (p | ListImages(str(manifest)))['uris']
         assert_that(listed, equal_to([str(a)]))
+
+
+def test_a_pattern_of_folders_ending_in_a_slash_lists_every_matching_folder(tmp_path):
+    a = write_jpeg(tmp_path / 'months' / '2024-01' / 'a.jpg')
+    b = write_jpeg(tmp_path / 'months' / '2024-02' / 'sub' / 'b.jpg', seed=1)
+    write_jpeg(tmp_path / 'months' / '2023-12' / 'c.jpg', seed=2)
+    with TestPipeline() as p:
+        listed = (p | ListImages(f'{tmp_path}/months/2024-*/'))['uris']
+        assert_that(listed, equal_to([str(a), str(b)]))

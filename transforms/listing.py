@@ -61,12 +61,14 @@ def escape_glob(path: str) -> str:
 
 
 def directory_pattern(src: str) -> str:
-    """Everything under a folder, whose own name may hold `[`, `*` or `?`.
+    """Everything under a folder, whose own name may hold `[`, `*` or `?` (escaped only
+    for a folder that exists as named).
 
     Beam lists from the longest prefix without a wildcard, so a folder whose name has
     one is found by listing its parent: correct, only slower.
     """
-    return FileSystems.join(escape_glob(src.rstrip('/')), '**')
+    folder = src.rstrip('/')  # 'photos/2024-*/' is a pattern of folders: left as it is
+    return FileSystems.join(escape_glob(folder) if _is_directory(folder) else folder, '**')
 
 
 def shown_name(uri: str) -> str | None:
