@@ -188,7 +188,7 @@ def check_output_outside(src: str, output: str | None) -> None:
         return
 
     def folder(path: str) -> str:
-        path = path if '://' in path else os.path.abspath(path)
+        path = path if '://' in path else os.path.realpath(path)  # through symlinks too
         return path.rstrip('/') + '/'
 
     if folder(output).startswith(folder(src)):
