@@ -93,9 +93,11 @@ def cosine(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
 def nearest(query: np.ndarray, chunks: Iterable[Chunk], k: int,
             exclude_uri: str | None = None, not_finite: list[int] | None = None
             ) -> list[Neighbour]:
-    """The k rows most cosine-similar to `query`, best first (ties: by URI).
+    """The k images most cosine-similar to `query`, best first (ties: by URI).
 
-    Pure over its chunks: keeps only the best k seen so far between chunks. Rows whose
+    An image with several rows (labeled on several dates, or through a head and without)
+    is listed once, with its best row (the first read, among equals). Pure over its
+    chunks: keeps only the best k images seen so far between chunks. Rows whose
     embedding is not finite are left out, and counted in `not_finite[0]`.
     """
     q = np.asarray(query, np.float32)
@@ -118,13 +120,23 @@ def nearest(query: np.ndarray, chunks: Iterable[Chunk], k: int,
         if exclude_uri is not None:
             keep &= np.asarray([u != exclude_uri for u in chunk.uris])
         idx = np.flatnonzero(keep)
-        if len(idx) > k:  # the k best, and every row tied with the k-th: ties go by URI below
-            kth = np.partition(sims[idx], len(idx) - k)[len(idx) - k]
-            idx = idx[sims[idx] >= kth]
+        if len(idx) > k:  # the rows of the k best images, and every row tied with the k-th
+            images: set[str] = set()
+            for i in idx[np.argsort(-sims[idx], kind='stable')]:
+                images.add(chunk.uris[i])
+                if len(images) == k:
+                    idx = idx[sims[idx] >= sims[i]]
+                    break
         sim = np.concatenate([best_sim, sims[idx]])
         uris = best_uri + [chunk.uris[i] for i in idx]
         labels = best_label + [chunk.top_labels[i] for i in idx]
-        order = sorted(range(len(sim)), key=lambda i: (-float(sim[i]), uris[i]))[:k]
+        order, listed = [], set()
+        for i in sorted(range(len(sim)), key=lambda i: (-float(sim[i]), uris[i], i)):
+            if uris[i] not in listed:  # an image's best row, the first read among equals
+                listed.add(uris[i])
+                order.append(i)
+                if len(order) == k:
+                    break
         best_sim = sim[order]
         best_uri = [uris[i] for i in order]
         best_label = [labels[i] for i in order]

@@ -134,3 +134,14 @@ def test_a_parquet_file_without_the_runs_columns_is_one_line(tool, tmp_path):
     assert result.code == 2, (result.out, result.err)
     assert 'labels-0.parquet has no' in result.err and 'labels file of imagelabel run' in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_an_image_with_several_rows_is_listed_once_with_its_best_row():
+    # 'x' labeled on two dates (two rows, same embedding) and, in the second chunk, once
+    # more through a head; k=2 must still give two different images.
+    emb = np.array([[1, 0], [1, 0.01], [1, 0.2], [0, 1]], np.float32)
+    first = Chunk(['x', 'x', 'y', 'z'], ['cat', 'cat', 'dog', 'car'], emb)
+    second = Chunk(['x'], ['pet'], emb[:1])
+    got = nearest(np.array([1, 0], np.float32), [first, second], k=2)
+    assert [(r.uri, r.top_label) for r in got] == [('x', 'cat'), ('y', 'dog')]
+    assert [r.rank for r in got] == [1, 2]
