@@ -119,3 +119,20 @@ def test_a_pattern_of_folders_ending_in_a_slash_lists_every_matching_folder(tmp_
     with TestPipeline() as p:
         listed = (p | ListImages(f'{tmp_path}/months/2024-*/'))['uris']
         assert_that(listed, equal_to([str(a), str(b)]))
+
+
+def test_an_output_is_refused_only_where_the_input_would_list_its_files(tmp_path,
+                                                                         monkeypatch):
+    import pytest
+    from transforms.listing import check_output_outside
+    monkeypatch.chdir(tmp_path)
+    write_jpeg(tmp_path / 'photos' / 'a.jpg')
+    refused = [('photos', 'photos/labels'), ('photos/**', 'photos/labels'),
+               ('gs://b/photos/', 'gs://b/photos/out'), ('photos/*/*/*', 'photos/out')]
+    allowed = [('photos/**/*.jpg', 'photos/labels'), ('photos', 'labels'),
+               ('gs://b/photos/*.jpg', 'gs://b/photos/out'), ('photos/m.csv', 'photos/out')]
+    for src, output in refused:
+        with pytest.raises(ValueError, match='is inside --input'):
+            check_output_outside(src, output)
+    for src, output in allowed:
+        check_output_outside(src, output)

@@ -16,11 +16,12 @@ import io
 import itertools
 import os
 import posixpath
+import re
 import warnings
 from typing import Iterator
 
 import apache_beam as beam
-from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystem import BeamIOError, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
@@ -181,20 +182,34 @@ def validate_source(src: str) -> None:
         raise ValueError(f'--input {src} cannot be read: {message}') from e
 
 
+#: Files a run writes under --output (the Parquet sink's names), as a glob input would see
+#: them: what `check_output_outside` tries the input's pattern on.
+_WRITTEN = ('run_date=2000-01-01/labels-00000-of-00001.parquet', 'run_date=2000-01-01/summary.json')
+
+
 def check_output_outside(src: str, output: str | None) -> None:
-    """Refuse an --output inside an --input folder: the next run would list the Parquet
-    and summary files written there as images (one error row each, every run)."""
-    if not output or source_kind(src) is not SourceKind.DIRECTORY:
+    """Refuse an --output whose files --input would list: inside an --input folder, or
+    matched by a recursive glob (`photos/**`). The next run would take the Parquet and
+    summary files written there for images (one error row each, every run)."""
+    kind = source_kind(src)
+    if not output or kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
         return
 
-    def folder(path: str) -> str:
-        path = path if '://' in path else os.path.realpath(path)  # through symlinks too
-        return path.rstrip('/') + '/'
+    def local(path: str, real: bool = False) -> str:
+        if '://' in path:
+            return path
+        return os.path.realpath(path) if real else os.path.abspath(path)
 
-    if folder(output).startswith(folder(src)):
+    if kind is SourceKind.DIRECTORY:  # through symlinks too
+        inside = (local(output, True).rstrip('/') + '/').startswith(
+            local(src, True).rstrip('/') + '/')
+    else:
+        pattern = re.compile(FileSystem.translate_pattern(local(src)))
+        inside = any(pattern.match(FileSystems.join(local(output), name)) for name in _WRITTEN)
+    if inside:
         raise ValueError(f'--output {output} is inside --input {src}: the next run would '
-                         'list its files as images; choose an output outside the input '
-                         f'folder, or give --input as a glob such as {src.rstrip("/")}/**/*.jpg')
+                         'list its files as images; choose an output outside the input, or '
+                         'an --input that names only images (such as photos/**/*.jpg)')
 
 
 def _check_source(src: str) -> None:
