@@ -139,7 +139,7 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     and by `models --eval`.
     """
     from apache_beam.options.pipeline_options import PipelineOptions
-    from pipeline.launch import execute, is_local_runner, prepare
+    from pipeline.launch import clear_outputs, execute, is_local_runner, prepare
     from pipeline.options import dry_run_from
     from pipeline.run import check_beam_flags, labels_alias, parser
     from transforms.listing import read_text
@@ -162,7 +162,9 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
         raise UsageError(f'--input {args.input} does not exist')
     rows = parse_truth(read_text(args.input), args.input)
     output_existed = FileSystems.exists(args.output)
-    launch = prepare(list(argv))  # loads the model once: its class names check the labels
+    # Loads the model once (its class names check the labels); the date's earlier output is
+    # cleared only once the checks below pass too.
+    launch = prepare(list(argv), clear=False)
     s, model = launch.settings, launch.model
     try:
         if s.top_k < min(TOP_K, len(model.labels)):
@@ -171,6 +173,7 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     except ValueError:
         _remove_if_empty(args.output, output_existed)  # prepare made it; the job never ran
         raise
+    clear_outputs(launch)
     summary = execute(launch)  # local: returns when the job is done
     # The Parquet files in --output (other sinks, e.g. a BigQuery table, may be listed too).
     labels = read_columns(_parquet(summary.outputs.get('labels', [])), ['uri', 'labels'],

@@ -56,11 +56,14 @@ def _check_paths_reach_workers(s: Settings) -> None:
                          'cannot read; use a gs:// URI')
 
 
-def prepare(argv: Sequence[str] | None = None, *, started: float | None = None) -> Launch:
+def prepare(argv: Sequence[str] | None = None, *, started: float | None = None,
+            clear: bool = True) -> Launch:
     """Validate flags, input, model and outputs; ValueError (one clear line) if anything is off.
 
     `started`: when the launch began (the process start, for `imagelabel run`);
     summary.json's start-up runs from it to the first batch. Default: now.
+    `clear=False`: leave the date's partitions as they are, for a caller with checks of
+    its own to make first; it calls `clear_outputs` once they pass.
     """
     configure_emulators()  # a malformed STORAGE/BIGQUERY_EMULATOR_HOST is a one-line error
     started = now() if started is None else started
@@ -77,9 +80,22 @@ def prepare(argv: Sequence[str] | None = None, *, started: float | None = None) 
     if not s.dry_run:  # a dry run creates and deletes nothing
         for sink in sinks:  # all checked before any is cleared: a refusal deletes nothing
             sink.check()
-        for sink in sorted(sinks, key=lambda sink: not sink.clear_may_fail):
-            sink.clear()
-    return Launch(options, s, model, sinks, local, started)
+    launch = Launch(options, s, model, sinks, local, started)
+    if clear:
+        clear_outputs(launch)
+    return launch
+
+
+def clear_outputs(launch: Launch) -> None:
+    """Empty what the run replaces (its date's partitions), once every check has passed.
+
+    Sinks whose clear may still be refused (a remote DELETE) go first, so such a refusal
+    costs no other sink its rows.
+    """
+    if launch.settings.dry_run:
+        return
+    for sink in sorted(launch.sinks, key=lambda sink: not sink.clear_may_fail):
+        sink.clear()
 
 
 def execute(launch: Launch) -> RunSummary | None:

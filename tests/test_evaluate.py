@@ -99,3 +99,19 @@ def test_eval_help_shows_the_run_flags_with_defaults():
     r = run_cli('eval', '--help')
     assert r.code == 0 and 'imagelabel eval' in r.out and '--head' in r.out
     assert 'label_index' in r.out and '(default: crop)' in r.out
+
+
+def test_an_eval_refused_for_its_manifest_keeps_the_dates_earlier_output(mobilenet_v2_quant,
+                                                                          panda, tmp_path):
+    manifest = tmp_path / 'm.csv'
+    manifest.write_text(f'uri,label_index\n{panda},388\n')
+    date = ['--run_date', '2026-11-20', '--model', mobilenet_v2_quant]
+    first = run_cli('eval', '--input', manifest, '--output', tmp_path / 'out', *date)
+    assert first.code == 0, first.err
+    partition = tmp_path / 'out' / 'run_date=2026-11-20'
+    before = sorted(p.name for p in partition.iterdir())
+    manifest.write_text(f'uri,label_index\n{panda},5000\n')  # now refused, after the load
+    again = run_cli('eval', '--input', manifest, '--output', tmp_path / 'out', *date)
+    assert again.code == EXIT_USAGE and 'outside 0..999' in again.err, again.err
+    assert sorted(p.name for p in partition.iterdir()) == before
+    assert 'summary.json' in before and any(n.startswith('labels-') for n in before)
