@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 import uuid
 
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
@@ -222,6 +223,10 @@ def new_run_id() -> str:
     return f'{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}'
 
 
+#: What a --run_id may hold: it names files (the write probe) and rows, never a path.
+RUN_ID_SHAPE = r'^[-_.:A-Za-z0-9]+$'
+
+
 def settings_from(options: PipelineOptions) -> Settings:
     """Check the flags that need no I/O; raise ValueError saying how to fix each."""
     o = options.view_as(ImageLabelOptions)
@@ -232,6 +237,9 @@ def settings_from(options: PipelineOptions) -> Settings:
                     max_inflight_bytes=o.max_inflight_bytes,
                     decode_threads=o.decode_threads, calibration_images=o.calibration_images,
                     agreement_images=o.agreement_images)
+    if o.run_id is not None and not re.fullmatch(RUN_ID_SHAPE, o.run_id):
+        raise ValueError(f'--run_id {o.run_id!r} may hold only letters, digits and - _ . : '
+                         '(it names files and rows)')
     if o.retry_errors and not o.skip_existing:
         raise ValueError('--retry_errors only applies with --skip_existing (without it, '
                          'every image is read and labeled anyway)')

@@ -22,7 +22,7 @@ import re
 import sys
 from typing import Any, Sequence
 
-from pipeline.options import add_launcher_flags
+from pipeline.options import RUN_ID_SHAPE, add_launcher_flags
 from transforms.models import REGISTRY
 
 NAME = 'imagelabel'
@@ -45,7 +45,7 @@ STRING_SHAPES: dict[str, str] = {
     'labels_file': GCS_PATH,
     'model': '^(' + '|'.join(re.escape(name) for name in sorted(REGISTRY)) + '|gs://.+)$',
     'run_date': r'^[0-9]{4}-[0-9]{2}-[0-9]{2}$',
-    'run_id': r'^[-_.:A-Za-z0-9]+$',
+    'run_id': RUN_ID_SHAPE,
     'bigquery_table': r'^([a-z][-a-z0-9.:]{4,61}[a-z0-9][:.])?[A-Za-z0-9_]+\.[A-Za-z0-9_$-]+$',
     'bigquery_temp': GCS_PATH,
     'model_cache': GCS_PATH,

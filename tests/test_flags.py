@@ -86,6 +86,8 @@ BAD_FLAGS = [
      ['binary.txt is not UTF-8 text', 'it begins']),
     ('input_store_refuses_listing', {'--input': 'refusing://bucket/photos/'},
      ['cannot be read', '403 Forbidden']),
+    ('run_id_with_a_slash', {'--run_id': 'a/b'}, ["--run_id 'a/b' may hold only letters"]),
+    ('run_id_climbing_out', {'--run_id': '../x'}, ["--run_id '../x' may hold only"]),
     ('output_inside_the_input_folder', {'--output': '{root}/images/labels'},
      ['--output', 'is inside --input', 'the next run would list its files as images']),
     ('output_matched_by_a_recursive_glob', {'--input': '{root}/images/**',
