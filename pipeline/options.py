@@ -42,7 +42,8 @@ class ImageLabelOptions(PipelineOptions):
             '--labels_file', default=None,
             help='Class names, one per line; default: the 1000 ImageNet names shipped '
             'with imagelabel. (imagelabel run also takes it as --labels FILE; Beam\'s own '
-            '--labels key=value still sets Dataflow job labels.)')
+            '--labels key=value or --labels \'{"key": "value"}\' still sets Dataflow job '
+            'labels.)')
         parser.add_argument('--top_k', type=int, default=5,
                             help='How many labels to keep per image.')
         parser.add_argument(

@@ -7,6 +7,7 @@ any Beam flag (a typo is an error, not a silently ignored option).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import Sequence
@@ -44,16 +45,24 @@ def check_beam_flags(rest: Sequence[str]) -> None:
         raise UsageError(f'unknown flag {flags[0]}; see imagelabel run --help')
 
 
-_JOB_LABEL = re.compile(r'^[a-z][a-z0-9_-]*=[^/]*$')
+_JOB_LABEL = re.compile(r'^[^=/]+=')  # key=value: no folder before the first '='
+
+
+def is_job_label(value: str) -> bool:
+    """Beam's `--labels` values: `key=value`, or the JSON form `{"key": "value"}`; a file
+    that exists under a name like `k=v` is still a file."""
+    return value.lstrip().startswith('{') or (
+        bool(_JOB_LABEL.match(value)) and not os.path.exists(value))
 
 
 def labels_alias(argv: Sequence[str]) -> list[str]:
-    """`--labels FILE` means --labels_file; `--labels key=value` stays a Dataflow job label."""
+    """`--labels FILE` means --labels_file; a Dataflow job label (`--labels key=value`,
+    `--labels '{"key": "value"}'`) stays Beam's."""
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg == '--labels' and i + 1 < len(out) and not _JOB_LABEL.match(out[i + 1]):
+        if arg == '--labels' and i + 1 < len(out) and not is_job_label(out[i + 1]):
             out[i] = '--labels_file'
-        elif arg.startswith('--labels=') and not _JOB_LABEL.match(arg[len('--labels='):]):
+        elif arg.startswith('--labels=') and not is_job_label(arg[len('--labels='):]):
             out[i] = '--labels_file=' + arg[len('--labels='):]
     return out
 

@@ -183,3 +183,20 @@ def test_top_k_equal_to_class_count_is_accepted(inputs, tmp_path, mobilenet_v2_q
     (row,) = read_parquet_rows(out, 'labels')
     assert sorted(label['index'] for label in row['labels']) == list(range(1000))
     assert abs(sum(label['score'] for label in row['labels']) - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize('value, job_label', [
+    ('team=ml', True), ('Team=ml', True), ('k=a/b', True), ('{"team": "ml"}', True),
+    ('labels.txt', False), ('/data/labels.txt', False), ('gs://b/x=1.txt', False)])
+def test_labels_is_a_class_names_file_unless_it_is_a_dataflow_job_label(value, job_label):
+    from pipeline.run import labels_alias
+    for argv, flag in ((['--labels', value], '--labels'), ([f'--labels={value}'], '--labels=')):
+        rewritten = labels_alias(argv)[0]
+        assert rewritten.startswith(flag if job_label else '--labels_file'), (value, rewritten)
+
+
+def test_a_class_names_file_named_like_a_job_label_is_still_a_file(tmp_path, monkeypatch):
+    from pipeline.run import labels_alias
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'names=v2.txt').write_text('a\nb\n')
+    assert labels_alias(['--labels', 'names=v2.txt']) == ['--labels_file', 'names=v2.txt']
