@@ -160,7 +160,12 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
                          'flags with imagelabel run --dry_run')
     if not FileSystems.exists(args.input):
         raise UsageError(f'--input {args.input} does not exist')
-    rows = parse_truth(read_text(args.input), args.input)
+    try:
+        text = read_text(args.input)
+    except (OSError, UnicodeDecodeError) as e:  # a folder named .csv, unreadable, not text
+        raise UsageError(f'--input {args.input} cannot be read: {type(e).__name__}: '
+                         f'{e}'.splitlines()[0]) from e
+    rows = parse_truth(text, args.input)
     output_existed = FileSystems.exists(args.output)
     # Loads the model once (its class names check the labels); the date's earlier output is
     # cleared only once the checks below pass too.

@@ -241,6 +241,13 @@ def load_model_facts(s: Settings, *, local: bool = True) -> ModelFacts:
 
 def _model_facts(s: Settings, local: bool, scratch: str | None) -> ModelFacts:
     spec = _resolve(s)
+    on_litert = (spec.format == 'tflite' or s.float_runtime == 'litert'
+                 or (s.precision == 'int8' and s.int8_runtime == 'litert'))
+    if s.interpreters and not on_litert:
+        raise ValueError(f'--interpreters applies to LiteRT (.tflite, --precision int8, '
+                         f'--float_runtime litert); {FORMATS[spec.format].described_as} runs '
+                         f'on {"OpenVINO" if s.precision == "int8" else "TensorFlow"} here: '
+                         'leave it out (--model_threads sets its threads)')
     converts = s.precision == 'int8' or s.float_runtime == 'litert'
     if converts and not local and '://' not in s.model_cache:
         raise ValueError(f'--model_cache {s.model_cache} is a local path, which workers on '

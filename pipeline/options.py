@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import re
 import uuid
 
@@ -134,8 +135,10 @@ def add_launcher_flags(parser) -> None:
     parser.add_argument(
         '--dry_run', default='false', choices=DRY_RUN_CHOICES,
         help='true: check the flags, the input and the model, build the whole job graph and '
-        'serialize it as a runner would, then stop: no image is read, nothing is written or '
-        'submitted. A bare --dry_run means true.')
+        'serialize it as a runner would, then stop: nothing is labeled, written or submitted '
+        '(a conversion or agreement check at launch still reads its sample of images, and '
+        'a conversion it makes is checked in a temporary folder). A bare --dry_run means '
+        'true.')
 
 
 def dry_run_from(options: PipelineOptions) -> bool:
@@ -258,6 +261,10 @@ def settings_from(options: PipelineOptions) -> Settings:
                          f'got {o.min_agreement}')
     if not o.model_cache:
         raise ValueError('--model_cache must name a folder (local or gs://)')
+    if '://' not in o.model_cache and os.path.exists(o.model_cache) and not os.path.isdir(
+            o.model_cache):
+        raise ValueError(f'--model_cache {o.model_cache} is a file; it must name a folder '
+                         '(made if missing)')
     if o.int8_runtime != 'litert' and o.precision != 'int8':
         raise ValueError(f'--int8_runtime {o.int8_runtime} applies to --precision int8 only; '
                          'add --precision int8, or leave --int8_runtime out')

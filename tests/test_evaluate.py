@@ -115,3 +115,11 @@ def test_an_eval_refused_for_its_manifest_keeps_the_dates_earlier_output(mobilen
     assert again.code == EXIT_USAGE and 'outside 0..999' in again.err, again.err
     assert sorted(p.name for p in partition.iterdir()) == before
     assert 'summary.json' in before and any(n.startswith('labels-') for n in before)
+
+
+def test_an_eval_manifest_that_is_a_folder_is_one_line(mobilenet_v2_quant, tmp_path):
+    (tmp_path / 'truth.csv').mkdir()
+    r = run_cli('eval', '--input', tmp_path / 'truth.csv', '--output', tmp_path / 'out',
+                '--model', mobilenet_v2_quant)
+    assert r.code == EXIT_USAGE and 'cannot be read: IsADirectoryError' in r.err, r.err
+    assert r.err.strip().count('\n') == 0

@@ -5,6 +5,7 @@ And a re-run of a date replaces that date's partition only, never another date's
 from __future__ import annotations
 
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -33,8 +34,9 @@ class RefusingFileSystem(LocalFileSystem):
 
 
 @pytest.fixture(scope='module')
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, tiny_keras_model):
     root = tmp_path_factory.mktemp('flags')
+    shutil.copy(tiny_keras_model, root / 'tiny.keras')
     images = root / 'images'
     for i in range(3):
         write_jpeg(images / f'img_{i}.jpg', seed=i)
@@ -88,6 +90,11 @@ BAD_FLAGS = [
      ['cannot be read', '403 Forbidden']),
     ('run_id_with_a_slash', {'--run_id': 'a/b'}, ["--run_id 'a/b' may hold only letters"]),
     ('run_id_climbing_out', {'--run_id': '../x'}, ["--run_id '../x' may hold only"]),
+    ('interpreters_on_tensorflow', {'--model': '{root}/tiny.keras', '--interpreters': '2'},
+     ['--interpreters applies to LiteRT', 'runs on TensorFlow']),
+    ('model_cache_is_a_file', {'--model_cache': '{root}/not_a_dir'}, ['is a file']),
+    ('labels_file_is_a_folder', {'--labels': '{root}/empty_dir'},
+     ['--labels file', 'cannot be read', 'IsADirectoryError']),
     ('output_inside_the_input_folder', {'--output': '{root}/images/labels'},
      ['--output', 'is inside --input', 'the next run would list its files as images']),
     ('output_matched_by_a_recursive_glob', {'--input': '{root}/images/**',

@@ -26,8 +26,12 @@ def load_labels(path: str | None = None) -> list[str]:
     else:
         if not FileSystems.exists(path):
             raise ValueError(f'--labels file {path} does not exist')
-        with open_raw(path) as f:
-            text = f.read().decode('utf-8')
+        try:
+            with open_raw(path) as f:
+                text = f.read().decode('utf-8')
+        except (OSError, UnicodeDecodeError) as e:  # a folder, unreadable, not text
+            raise ValueError(f'--labels file {path} cannot be read: {type(e).__name__}: '
+                             f'{e}'.splitlines()[0]) from e
     names = [line.strip() for line in text.splitlines()]
     while names and not names[-1]:
         names.pop()
