@@ -19,7 +19,7 @@ from transforms.sinks.parquet import SUMMARY_FILE, partition_dir
 
 @dataclasses.dataclass
 class RunSummary:
-    """The end-of-run account: inputs = labeled + errors, always."""
+    """The end-of-run account: inputs = skipped + reused + labeled + errors, always."""
     run_id: str
     model: str
     model_id: str
