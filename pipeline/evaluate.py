@@ -141,9 +141,9 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     from apache_beam.options.pipeline_options import PipelineOptions
     from pipeline.launch import clear_outputs, execute, is_local_runner, prepare
     from pipeline.options import dry_run_from
-    from pipeline.run import check_beam_flags, labels_alias, parser
+    from pipeline.run import check_beam_flags, dry_run_alias, labels_alias, parser
     from transforms.listing import read_text
-    argv = labels_alias(argv)
+    argv = dry_run_alias(labels_alias(argv))  # as `run` reads them
     args, rest = parser().parse_known_args(list(argv))
     check_beam_flags(rest)
     if not args.input or not args.input.lower().endswith('.csv'):

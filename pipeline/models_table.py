@@ -236,6 +236,9 @@ def table(args: argparse.Namespace) -> tuple[list[ModelRow], list[str]]:
     if args.eval and not args.eval.lower().endswith('.csv'):
         raise UsageError(f'--eval {args.eval}: give a CSV manifest with uri and label_index '
                          'or label columns')
+    from apache_beam.io.filesystems import FileSystems
+    if args.eval and not FileSystems.exists(args.eval):  # before any model is measured
+        raise UsageError(f'--eval {args.eval} does not exist')
     names = args.models or sorted(REGISTRY)
     columns = [c for c in COLUMNS if (c not in MEASURED or args.measure)
                and (c not in EVALUATED or args.eval)]

@@ -92,6 +92,9 @@ def test_eval_needs_a_local_csv_manifest_an_output_and_five_labels(mobilenet_v2_
     r = run_cli('eval', '--input', manifest, '--output', tmp_path / 'd', '--model',
                 mobilenet_v2_quant, '--dry_run', 'true')  # once an AttributeError traceback
     assert r.code == EXIT_USAGE and 'imagelabel run --dry_run' in r.err
+    r = run_cli('eval', '--input', manifest, '--output', tmp_path / 'd', '--model',
+                mobilenet_v2_quant, '--dry_run')  # bare, as `run` takes it
+    assert r.code == EXIT_USAGE and 'imagelabel run --dry_run' in r.err, r.err
     assert not (tmp_path / 'd').exists()
 
 

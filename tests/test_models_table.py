@@ -85,6 +85,7 @@ def test_the_table_aligns_columns_and_marks_unknown_figures():
 @pytest.mark.parametrize('args, message', [
     (['no_such_model'], 'neither a known model'),
     (['mobilenet_v2', '--eval', 'photos/'], 'give a CSV manifest'),
+    (['mobilenet_v2', '--eval', 'no_such_truth.csv'], '--eval no_such_truth.csv does not exist'),
     (['mobilenet_v2', '--measure_images', '2'], '--measure_images must be 4 or more'),
 ])
 def test_bad_models_arguments_are_one_line(args, message):
