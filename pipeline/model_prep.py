@@ -108,7 +108,8 @@ def _facts(spec: ModelSpec, model: LoadedModel,
            agreement: agreement_math.Agreement | None = None) -> ModelFacts:
     return ModelFacts(spec=spec, input_size=model.runtime.input_size, labels=model.labels,
                       model_id=model.model_id, description=model.runtime.description,
-                      precision_used=model.runtime.precision,
+                      precision_used=getattr(model.runtime, 'arithmetic',
+                                             model.runtime.precision),
                       agreement=agreement.to_json() if agreement else None)
 
 

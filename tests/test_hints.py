@@ -53,3 +53,14 @@ def test_summary_names_the_cpu_its_units_and_the_precision_used(tiny_keras_model
     assert summary['precision_hint'] == precision_hint(this_cpu(), 'float32',
                                                        {'bf16', 'int8', 'float32-litert'})
     assert f'cpu        {this_cpu().model}' in r.out
+
+
+def test_a_quantized_tflite_reports_the_integer_precision_it_computes_in(mobilenet_v2_quant,
+                                                                         tmp_path):
+    write_jpeg(tmp_path / 'in' / 'a.jpg')
+    r = run_cli('run', '--input', tmp_path / 'in', '--output', tmp_path / 'out',
+                '--model', mobilenet_v2_quant)
+    assert r.code == 0, r.err
+    summary = read_summary(str(tmp_path / 'out'))
+    assert summary['precision'] == 'uint8' and summary['precision_hint'] is None
+    assert 'precision uint8' in r.out

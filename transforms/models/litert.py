@@ -185,6 +185,11 @@ class TFLiteRuntime:
         kind = spec.outputs
         self.name = spec.name
         self.precision = 'float32'  # as requested; the file's own quantization is in model_id
+        # What the file computes in, for summary.json's `precision`: a quantized file's
+        # integer input type (uint8, int8), else float32. Not `precision`, which keys
+        # model_id: a .tflite's model_id stays what earlier runs recorded.
+        self.arithmetic = (np.dtype(inp['dtype']).name
+                           if np.issubdtype(inp['dtype'], np.integer) else 'float32')
         self.input_size = (int(inp['shape'][1]), int(inp['shape'][2]))
         self.num_outputs = int(self._out['shape'][-1])
         self.embedding_dim = int(np.prod(self._emb['shape'][1:])) if self._emb else 0
