@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import metrics
 from transforms.errors import ERRORS_TAG, Failure
 from transforms.incremental import Listed
+from transforms.sinks.parquet import sample_files
 from transforms.storage import open_raw
 
 
@@ -182,11 +183,6 @@ def validate_source(src: str) -> None:
         raise ValueError(f'--input {src} cannot be read: {message}') from e
 
 
-#: Files a run writes under --output (the Parquet sink's names), as a glob input would see
-#: them: what `check_output_outside` tries the input's pattern on.
-_WRITTEN = ('run_date=2000-01-01/labels-00000-of-00001.parquet', 'run_date=2000-01-01/summary.json')
-
-
 def check_output_outside(src: str, output: str | None) -> None:
     """Refuse an --output whose files --input would list: inside an --input folder, or
     matched by a recursive glob (`photos/**`). The next run would take the Parquet and
@@ -205,7 +201,7 @@ def check_output_outside(src: str, output: str | None) -> None:
             local(src, True).rstrip('/') + '/')
     else:
         pattern = re.compile(FileSystem.translate_pattern(local(src)))
-        inside = any(pattern.match(FileSystems.join(local(output), name)) for name in _WRITTEN)
+        inside = any(pattern.match(path) for path in sample_files(local(output)))
     if inside:
         raise ValueError(f'--output {output} is inside --input {src}: the next run would '
                          'list its files as images; choose an output outside the input, or '

@@ -97,6 +97,14 @@ def partition_dir(output: str, run_date: str) -> str:
     return FileSystems.join(output, f'{PARTITION_KEY}={run_date}')
 
 
+def sample_files(output: str) -> list[str]:
+    """Files like those a run writes under OUTPUT (one date's first shards and summary):
+    what an --input must not list (`listing.check_output_outside`)."""
+    folder = partition_dir(output, '2000-01-01')
+    return [FileSystems.join(folder, f'{table}-00000-of-00001{SUFFIX}') for table in _SCHEMAS] + [
+        FileSystems.join(folder, SUMMARY_FILE)]
+
+
 def output_pattern(folder: str, table: str) -> str:
     """FOLDER/labels-*.parquet: one run's shards of a table."""
     return FileSystems.join(folder, f'{table}-*{SUFFIX}')
