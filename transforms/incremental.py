@@ -114,13 +114,11 @@ def source_columns(listed: Listed | None) -> dict[str, Any]:
 
 
 def reused_row(previous: dict[str, Any], uri: str, *, run_id: str,
-               processed_at: datetime.datetime, top_k: int | None = None) -> dict[str, Any]:
+               processed_at: datetime.datetime, top_k: int) -> dict[str, Any]:
     """An earlier label row of the same content, copied under a new URI and run, its
     labels cut to this run's `top_k` (`reusable` says whether it has that many)."""
-    row = dict(previous, uri=uri, run_id=run_id, processed_at=processed_at)
-    if top_k is not None:
-        row['labels'] = list(previous['labels'])[:top_k]
-    return row
+    return dict(previous, uri=uri, run_id=run_id, processed_at=processed_at,
+                labels=list(previous['labels'])[:top_k])
 
 
 def reusable(previous: dict[str, Any] | None, top_k: int) -> bool:
