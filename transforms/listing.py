@@ -230,8 +230,9 @@ def _check_source(src: str) -> None:
 
 
 class _ExpandSource(beam.DoFn):
-    """--input -> its entries: URIs (or (uri, size, time) with `with_stat`), and a
-    `Failure` for each entry whose name is not text, counted as listed and as an input."""
+    """--input -> its entries, each counted as listed: URIs (or (uri, size, time) with
+    `with_stat`), and a `Failure` for each entry whose name is not text, counted as an
+    input too (the URIs are counted as inputs once duplicates are dropped)."""
 
     def __init__(self, with_stat: bool):
         self._with_stat = with_stat
@@ -240,11 +241,11 @@ class _ExpandSource(beam.DoFn):
 
     def process(self, src: str):
         for uri, size, updated in expand_listing(src):
+            self._listed.inc()
             shown = shown_name(uri)
             if shown is None:
                 yield (uri, size, updated) if self._with_stat else uri
                 continue
-            self._listed.inc()
             self._inputs.inc()
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, Failure(
                 uri=shown, stage='read', error='bad_name',
@@ -266,11 +267,10 @@ class ListImages(beam.PTransform):
         self._with_stat = with_stat
 
     def expand(self, pbegin):
-        listed = metrics.counter(metrics.LISTED)
         inputs = metrics.counter(metrics.INPUTS)
 
-        def count(uri: str, counter) -> str:
-            counter.inc()
+        def count(uri: str) -> str:
+            inputs.inc()
             return uri
 
         entries = (
@@ -280,9 +280,8 @@ class ListImages(beam.PTransform):
                 ERRORS_TAG, main='uris'))
         distinct = (
             entries.uris
-            | 'CountListed' >> beam.Map(count, listed)
             | 'DropDuplicateUris' >> beam.Distinct()  # (uri, size, time) tuples, or URIs
-            | 'CountInputs' >> beam.Map(count, inputs))
+            | 'CountInputs' >> beam.Map(count))
         if self._with_stat:
             distinct = distinct | 'ToListed' >> beam.MapTuple(Listed)
         return {'uris': distinct, ERRORS_TAG: entries[ERRORS_TAG]}
