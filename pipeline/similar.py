@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from typing import Iterable, Iterator, Sequence
 
@@ -27,6 +26,7 @@ from pipeline.report import data
 from pipeline.usage import HelpFormatter, UsageError, raise_usage, usage_error
 from transforms.decode import ResizeRecipe
 from transforms.head import HEAD_MARK, base_model_id
+from transforms.listing import same_image
 
 BATCH_ROWS = 4096
 COLUMNS = ['uri', 'embedding', 'top_label', 'model_id']
@@ -163,8 +163,8 @@ def chunks_of(files: data.RunFiles, model_id: str, skipped: list[int]) -> Iterat
 
 
 def find_row(files: data.RunFiles, uri: str) -> dict | None:
-    """The labels row of `uri` (exactly as stored, or as an absolute local path)."""
-    candidates = [uri] + ([os.path.abspath(uri)] if '://' not in uri else [])
+    """The labels row of `uri` (exactly as stored, or as an absolute, normal local path)."""
+    candidates = [uri] + ([same_image(uri)] if '://' not in uri else [])
     return data.find_label_row(files, candidates, COLUMNS)
 
 

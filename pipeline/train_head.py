@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import sys
 from typing import Sequence
 
@@ -66,18 +65,11 @@ class Embeddings:
     base_model_id: str
 
 
-def same_image(uri: str) -> str:
-    """What two spellings of one image have in common: a local path made absolute and
-    normal (`images/a.jpg`, `./images/a.jpg` and `/here/images/a.jpg` are one image);
-    other URIs as they are."""
-    return uri if '://' in uri else os.path.normpath(os.path.abspath(uri))
-
-
 def read_embeddings(pattern: str) -> Embeddings:
     """Every labels row the pattern names; ValueError if they are not one model's embeddings."""
     from pipeline.report.data import read_columns
     from transforms.head import base_model_id
-    from transforms.listing import SourceKind, expand_source, source_kind
+    from transforms.listing import SourceKind, expand_source, same_image, source_kind
     from transforms.schema import LABELS_SCHEMA
     if source_kind(pattern) is SourceKind.DIRECTORY:  # a run's folder: its labels files
         pattern = FileSystems.join(pattern.rstrip('/'), '**/labels-*.parquet')
@@ -163,6 +155,7 @@ class TrainingSet:
 
 def join(labels: dict[str, str], emb: Embeddings) -> TrainingSet:
     """Labeled URIs that have an embedding; the rest go to `missing`, never dropped silently."""
+    from transforms.listing import same_image
     by_image = {same_image(uri): i for i, uri in enumerate(emb.uris)}
     row = {u: by_image[same_image(u)] for u in labels if same_image(u) in by_image}
     found = [u for u in labels if u in row]

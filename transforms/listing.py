@@ -91,6 +91,13 @@ def shown_name(uri: str) -> str | None:
         return uri.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
+def same_image(uri: str) -> str:
+    """What two spellings of one image have in common: a local path made absolute and
+    normal (`images/a.jpg`, `./images/a.jpg` and `/here/images/a.jpg` are one image);
+    other URIs as they are."""
+    return uri if '://' in uri else os.path.normpath(os.path.abspath(uri))
+
+
 def parse_manifest(text: str, kind: SourceKind) -> Iterator[str]:
     """URIs from a manifest: .txt one per line (# comments), .csv a `uri` column."""
     if kind is SourceKind.MANIFEST_TXT:
