@@ -23,8 +23,7 @@ from transforms.postprocess import ToErrorRows, ToLabelRows
 from transforms.errors import ERRORS_TAG
 from transforms.listing import ListImages
 from transforms.read import ReadImages, RetryPolicy
-from transforms.incremental import (ERROR_INDEX_COLUMNS, INDEX_COLUMNS, ReadEarlier,
-                                    ReuseByContent, SkipUnchanged)
+from transforms.incremental import ReadEarlier, ReuseByContent, SkipUnchanged, index_row
 from transforms.sinks import ERRORS, LABELS, Sink
 from transforms.sinks.parquet import EarlierRuns
 
@@ -51,13 +50,13 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
     to_read, previous_labels = listed, None
     if earlier is not None:
         previous_labels = p | 'EarlierLabels' >> ReadEarlier(earlier.labels)
-        previous_errors = p | 'EarlierErrors' >> ReadEarlier(
-            earlier.errors, columns=ERROR_INDEX_COLUMNS)
-        index = ((previous_labels | 'IndexColumns' >> beam.Map(
-                     lambda r: {c: r[c] for c in INDEX_COLUMNS}), previous_errors)
+        previous_errors = p | 'EarlierErrors' >> ReadEarlier(earlier.errors)
+        index = ((previous_labels | 'IndexLabels' >> beam.Map(index_row),
+                  previous_errors | 'IndexErrors' >> beam.Map(index_row))
                  | 'EarlierIndex' >> beam.Flatten())
         to_read = listed | 'SkipUnchanged' >> SkipUnchanged(
-            index, model_id=model.model_id, retry_errors=s.retry_errors)
+            index, model_id=model.model_id, top_k=min(s.top_k, len(model.labels)),
+            retry_errors=s.retry_errors)
 
     read = to_read | 'ReadImages' >> ReadImages(
         max_bytes=s.max_bytes, retry=retry or RetryPolicy(attempts=s.read_retries),
@@ -66,7 +65,7 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
     images, reused = read.images, None
     if previous_labels is not None:
         fresh = images | 'ReuseByContent' >> ReuseByContent(
-            previous_labels, model_id=model.model_id, run_id=s.run_id,
+            previous_labels, model_id=model.model_id, model=model.spec.name, run_id=s.run_id,
             top_k=min(s.top_k, len(model.labels)))
         images, reused = fresh.images, fresh.reused
 

@@ -75,9 +75,9 @@ class RunSummary:
             *([f'  skipped    {self.skipped}  (unchanged since an earlier run)',
                f'  reused     {self.reused}  (content labeled before; rows copied)']
               if self.skipped or self.reused else []),
-            f'  labeled    {self.labeled}' + (
-                f'  ({self.retried} retried after an earlier transient failure)'
-                if self.retried else ''),
+            *([f'  retried    {self.retried}  (an earlier transient failure, read again; '
+               'now labeled, reused or an error)'] if self.retried else []),
+            f'  labeled    {self.labeled}',
             f'  errors     {self.errors}' + (f'  ({classes})' if classes else ''),
             f'  retries    {self.read_retries} transient read failures retried',
             f'  time       {self.seconds:.1f} s, {self.images_per_second:.1f} images/s'

@@ -95,6 +95,7 @@ def test_the_second_run_labels_only_the_new_the_edited_and_the_retried(history):
     assert d2['retried'] == 1
     assert d2['inputs'] == d2['skipped'] + d2['reused'] + d2['labeled'] + d2['errors']
     assert 'skipped    11' in history['printed'].out and 'reused     1' in history['printed'].out
+    assert 'retried    1  (an earlier transient failure' in history['printed'].out
 
 
 def test_the_day2_partition_holds_one_row_per_labeled_or_copied_image(history):
@@ -141,29 +142,47 @@ def test_rerunning_a_date_replaces_its_partition_without_duplicates(history):
 # --- the decision, as a pure function --------------------------------------------------
 
 def _row(**kw):
-    base = dict(uri='u', model_id='m', source_size=10, source_updated=100.0, error=None)
+    base = dict(uri='u', model_id='m', source_size=10, source_updated=100.0, error=None,
+                label_count=5)
     return base | kw
 
 
+def _decide(listed, row, model_id='m', top_k=5, **kw):
+    return decide(listed, row, model_id=model_id, top_k=top_k, **kw)
+
+
 def test_an_unchanged_object_labeled_by_the_same_model_is_skipped():
-    assert decide(Listed('u', 10, 100.0), _row(), model_id='m') is Decision.SKIP
+    assert _decide(Listed('u', 10, 100.0), _row()) is Decision.SKIP
+    assert _decide(Listed('u', 10, 100.0), _row(), top_k=3) is Decision.SKIP
 
 
 def test_a_changed_size_or_time_or_another_model_reads_again():
-    assert decide(Listed('u', 11, 100.0), _row(), model_id='m') is Decision.READ
-    assert decide(Listed('u', 10, 101.0), _row(), model_id='m') is Decision.READ
-    assert decide(Listed('u', 10, 100.0), _row(), model_id='other') is Decision.READ
-    assert decide(Listed('u'), _row(), model_id='m') is Decision.READ  # a manifest: no stat
-    assert decide(Listed('u', 10, 100.0), None, model_id='m') is Decision.READ
+    assert _decide(Listed('u', 11, 100.0), _row()) is Decision.READ
+    assert _decide(Listed('u', 10, 101.0), _row()) is Decision.READ
+    assert _decide(Listed('u', 10, 100.0), _row(), model_id='other') is Decision.READ
+    assert _decide(Listed('u'), _row()) is Decision.READ  # a manifest: no stat
+    assert _decide(Listed('u', 10, 100.0), None) is Decision.READ
+
+
+def test_an_unchanged_object_whose_row_holds_fewer_labels_than_this_top_k_reads_again():
+    assert _decide(Listed('u', 10, 100.0), _row(label_count=3), top_k=5) is Decision.READ
+    # A row from an older file without the labels or stat columns: read, not a crash.
+    assert _decide(Listed('u', 10, 100.0), _row(label_count=None)) is Decision.READ
+    assert _decide(Listed('u', 10, 100.0), _row(source_size=None)) is Decision.READ
 
 
 def test_transient_failures_are_retried_and_permanent_ones_only_when_asked_or_changed():
     transient, permanent = _row(error='read_failed'), _row(error='corrupt')
-    assert decide(Listed('u', 10, 100.0), transient, model_id='m') is Decision.RETRY
-    assert decide(Listed('u', 10, 100.0), permanent, model_id='m') is Decision.SKIP
-    assert decide(Listed('u', 10, 100.0), permanent, model_id='m',
-                  retry_errors=True) is Decision.READ
-    assert decide(Listed('u', 12, 100.0), permanent, model_id='m') is Decision.READ
+    assert _decide(Listed('u', 10, 100.0), transient) is Decision.RETRY
+    assert _decide(Listed('u', 10, 100.0), permanent) is Decision.SKIP
+    assert _decide(Listed('u', 10, 100.0), permanent, retry_errors=True) is Decision.READ
+    assert _decide(Listed('u', 12, 100.0), permanent) is Decision.READ
+
+
+def test_an_image_refused_by_the_store_is_tried_again_once_access_may_have_been_granted():
+    # Granting read access changes neither the object's size nor its time.
+    refused = _row(error='permission_denied', label_count=None)
+    assert _decide(Listed('u', 10, 100.0), refused) is Decision.RETRY
 
 
 def test_retry_errors_without_skip_existing_is_refused(tmp_path):
@@ -190,6 +209,34 @@ def test_a_copy_reused_under_another_top_k_has_that_many_labels(photos, mobilene
     day1, day2, day3 = (labels_of(d) for d in ('2026-11-01', '2026-11-02', '2026-11-03'))
     # A smaller k: the copy's earlier row, cut to 2 labels.
     assert fewer['reused'] == 1 and day2 == {'copy-a.jpg': day1[photos[0].name][:2]}
-    # A larger k: rows of 5 or 2 labels cannot stand for 7, so the copy is labeled again.
-    assert more['reused'] == 0 and more['labeled'] == 1
+    # A larger k: rows of 5 or 2 labels cannot stand for 7, so the copy is labeled again,
+    # and so is every unchanged image (3 photos and copy-a), not skipped on its short row.
+    assert (more['skipped'], more['reused'], more['labeled']) == (0, 0, 5)
     assert len(day3['copy-b.jpg']) == 7 and day3['copy-b.jpg'][:5] == day1[photos[0].name]
+    assert {len(labels) for labels in day3.values()} == {7} and len(day3) == 5
+
+
+def test_earlier_files_without_the_stat_columns_are_read_and_reused_under_this_model_name(
+        photos, mobilenet_v2_quant, tmp_path):
+    """Files from an older writer (or moved in by hand) lack source_size/source_updated:
+    the incremental run reads their images again and reuses their rows by content, instead
+    of failing after the date was cleared. The copied rows name this run's model file."""
+    import pyarrow.parquet as pq
+    from conftest import read_parquet_rows
+    folder, out = tmp_path / 'bucket', tmp_path / 'out'
+    folder.mkdir()
+    for p in photos[:3]:
+        shutil.copy(p, folder / p.name)
+    (folder / 'broken.jpg').write_bytes(b'never an image')
+    _run(folder, out, mobilenet_v2_quant, '2026-11-01')
+    for f in (out / 'run_date=2026-11-01').glob('*.parquet'):
+        table = pq.read_table(f)
+        pq.write_table(table.drop_columns(['source_size', 'source_updated']), f)
+    renamed = tmp_path / 'same-weights.tflite'  # the same model_id under another name
+    shutil.copy(mobilenet_v2_quant, renamed)
+
+    day2, _ = _run(folder, out, renamed, '2026-11-02')
+    assert (day2['inputs'], day2['skipped'], day2['reused'], day2['labeled'],
+            day2['errors']) == (4, 0, 3, 0, 1)
+    rows = read_parquet_rows(out / 'run_date=2026-11-02', 'labels')
+    assert {r['model'] for r in rows} == {'same-weights.tflite'} and len(rows) == 3

@@ -4,10 +4,12 @@ Nightly over a bucket that grew since yesterday, most objects are unchanged. For
 each listed URI (with its size and modification time from the listing), the
 latest earlier row of that URI decides, as a pure function (`decide`):
 
-- SKIP: an earlier label row by the same model_id, same size and time: not read.
+- SKIP: an earlier label row by the same model_id, same size and time, holding at
+  least this run's top-k: not read.
 - SKIP too: an earlier *permanent* failure (undecodable, too large...) of the
   same, unchanged object, unless --retry_errors: it would fail the same way.
-- RETRY: an earlier *transient* failure (read_failed): read again (the ledger).
+- RETRY: an earlier *transient* failure (read_failed, permission_denied: the store
+  failed or refused, and granting access changes neither size nor time): read again.
 - READ: anything else (new, changed, another model).
 
 What is read is hashed; if an earlier label row by the same model_id has the
@@ -26,12 +28,12 @@ import apache_beam as beam
 
 from transforms import metrics
 
-#: Error classes worth another try on the next run: the store, not the image, failed.
-TRANSIENT_ERRORS = frozenset({'read_failed'})
+#: Error classes worth another try on the next run: the store, not the image, failed
+#: (a permission granted since changes neither the object's size nor its time).
+TRANSIENT_ERRORS = frozenset({'read_failed', 'permission_denied'})
 
 INDEX_COLUMNS = ['uri', 'model_id', 'content_sha256', 'source_size', 'source_updated',
-                 'processed_at']
-ERROR_INDEX_COLUMNS = INDEX_COLUMNS + ['error']
+                 'processed_at', 'error']
 
 
 class Decision(enum.Enum):
@@ -86,14 +88,25 @@ def _when(row: dict[str, Any]) -> float:
     return float('-inf') if t is None else float(t)
 
 
-def decide(listed: Listed, previous: dict[str, Any] | None, *, model_id: str,
+def index_row(row: dict[str, Any]) -> dict[str, Any]:
+    """What `decide` needs of an earlier labels or errors row: INDEX_COLUMNS (None where
+    an older file lacks one, so such a row is read again rather than failing the run)
+    and how many labels it kept."""
+    out = {c: row.get(c) for c in INDEX_COLUMNS}
+    labels = row.get('labels')
+    out['label_count'] = None if labels is None else len(labels)
+    return out
+
+
+def decide(listed: Listed, previous: dict[str, Any] | None, *, model_id: str, top_k: int,
            retry_errors: bool = False) -> Decision:
     """What to do with a listed object, given its latest earlier row (see the module doc)."""
     if previous is None or previous.get('model_id') != model_id:
         return Decision.READ
     error = previous.get('error')
     if error is None:
-        return Decision.SKIP if _same_object(listed, previous) else Decision.READ
+        enough = (previous.get('label_count') or 0) >= top_k
+        return Decision.SKIP if enough and _same_object(listed, previous) else Decision.READ
     if error in TRANSIENT_ERRORS:
         return Decision.RETRY
     if retry_errors or not _same_object(listed, previous):
@@ -113,11 +126,12 @@ def source_columns(listed: Listed | None) -> dict[str, Any]:
     return {'source_size': listed.size, 'source_updated': listed.updated_at}
 
 
-def reused_row(previous: dict[str, Any], uri: str, *, run_id: str,
+def reused_row(previous: dict[str, Any], uri: str, *, run_id: str, model: str,
                processed_at: datetime.datetime, top_k: int) -> dict[str, Any]:
     """An earlier label row of the same content, copied under a new URI and run, its
-    labels cut to this run's `top_k` (`reusable` says whether it has that many)."""
-    return dict(previous, uri=uri, run_id=run_id, processed_at=processed_at,
+    labels cut to this run's `top_k` (`reusable` says whether it has that many). The same
+    model_id may have been run under another file name: the row names this run's."""
+    return dict(previous, uri=uri, run_id=run_id, model=model, processed_at=processed_at,
                 labels=list(previous['labels'])[:top_k])
 
 
@@ -132,17 +146,19 @@ def reusable(previous: dict[str, Any] | None, top_k: int) -> bool:
 class SkipUnchanged(beam.PTransform):
     """Listed -> Listed to read (main), with SKIP counted and RETRY counted then read.
 
-    `previous` holds the earlier rows (labels and errors, INDEX columns) of the output.
+    `previous` holds the earlier rows (labels and errors, as `index_row`) of the output.
     """
 
-    def __init__(self, previous: beam.PCollection, *, model_id: str, retry_errors: bool):
+    def __init__(self, previous: beam.PCollection, *, model_id: str, top_k: int,
+                 retry_errors: bool):
         super().__init__()
         self._previous = previous
         self._model_id = model_id
+        self._top_k = top_k
         self._retry_errors = retry_errors
 
     def expand(self, listed):
-        model_id, retry_errors = self._model_id, self._retry_errors
+        model_id, top_k, retry_errors = self._model_id, self._top_k, self._retry_errors
         skipped = metrics.counter(metrics.SKIPPED)
         retried = metrics.counter(metrics.RETRIED)
 
@@ -150,7 +166,8 @@ class SkipUnchanged(beam.PTransform):
             _, groups = joined
             earlier = latest(groups['previous'])  # one per URI, whatever the listing holds
             for item in groups['listed']:
-                decision = decide(item, earlier, model_id=model_id, retry_errors=retry_errors)
+                decision = decide(item, earlier, model_id=model_id, top_k=top_k,
+                                  retry_errors=retry_errors)
                 if decision is Decision.SKIP:
                     skipped.inc()
                     continue
@@ -168,16 +185,17 @@ class SkipUnchanged(beam.PTransform):
 class ReuseByContent(beam.PTransform):
     """ImageBytes -> ImageBytes still to label (main) and copied label rows (`reused`)."""
 
-    def __init__(self, previous_labels: beam.PCollection, *, model_id: str, run_id: str,
-                 top_k: int):
+    def __init__(self, previous_labels: beam.PCollection, *, model_id: str, model: str,
+                 run_id: str, top_k: int):
         super().__init__()
         self._previous = previous_labels
         self._model_id = model_id
+        self._model = model
         self._run_id = run_id
         self._top_k = top_k
 
     def expand(self, images):
-        model_id, run_id, top_k = self._model_id, self._run_id, self._top_k
+        model_id, model, run_id, top_k = self._model_id, self._model, self._run_id, self._top_k
         reused = metrics.counter(metrics.REUSED)
 
         def split(joined):
@@ -189,12 +207,13 @@ class ReuseByContent(beam.PTransform):
                 else:
                     reused.inc()
                     yield beam.pvalue.TaggedOutput('reused', dict(reused_row(
-                        earlier, image.uri, run_id=run_id,
+                        earlier, image.uri, run_id=run_id, model=model,
                         processed_at=datetime.datetime.now(datetime.timezone.utc),
                         top_k=top_k), **source_columns(image.source)))
 
         same_model = (self._previous
-                      | 'SameModelOnly' >> beam.Filter(lambda r: r['model_id'] == model_id)
+                      | 'SameModelOnly' >> beam.Filter(  # and hashed (an older file may not be)
+                          lambda r: r.get('model_id') == model_id and r.get('content_sha256'))
                       | 'KeyEarlierByHash' >> beam.Map(lambda r: (r['content_sha256'], r))
                       | 'OnePerHash' >> beam.combiners.Top.LargestPerKey(1, key=_when)
                       | 'Unwrap' >> beam.MapTuple(lambda k, rows: (k, rows[0])))
@@ -206,18 +225,18 @@ class ReuseByContent(beam.PTransform):
 
 
 class ReadEarlier(beam.PTransform):
-    """Rows of earlier runs' Parquet files (a listed set; none on a first run)."""
+    """Rows of earlier runs' Parquet files (a listed set; none on a first run), whole:
+    an older file may lack a column a `columns=` list would name, and fail the read."""
 
-    def __init__(self, files: list[str], columns: list[str] | None = None):
+    def __init__(self, files: list[str]):
         super().__init__()
         self._files = files
-        self._columns = columns
 
     def expand(self, pbegin):
         from apache_beam.io.parquetio import ReadAllFromParquet
         return (pbegin | 'Files' >> beam.Create(self._files)
-                | 'Read' >> ReadAllFromParquet(columns=self._columns))
+                | 'Read' >> ReadAllFromParquet())
 
 
 __all__ = ['Decision', 'Listed', 'ReadEarlier', 'ReuseByContent', 'SkipUnchanged',
-           'TRANSIENT_ERRORS', 'decide', 'latest', 'reused_row', 'source_columns']
+           'TRANSIENT_ERRORS', 'decide', 'index_row', 'latest', 'reused_row', 'source_columns']
