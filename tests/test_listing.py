@@ -2,6 +2,7 @@
 import os
 import pathlib
 
+import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -136,3 +137,26 @@ def test_an_output_is_refused_only_where_the_input_would_list_its_files(tmp_path
             check_output_outside(src, output)
     for src, output in allowed:
         check_output_outside(src, output)
+
+
+def test_a_name_that_is_not_utf8_listed_twice_is_one_error_row(tmp_path):
+    good = write_jpeg(tmp_path / 'good.jpg')
+    manifest = tmp_path / 'm.txt'
+    manifest.write_bytes(f'{good}\n'.encode() + b'caf\xe9.jpg\ncaf\xe9.jpg\n')
+    with TestPipeline() as p:
+        listed = p | ListImages(str(manifest))
+        assert_that(listed['uris'], equal_to([str(good)]), label='uris')
+        assert_that(listed['errors'] | 'Uri' >> beam.Map(lambda f: f.uri),
+                    equal_to([str(tmp_path / 'caf\\xe9.jpg')]), label='errors')
+
+
+def test_a_manifest_in_the_working_folder_spells_uris_as_the_folders_listing(tmp_path,
+                                                                            monkeypatch):
+    write_jpeg(tmp_path / 'photos' / 'b.jpg')
+    (tmp_path / 'm.txt').write_text('photos/b.jpg\n')
+    monkeypatch.chdir(tmp_path)
+    with TestPipeline() as p:
+        by_manifest = (p | 'Manifest' >> ListImages('m.txt'))['uris']
+        by_folder = (p | 'Folder' >> ListImages('photos'))['uris']
+        assert_that(by_manifest, equal_to(['photos/b.jpg']), label='manifest')
+        assert_that(by_folder, equal_to(['photos/b.jpg']), label='folder')

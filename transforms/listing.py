@@ -124,8 +124,9 @@ def resolve_relative(uri: str, manifest: str) -> str:
     made normal, so `a.jpg`, `./a.jpg` and `x/../a.jpg` in one manifest are one image."""
     if '://' in uri or uri.startswith('/'):
         return uri
-    base = manifest.rsplit('/', 1)[0] if '/' in manifest else '.'
-    return FileSystems.join(base, posixpath.normpath(uri))
+    if '/' not in manifest:  # a manifest in the working folder: `photos/a.jpg` as a folder
+        return posixpath.normpath(uri)  # listing of `photos` spells it, not `./photos/a.jpg`
+    return FileSystems.join(manifest.rsplit('/', 1)[0], posixpath.normpath(uri))
 
 
 def read_text(uri: str, max_bytes: int = -1, errors: str = 'strict') -> str:
@@ -247,12 +248,16 @@ class _ExpandSource(beam.DoFn):
         self._inputs = metrics.counter(metrics.INPUTS)
 
     def process(self, src: str):
+        bad_names = set()  # one --input expands in one call: a name listed twice is one row
         for uri, size, updated in expand_listing(src):
             self._listed.inc()
             shown = shown_name(uri)
             if shown is None:
                 yield (uri, size, updated) if self._with_stat else uri
                 continue
+            if shown in bad_names:
+                continue
+            bad_names.add(shown)
             self._inputs.inc()
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, Failure(
                 uri=shown, stage='read', error='bad_name',
