@@ -4,7 +4,8 @@ Check a model (or a model plus `--head`) on your own labeled images before a big
 run. The labels come from the very pipeline `run` uses (same read, decode,
 resize recipe and model call), so the figures are the ones a run will get; eval
 then joins the labels and errors tables with the manifest on `uri` and writes
-`eval.json` (the machine interface) beside `summary.json`.
+`eval.json` (the machine interface) beside `summary.json`, in the date's partition
+(an eval on another date does not overwrite it; re-running the date replaces it).
 
 The manifest is a CSV with a `uri` column and a true label per row: `label_index`
 (the class index, 0-999 for ImageNet) or `label` (a class name of the model, or of
@@ -26,6 +27,7 @@ from pipeline.report.data import read_columns
 from pipeline.summary import RunSummary
 from pipeline.usage import UsageError, setup_logging, usage_error
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
+from transforms.sinks.parquet import partition_dir
 
 EVAL_FILE = 'eval.json'
 TOP_K = 5
@@ -189,7 +191,7 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
     report = evaluate(truth, predicted, (r['uri'] for r in errors), model.labels, k=TOP_K)
     result = Evaluation(summary, report, model=model.spec.name, model_id=model.model_id,
                         manifest=args.input, resize=s.resize.value, head=s.head,
-                        path=FileSystems.join(s.output, EVAL_FILE))
+                        path=FileSystems.join(partition_dir(s.output, s.run_date), EVAL_FILE))
     with FileSystems.create(result.path) as f:
         f.write(json.dumps(result.to_json(), indent=2).encode())
     return result

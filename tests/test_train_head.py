@@ -111,7 +111,7 @@ def test_run_with_the_head_agrees_with_the_groups_of_photos_it_never_saw(trained
     assert agree >= majority + 0.2, agree
     assert agree >= report['test_accuracy'], (agree, report['test_accuracy'])
     # eval --head scored the same rows against the groups, by the head's own class names.
-    scored = json.loads((root / 'headed' / 'eval.json').read_text())
+    scored = json.loads(next((root / 'headed').glob('run_date=*/eval.json')).read_text())
     assert scored['count'] == 400 and scored['top5_k'] == 2
     assert scored['top1'] == pytest.approx(agree)
     assert {c['label'] for c in scored['per_class']} == {'animal', 'other'}
