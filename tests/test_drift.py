@@ -63,3 +63,34 @@ def test_runs_over_fish_and_over_vehicles_drift_apart(fish_run, vehicle_run, tmp
     assert drift['previous_run']['output'] == str(fish_run)
     assert 'tench' in drift['vanished'] or 'tench' in [c['label'] for c in drift['fallers']]
     assert any(label in drift['appeared'] for label in ('ambulance', 'fire engine', 'cab'))
+
+
+def test_drift_of_skip_existing_partitions_covers_the_new_images_and_a_quiet_night_is_no_error(
+        assets, mobilenet_v2_quant, tmp_path):
+    from report_runs import FISH, VEHICLES, copy_photos
+    folder, out = copy_photos(assets, FISH[:8], tmp_path / 'bucket'), tmp_path / 'out'
+    for date in ('2026-11-01', '2026-11-02', '2026-11-03'):
+        if date == '2026-11-02':
+            copy_photos(assets, VEHICLES[:4], folder)  # the only new images of the week
+        result = run_cli('run', '--input', folder, '--output', out, '--model',
+                         mobilenet_v2_quant, '--run_date', date, '--skip_existing')
+        assert result.code == 0, result.err
+
+    def report(date, previous):
+        html = tmp_path / date / 'report.html'
+        html.parent.mkdir()
+        result = run_cli('report', '--output', out / f'run_date={date}', '--compare',
+                         out / f'run_date={previous}', '--out', html)
+        assert result.code == 0, result.err
+        return json.loads((html.parent / 'report.json').read_text()), html.read_text()
+
+    day2, _ = report('2026-11-02', '2026-11-01')
+    # The partition holds the 4 new images; the 8 skipped ones are counted, not lost.
+    assert day2['counts'] == {'listed': 12, 'inputs': 12, 'skipped': 8, 'labeled': 4,
+                              'reused': 0, 'errors': 0}
+    assert day2['drift']['current_images'] == 4 and day2['drift']['previous_images'] == 8
+    assert 'skipped 8 unchanged images' in day2['drift_note']
+    # Nothing new on day 3: no distribution, said so, and the report is still written.
+    day3, page = report('2026-11-03', '2026-11-02')
+    assert day3['drift'] is None and day3['counts']['skipped'] == 12
+    assert day3['drift_note'].startswith('no drift:') and 'id="drift-note"' in page

@@ -93,7 +93,8 @@ def test_report_json_holds_the_figures_of_the_tables(mixed_run, tmp_path):
     tops = collections.Counter(r['labels'][0]['label'] for r in labeled)
     scores = np.array([r['labels'][0]['score'] for r in labeled])
     assert figures_json['labels'] == dict(tops)
-    assert figures_json['counts'] == {'listed': 13, 'inputs': 13, 'labeled': 12, 'errors': 1}
+    assert figures_json['counts'] == {'listed': 13, 'inputs': 13, 'skipped': 0, 'labeled': 12,
+                                      'reused': 0, 'errors': 1}
     assert sum(figures_json['scores']['counts']) == len(labeled)
     assert figures_json['low_confidence'] == {
         'threshold': 0.9, 'images': int((scores < 0.9).sum()),
@@ -201,7 +202,8 @@ def test_a_run_where_every_image_failed_still_has_a_report(mixed_run, tmp_path):
     for f in mixed_run.rglob('errors-*.parquet'):
         shutil.copy(f, output)
     page, figures_json = make_report(output, tmp_path)
-    assert figures_json['counts'] == {'listed': 1, 'inputs': 1, 'labeled': 0, 'errors': 1}
+    assert figures_json['counts'] == {'listed': 1, 'inputs': 1, 'skipped': 0, 'labeled': 0,
+                                      'reused': 0, 'errors': 1}
     assert figures_json['labels'] == {} and figures_json['tiles']['shown'] == 0
     assert figures_json['run']['summaries'] == 0  # counts from the tables, as on Dataflow
     assert page.count('class="error-row"') == 1

@@ -85,6 +85,8 @@ def main(argv: Sequence[str]) -> int:
     h = report.header
     drift = (f', total variation {report.drift.total_variation:.3f} against {args.compare}'
              if report.drift else '')
+    if report.drift_note:
+        drift += f'; {report.drift_note}'
     print(f'report of {h.labeled} labeled images and {plural(h.errors, "error")} '
           f'({plural(len(report.tiles), "tile")}{", sampled" if report.tiles_sampled else ""}{drift})\n'
           f'  html -> {args.out} ({len(page.encode()) / 1e6:.2f} MB)\n'

@@ -38,6 +38,8 @@ class Header:
     seconds: float | None
     images_per_second: float | None
     summaries: int
+    skipped: int = 0    # --skip_existing: unchanged since an earlier date, so not in these rows
+    reused: int = 0     # label rows copied from an earlier row of the same content
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +72,15 @@ class Report:
     errors_by_stage: dict[str, int]
     drift: Drift | None = None
     previous: Header | None = None
+    drift_note: str | None = None   # what the drift covers (incremental runs), or why none
 
     def to_json(self) -> dict[str, Any]:
         """report.json: the figures the page shows (not the thumbnails)."""
         out = {
             'run': dataclasses.asdict(self.header),
             'counts': {'listed': self.header.listed, 'inputs': self.header.inputs,
-                       'labeled': self.header.labeled, 'errors': self.header.errors},
+                       'skipped': self.header.skipped, 'labeled': self.header.labeled,
+                       'reused': self.header.reused, 'errors': self.header.errors},
             'labels': self.label_counts,
             'scores': self.scores.to_json(),
             'low_confidence': self.low_confidence.to_json(),
@@ -86,8 +90,9 @@ class Report:
                       'sampled': self.tiles_sampled, 'max_tiles': self.max_tiles,
                       'unreadable': sum(t.thumbnail.data_uri is None for t in self.tiles)},
             'drift': self.drift.to_json() if self.drift else None,
+            'drift_note': self.drift_note,
         }
-        if self.previous:
+        if self.previous and self.drift:
             out['drift']['previous_run'] = dataclasses.asdict(self.previous)
         return out
 
@@ -138,7 +143,9 @@ def header_of(files: data.RunFiles, labels: pa.Table, errors: pa.Table) -> Heade
         read_retries=sum(int(s.get('read_retries', 0)) for s in summaries) if summaries else None,
         seconds=seconds,
         images_per_second=inputs / seconds if seconds else None,
-        summaries=len(summaries))
+        summaries=len(summaries),
+        skipped=sum(int(s.get('skipped', 0)) for s in summaries),
+        reused=sum(int(s.get('reused', 0)) for s in summaries))
 
 
 def _tiles(labels: pa.Table, counts: dict[str, int], max_tiles: int,
@@ -195,10 +202,34 @@ def build_report(output: str, *, compare_to: str | None = None, max_tiles: int =
                     error_rows=error_rows, errors_by_class=by_class, errors_by_stage=by_stage)
     if compare_to is not None:
         previous, previous_counts = load_label_counts(compare_to)
-        if not counts or not previous_counts:
-            empty = output if not counts else compare_to
-            raise ValueError(f'{empty} has no labeled image, so there is no label '
-                             'distribution to compare')
-        report.drift = compare(counts, previous_counts)
         report.previous = previous
+        report.drift, report.drift_note = drift_between(
+            (output, header, counts), (compare_to, previous, previous_counts))
     return report
+
+
+def drift_between(current: tuple[str, Header, dict[str, int]],
+                  previous: tuple[str, Header, dict[str, int]]
+                  ) -> tuple[Drift | None, str | None]:
+    """The drift of two runs' top labels, and a note where a side is incremental.
+
+    A --skip_existing partition holds only what that night labeled or copied: its drift is
+    that of the new images, and a night with nothing new has no distribution (no drift, not
+    an error, so a nightly alert on drift.total_variation does not fail on a quiet night).
+    A side with no labeled image and nothing skipped is an error: nothing to compare.
+    """
+    for place, header, counts in (current, previous):
+        if not counts and not header.skipped:
+            raise ValueError(f'{place} has no labeled image, so there is no label '
+                             'distribution to compare')
+    incremental = [f'{place} skipped {header.skipped} unchanged images'
+                   for place, header, _ in (current, previous) if header.skipped]
+    if not incremental:
+        return compare(current[2], previous[2]), None
+    if not current[2] or not previous[2]:
+        empty = current[0] if not current[2] else previous[0]
+        return None, (f'no drift: {empty} labeled no new image ({"; ".join(incremental)}, '
+                      'whose rows are in earlier dates)')
+    return compare(current[2], previous[2]), (
+        f'the drift of the images each run labeled or copied: {"; ".join(incremental)}, '
+        'whose rows are in earlier dates and not compared')

@@ -151,8 +151,12 @@ def header_facts(h: Header) -> list[tuple[str, object]]:
         ('model', _join(h.models)),
         ('model_id', _join(h.model_ids)),
         ('rows written', f'{h.first_row_at or "–"} to {h.last_row_at or "–"} (UTC)'),
-        ('images', f'{plural(h.inputs, "input")} (listed {h.listed}): {h.labeled} labeled, '
-                   f'{plural(h.errors, "error")}'),
+        ('images', f'{plural(h.inputs, "input")} (listed {h.listed}): '
+                   + (f'{h.skipped} skipped as unchanged (their rows are in earlier dates), '
+                      if h.skipped else '')
+                   + f'{h.labeled} labeled'
+                   + (f' ({h.reused} of them copied from an earlier row)' if h.reused else '')
+                   + f', {plural(h.errors, "error")}'),
         ('read retries', '–' if h.read_retries is None else h.read_retries),
         ('time', '–' if h.seconds is None else
          f'{h.seconds:.1f} s, {h.images_per_second or 0:.1f} images/s'),
@@ -179,8 +183,10 @@ def tile_html(t: Tile) -> str:
 
 def drift_section(r: Report) -> str:
     d, prev = r.drift, r.previous
+    note = f'<p class="note" id="drift-note">{esc(r.drift_note)}</p>' if r.drift_note else ''
     if d is None or prev is None:
-        return ''
+        return (f'<section id="drift"><h2>Drift against the previous run</h2>{note}</section>'
+                if note else '')
     lists = ''.join(
         f'<p><b>{title}</b> ({len(items)}): {esc(", ".join(items[:40]))}'
         f'{" …" if len(items) > 40 else ""}</p>'
@@ -189,7 +195,7 @@ def drift_section(r: Report) -> str:
         '<section id="drift"><h2>Drift against the previous run</h2>'
         f'<p class="big">total variation distance <b id="tv">{d.total_variation:.3f}</b> '
         '<span class="muted">(0 = the same top-label distribution, 1 = no label in '
-        'common)</span></p>'
+        'common)</span></p>' + note
         + _facts([('previous output', prev.output), ('previous run id', _join(prev.run_ids)),
                   ('previous model_id', _join(prev.model_ids)),
                   ('images', f'{d.current_images} now, {d.previous_images} before')])
