@@ -350,7 +350,7 @@ def test_a_bigquery_delete_refused_after_the_checks_leaves_the_parquet_partition
     partition = tmp_path / 'out' / 'run_date=2026-11-04'
     before = sorted(p.name for p in partition.iterdir())
 
-    def refused(client, table, run_date):  # what BigQuery answers while rows are buffered
+    def refused(client, table, run_date, **_):  # what BigQuery answers while rows are buffered
         raise exceptions.BadRequest('UPDATE or DELETE statement over table would affect rows '
                                     'in the streaming buffer, which is not supported')
     monkeypatch.setattr(bq, 'clear_partition', refused)

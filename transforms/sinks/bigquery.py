@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import os
 import re
 from typing import Any
 
@@ -164,10 +165,16 @@ class BigQuerySink(Sink):
 
     enabling_flag = '--bigquery_table'
     clear_may_fail = True
+    #: How long the launch's own BigQuery calls (dataset, tables, the DELETE) keep retrying
+    #: an endpoint that does not answer; the client's default is 600 s per call.
+    api_deadline_s = 90.0
 
     def __init__(self, table: TableRef, *, method: str = 'file_loads',
-                 temp_location: str | None = None, run_date: str, run_id: str = 'run'):
+                 temp_location: str | None = None, run_date: str, run_id: str = 'run',
+                 api_deadline_s: float | None = None):
         super().__init__()
+        if api_deadline_s is not None:
+            self.api_deadline_s = api_deadline_s
         if method not in METHODS:
             raise ValueError(f'--bigquery_method {method!r}: choose one of {", ".join(METHODS)}')
         if method == 'file_loads' and not (temp_location or '').startswith('gs://'):
@@ -224,31 +231,39 @@ class BigQuerySink(Sink):
         """Create the dataset and tables, or check the schemas of those that exist."""
         from google.cloud import bigquery
         ref = self.tables[LABELS]
-        with self._client() as client:
+        with self._client() as (client, retry):
             client.create_dataset(bigquery.Dataset(f'{ref.project}.{ref.dataset}'),
-                                  exists_ok=True)
+                                  exists_ok=True, retry=retry)
             for name, table in self.tables.items():
-                ensure_table(client, table, name)
+                ensure_table(client, table, name, retry=retry)
 
     def clear(self) -> None:
         """Empty this run's date partition of both tables: re-running a date replaces its
         rows, so a retried scheduled run leaves no duplicates; other dates are never
         touched."""
-        with self._client() as client:
+        with self._client() as (client, retry):
             for table in self.tables.values():
-                clear_partition(client, table, self.run_date)
+                clear_partition(client, table, self.run_date, retry=retry)
 
     @contextlib.contextmanager
     def _client(self):
-        """A client for the tables' project; an API error is one line naming the table."""
+        """A client for the tables' project and the retry its calls use (bounded by
+        `api_deadline_s`); an API error, or no answer in time, is one line naming the table."""
         from google.api_core import exceptions
         from google.cloud import bigquery
         ref = self.tables[LABELS]
         try:
-            yield bigquery.Client(project=ref.project)
+            yield (bigquery.Client(project=ref.project),
+                   bigquery.DEFAULT_RETRY.with_deadline(self.api_deadline_s))
         except exceptions.GoogleAPICallError as e:
             raise ValueError(f'--bigquery_table {ref.sql}: {type(e).__name__}: '
                              f'{getattr(e, "message", e)}') from e
+        except exceptions.RetryError as e:
+            from transforms.gcp import BIGQUERY_EMULATOR_HOST
+            where = os.environ.get(BIGQUERY_EMULATOR_HOST) or 'BigQuery'
+            cause = f'{type(e.cause).__name__}: {e.cause}'.splitlines()[0][:200]
+            raise ValueError(f'--bigquery_table {ref.sql}: {where} did not answer within '
+                             f'{self.api_deadline_s:g} s ({cause})') from e
 
     def written(self) -> dict[str, list[str]]:
         return {name: [f'bigquery:{t.sql} (run_date {self.run_date})']
@@ -270,24 +285,30 @@ class BigQuerySink(Sink):
                      write_disposition=BigQueryDisposition.WRITE_APPEND, **extra))
 
 
-def clear_partition(client, table: TableRef, run_date: str) -> int:
+def clear_partition(client, table: TableRef, run_date: str, *, retry=None) -> int:
     """Delete one date's rows (a partition-pruned DML delete); how many went."""
     from google.cloud import bigquery
+    retry = retry or bigquery.DEFAULT_RETRY
     job = client.query(
         f'DELETE FROM `{table.sql}` WHERE {RUN_DATE} = @run_date',
         job_config=bigquery.QueryJobConfig(query_parameters=[
-            bigquery.ScalarQueryParameter('run_date', 'DATE', run_date)]))
-    job.result()
+            bigquery.ScalarQueryParameter('run_date', 'DATE', run_date)]),
+        # job_retry=None: with a job retry the client wraps the insert in a 600 s retry of
+        # its own that `retry` does not bound. A DELETE job that fails is a launch refused
+        # in one line (a scheduler retries the launch); each API call is still retried.
+        retry=retry, job_retry=None)
+    job.result(retry=retry)
     return int(job.num_dml_affected_rows or 0)
 
 
-def ensure_table(client, table: TableRef, name: str) -> None:
+def ensure_table(client, table: TableRef, name: str, *, retry=None) -> None:
     """Create `table` with schema, partitioning and clustering, or check its schema fits."""
     from google.api_core import exceptions
     from google.cloud import bigquery
+    retry = retry or bigquery.DEFAULT_RETRY
     schema = table_schema(name)['fields']
     try:
-        existing = client.get_table(table.sql)
+        existing = client.get_table(table.sql, retry=retry)
     except exceptions.NotFound:
         t = bigquery.Table(table.sql, schema=[bigquery.SchemaField.from_api_repr(f)
                                               for f in schema])
@@ -295,7 +316,7 @@ def ensure_table(client, table: TableRef, name: str) -> None:
             type_=bigquery.TimePartitioningType.DAY, field=RUN_DATE)
         t.clustering_fields = CLUSTERING[name]
         t.description = f'imagelabel {name} rows, one per image (transforms.schema)'
-        client.create_table(t)
+        client.create_table(t, retry=retry)
         return
     diffs = schema_differences(schema, [f.to_api_repr() for f in existing.schema])
     if diffs:
