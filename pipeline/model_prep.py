@@ -267,8 +267,14 @@ def _model_facts(s: Settings, local: bool, scratch: str | None) -> ModelFacts:
     model = _load(s, spec, 'float32' if to_int8 else s.precision, for_workers=not to_int8,
                   with_head=not to_int8)
     _check_top_k(s, model)
-    if s.precision == 'float32' or (s.precision == 'bf16' and model.runtime.precision != 'bf16'):
-        return _facts(spec, model)  # bf16 without bf16 units ran float32: said so
+    if s.precision == 'bf16' and model.runtime.precision != 'bf16':
+        # The runtime warned that this CPU runs float32. Workers decide on their own CPU.
+        _log.warning('--precision bf16: the agreement check needs bf16 units on the machine '
+                     'that launches; workers that have them run bf16 unchecked (launch from '
+                     'a machine of their CPU family to measure it)')
+        return _facts(spec, model)
+    if s.precision == 'float32':
+        return _facts(spec, model)
     if s.precision == 'bf16':
         sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                                calibration=0)

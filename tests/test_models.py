@@ -165,10 +165,11 @@ def test_bf16_changes_numbers_slightly_where_the_cpu_has_bf16_units_and_never_to
     np.testing.assert_array_equal(before, after)  # the bf16 switch did not leak
     if not this_cpu().has_bf16:
         # No bf16 units (AVX2-only Zen 3): oneDNN would not rewrite the graph, so the
-        # run says it is float32, and its rows carry float32's model_id.
+        # run says it is float32; its model_id is bf16's all the same, the one a worker
+        # with bf16 units computes for the same job.
         assert bf16.runtime.precision == 'float32'
         np.testing.assert_array_equal(emb16, emb32)
-        assert bf16.model_id == fp32.model_id
+        assert bf16.model_id != fp32.model_id
         return
     assert bf16.runtime.precision == 'bf16'
     rel = np.abs(emb16 - emb32).max() / np.abs(emb32).max()
@@ -178,6 +179,24 @@ def test_bf16_changes_numbers_slightly_where_the_cpu_has_bf16_units_and_never_to
     # so close scores are not tied by rounding.
     low_bits = probs16.astype(np.float32).view(np.uint32) & 0xFFFF
     assert np.count_nonzero(low_bits) > 0.9 * low_bits.size
+
+
+def test_a_bf16_job_has_one_model_id_whether_or_not_the_cpu_loading_it_has_bf16_units(
+        tiny_keras_model, monkeypatch):
+    # A launcher without bf16 units (float32) and Sapphire Rapids workers (bf16) run the same
+    # job: each worker checks that it computes the launcher's model_id.
+    from transforms.cpu import parse_cpuinfo
+    from transforms.models import keras as keras_runtime
+    spec = resolve_spec(str(tiny_keras_model))
+    loaded = {}
+    for name, flags in (('zen3', 'avx2 fma'), ('sapphire', 'avx2 avx512f amx_bf16 amx_tile')):
+        cpu = parse_cpuinfo(f'processor: 0\nmodel name: {name}\nflags: {flags}\n')
+        monkeypatch.setattr(keras_runtime, 'this_cpu', lambda cpu=cpu: cpu)
+        loaded[name] = load_labeled_model(spec, batch_size=2, precision='bf16', threads=None,
+                                          recipe='crop')
+    assert loaded['zen3'].runtime.precision == 'float32'
+    assert loaded['sapphire'].runtime.precision == 'bf16'
+    assert loaded['zen3'].model_id == loaded['sapphire'].model_id
 
 
 def test_saved_model_directory_runs_its_serving_signature(tiny_keras_model, tmp_path):

@@ -109,7 +109,10 @@ def load_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
                          'names; pass --labels with one name per output')
     model_id = model_fingerprint(
         runtime.weights_sha256, size=runtime.input_size, preprocess=spec.preprocess,
-        recipe=recipe, precision=runtime.precision, outputs=runtime.output_kind,
+        # The precision asked for, not the one this CPU ran: bf16 falls back to float32
+        # where a CPU has no bf16 units, and every worker of a job (whatever its CPU
+        # family) and its launcher must compute the same model_id.
+        recipe=recipe, precision=precision, outputs=runtime.output_kind,
         drop_background=drop, labels=hashlib.sha256('\n'.join(labels).encode()).hexdigest())
     if head is None:
         return LoadedModel(runtime, labels, model_id, drop)
