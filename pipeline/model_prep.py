@@ -51,6 +51,7 @@ class Sample:
     held_out: np.ndarray     # (n, h, w, 3) uint8, for the agreement check
     calibration: np.ndarray  # (m, h, w, 3) uint8, for int8 calibration (disjoint when m > 0)
     digest: str              # names the calibration set: URIs, contents, size, recipe
+    source: str              # names where it is drawn from: --input, counts, size, recipe
 
 
 def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
@@ -83,8 +84,10 @@ def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
     cal = pixels[n_held:n_held + calibration] or pixels[:n_held]
     cal_names = names[n_held:n_held + calibration] or names[:n_held]
     digest = hashlib.sha256(repr((cal_names, tuple(size), s.resize.value)).encode()).hexdigest()
+    source = hashlib.sha256(repr((s.input, held_out, calibration, SEED, SAMPLE_POOL,
+                                  tuple(size), s.resize.value)).encode()).hexdigest()
     return Sample(np.stack(pixels[:n_held]), np.stack(cal) if calibration else
-                  np.zeros((0, *size, 3), np.uint8), digest)
+                  np.zeros((0, *size, 3), np.uint8), digest, source)
 
 
 def _resolve(s: Settings) -> ModelSpec:
@@ -135,7 +138,7 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
     # One line saying what to install, before anything is converted.
     int8.RUNTIMES[s.int8_runtime].converter_module().require()
     key = int8.cache_key(weights_sha256=runtime.weights_sha256, spec=spec,
-                         input_size=runtime.input_size, calibration_digest=sample.digest,
+                         input_size=runtime.input_size, calibration_source=sample.source,
                          runtime=int8.runtime_tag(s.int8_runtime))
     files = int8.cached_files(s.model_cache, key, s.int8_runtime)
     if files.exists():

@@ -47,6 +47,24 @@ def test_another_calibration_set_is_another_cache_entry(
     assert len(list(cache.glob('*.tflite'))) == 2
 
 
+def test_a_nightly_int8_run_over_a_grown_input_keeps_its_conversion_and_model_id(
+        tiny_keras_model, int8_photos, tmp_path, conversions):
+    # Another night, one more photo: the seeded sample differs, but the conversion (and so
+    # model_id) is that of the same --input, and --skip_existing labels only the new photo.
+    import shutil
+    from conftest import write_jpeg
+    bucket, cache, out = tmp_path / 'bucket', tmp_path / 'cache', tmp_path / 'out'
+    shutil.copytree(int8_photos, bucket)
+    night = ('--skip_existing', '--run_date')
+    assert int8_run(tiny_keras_model, bucket, out, cache, *night, '2026-11-01').code == 0
+    write_jpeg(bucket / 'new.jpg', size=(96, 80), seed=99)
+    second = int8_run(tiny_keras_model, bucket, out, cache, *night, '2026-11-02')
+    assert second.code == 0, second.err
+    first, later = (read_summary(str(out), run_date=d) for d in ('2026-11-01', '2026-11-02'))
+    assert len(conversions) == 1 and first['model_id'] == later['model_id']
+    assert (later['skipped'], later['labeled']) == (12, 1)
+
+
 def test_int8_rows_have_the_float32_schema_labels_and_embedding(tiny_keras_model, int8_photos,
                                                                 tmp_path):
     assert int8_run(tiny_keras_model, int8_photos, tmp_path / 'q', tmp_path / 'cache').code == 0

@@ -91,12 +91,16 @@ class Calibration:
 
 
 def cache_key(*, weights_sha256: str, spec: ModelSpec, input_size: tuple[int, int],
-              calibration_digest: str, runtime: str) -> str:
-    """(model, calibration set, runtime) -> a file-name-safe key."""
+              calibration_source: str, runtime: str) -> str:
+    """(model, where the calibration set is drawn from, runtime) -> a file-name-safe key.
+
+    The source, not the sampled images: a nightly run over a growing --input draws
+    another sample each night, and a key on it would convert again each night, with a
+    new model_id that makes --skip_existing label everything again."""
     model = repr((weights_sha256, spec.format, spec.preprocess, spec.embedding_layer,
                   tuple(input_size), spec.outputs))
     h = hashlib.sha256(
-        f'{model}|{calibration_digest}|{runtime}|{conversion_version(spec, runtime)}'.encode()
+        f'{model}|{calibration_source}|{runtime}|{conversion_version(spec, runtime)}'.encode()
     ).hexdigest()
     return f'{spec.name.replace("/", "_")}-int8-{runtime}-{h[:20]}'
 
