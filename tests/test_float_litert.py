@@ -59,8 +59,9 @@ def test_a_converted_model_labels_like_tensorflow_and_is_cached_with_its_agreeme
                                    [lab['score'] for lab in ref['labels']], atol=1e-5)
         np.testing.assert_allclose(row['embedding'], ref['embedding'], rtol=1e-4, atol=1e-5)
     names = sorted(p.name for p in cache.iterdir())
-    assert [n.rsplit('-', 1)[0] for n in names] == ['tiny.keras-float32-litert'] * 3
-    assert [n.split('.', 2)[-1] for n in names] == ['agreement.json', 'head.npz', 'tflite']
+    assert [n.rsplit('-', 1)[0] for n in names] == ['tiny.keras-float32-litert'] * 4
+    assert [n.split('.', 2)[-1] for n in names] == ['agreement.json', 'entry.json', 'head.npz',
+                                                    'tflite']
     summary = read_summary(str(tmp_path / 'lite'))
     assert summary['precision'] == 'float32' and summary['labeled'] == 12
     assert summary['agreement']['precision'] == 'float32-litert'
@@ -277,7 +278,7 @@ def test_a_saved_model_converts_and_labels_like_tensorflow_with_its_classifier_i
         assert len(row['embedding']) == 16  # the Dense's input, as int8 exposes it
     # No float head for a SavedModel: the .tflite keeps its softmax; and its agreement.
     names = sorted(p.name.split('.', 1)[-1] for p in cache.iterdir())
-    assert names == ['agreement.json', 'tflite'] and all(
+    assert names == ['agreement.json', 'entry.json', 'tflite'] and all(
         p.name.startswith('saved-float32-litert-') for p in cache.iterdir())
     summary = read_summary(str(tmp_path / 'lite'))
     assert summary['agreement']['top1'] == 1.0 and summary['precision'] == 'float32'

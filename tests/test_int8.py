@@ -25,9 +25,11 @@ def test_a_scheduled_run_converts_once_and_then_loads_from_the_cache(
     flags = ('--int8_runtime', runtime)
     first = int8_run(tiny_keras_model, int8_photos, tmp_path / 'a', cache, *flags)
     assert first.code == 0, first.err
-    files = sorted(p.name for p in cache.iterdir())  # one model file, and the float32 head
-    assert len(files) == 2 and files[0].endswith('.head.npz') and files[1].endswith(suffix)
-    assert files[1].startswith(f'tiny.keras-int8-{runtime}-')
+    # one model file, the float32 head, and the entry's record
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 3 and files[0].endswith('.entry.json')
+    assert files[1].endswith('.head.npz') and files[2].endswith(suffix)
+    assert files[2].startswith(f'tiny.keras-int8-{runtime}-')
     second = int8_run(tiny_keras_model, int8_photos, tmp_path / 'b', cache, *flags)
     assert second.code == 0, second.err
     assert [c.runtime for c in conversions] == [runtime]  # the second run used the cache

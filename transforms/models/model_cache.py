@@ -4,13 +4,17 @@ A conversion made at launch (--precision int8, --float_runtime litert) is stored
 under a key that names everything that makes the file, so a scheduled run
 converts once and workers only read it. The folder is local or gs://
 (FileSystems). Each file is written whole (a local one is renamed into place, so
-a concurrent run never reads half of it), and the model file is written last:
-its presence means the entry is complete.
+a concurrent run never reads half of it), and a record of the entry's files and
+their SHA-256 is written last: its presence means the entry is complete, and a
+reader checks every file against it, so an entry that lost its head file (which
+would turn the embedding into the scores) or holds a damaged one is refused in
+one line instead of labeling wrongly.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 
 from apache_beam.io.filesystems import FileSystems
@@ -40,6 +44,10 @@ def beside(model_path: str, suffix: str, ending: str) -> str:
     return model_path[:-len(suffix)] + ending
 
 
+#: The entry's record, written last: {'model': sha256, 'beside': {ending: sha256}}.
+RECORD = '.entry.json'
+
+
 def head_beside(model_path: str, suffix: str) -> str:
     """The float32 head's file, beside its converted model (`key.head.npz`)."""
     return beside(model_path, suffix, '.head.npz')
@@ -64,17 +72,23 @@ class CachedModel:
         return beside(self.model, self.suffix, ending)
 
     def exists(self) -> bool:
-        return FileSystems.exists(self.model)
+        """Complete: its record was written (after every file it names)."""
+        return FileSystems.exists(self.beside(RECORD))
 
 
 def store(files: CachedModel, content: bytes, also: dict[str, bytes] | None = None) -> None:
-    """Write an entry: the files beside the model (empty ones are skipped), the model last."""
+    """Write an entry: the files beside the model (empty ones are skipped), the model, and
+    last the record naming them with their SHA-256."""
     if '://' not in files.model:
         os.makedirs(os.path.dirname(files.model) or '.', exist_ok=True)
+    record = {'model': hashlib.sha256(content).hexdigest(), 'beside': {}}
     for path, data in (also or {}).items():
         if data:
             _write(path, data)
+            record['beside'][path[len(files.model) - len(files.suffix):]] = (
+                hashlib.sha256(data).hexdigest())
     _write(files.model, content)
+    _write(files.beside(RECORD), json.dumps(record, sort_keys=True).encode())
 
 
 def _write(path: str, data: bytes) -> None:
@@ -89,18 +103,38 @@ def _write(path: str, data: bytes) -> None:
 
 
 def read_conversion(path: str, suffix: str) -> tuple[bytes, FloatHead | None, str]:
-    """A cached conversion: (model bytes, its FloatHead or None, sha256).
+    """A cached conversion: (model bytes, its FloatHead or None, sha256), each file
+    checked against the entry's record; ValueError (one line) for an entry that is not
+    whole.
 
     The sha256 covers the model and its head: it is the weights part of model_id.
     """
-    with open_raw(path) as f:
-        content = f.read()
+    entry = CachedModel(path, suffix)
+    fix = f'delete {beside(path, suffix, ".*")} to convert again'
+    try:
+        with open_raw(entry.beside(RECORD)) as f:
+            record = json.loads(f.read())
+        expected_model, expected_beside = record['model'], record['beside']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'the model cache entry {path} has no readable record '
+                         f'({type(e).__name__}); {fix}') from e
+
+    def read(file: str, expected: str) -> bytes:
+        try:
+            with open_raw(file) as f:
+                data = f.read()
+        except OSError as e:
+            raise ValueError(f'the model cache entry {path} lost {file} '
+                             f'({type(e).__name__}); {fix}') from e
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ValueError(f'the model cache entry {path} holds a damaged {file}; {fix}')
+        return data
+
+    content = read(path, expected_model)
     digest = hashlib.sha256(content)
-    head_path = head_beside(path, suffix)
     head = None
-    if FileSystems.exists(head_path):
-        with open_raw(head_path) as f:
-            raw = f.read()
+    if '.head.npz' in expected_beside:
+        raw = read(head_beside(path, suffix), expected_beside['.head.npz'])
         digest.update(raw)
         head = FloatHead.from_bytes(raw)
     return content, head, digest.hexdigest()
