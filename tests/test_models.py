@@ -58,6 +58,44 @@ def test_weights_flag_only_for_named_models(mobilenet_v2_quant):
         resolve_spec(str(mobilenet_v2_quant), weights='w.h5')
 
 
+def _scores_model(tmp_path, name, top):
+    """A 10-class model over 32x32 images: conv, pooling to an 8-d embedding, then `top`."""
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation='relu')(inp)
+    emb = keras.layers.GlobalAveragePooling2D(name='avg_pool')(x)
+    model = keras.Model(inp, top(emb))
+    path = tmp_path / f'{name}.keras'
+    model.save(path)
+    return path, model
+
+
+@pytest.mark.parametrize('name, top', [
+    # a softmax Dense, then a Reshape: still probabilities, not softmaxed again
+    ('reshaped', lambda e: keras.layers.Reshape((10,))(keras.layers.Dense(10, 'softmax')(e))),
+    # two outputs, the classes first and a box head after them
+    ('with_box', lambda e: [keras.layers.Dense(10, 'softmax')(e), keras.layers.Dense(4)(e)]),
+    ('logits', lambda e: keras.layers.Dense(10)(e)),
+])
+def test_the_scores_are_the_first_outputs_probabilities_whatever_layers_follow(tmp_path, name,
+                                                                              top):
+    path, k = _scores_model(tmp_path, name, top)
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('\n'.join(f'c{i}' for i in range(10)))
+    spec = resolve_spec(str(path), labels=str(labels))
+    model = load_labeled_model(spec, batch_size=2, precision='float32', threads=None,
+                               recipe='crop')
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    probs, emb = model.predict(pixels)
+    x = pixels.astype(np.float32) / 127.5 - 1
+    expected = k.predict(x, verbose=0)
+    expected = expected[0] if isinstance(expected, list) else expected
+    if name == 'logits':
+        expected = np.exp(expected) / np.exp(expected).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-6)
+    pool = keras.Model(k.inputs, k.get_layer('avg_pool').output)
+    np.testing.assert_allclose(emb, pool.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
 def test_bucket_sizes_bound_the_number_of_traced_shapes():
     sizes = {models.bucket_size(n, 32) for n in range(1, 33)}
     assert sizes == {1, 2, 4, 8, 16, 32}

@@ -35,9 +35,35 @@ def configure_tensorflow_threads(threads: int | None) -> None:
                      threads)
 
 
+def _scores_path(model) -> list:
+    """The layers that make the scores (the model's first output), last first: walked back
+    from that output through single-input layers, down to the first Dense. A model's last
+    layer may feed another output (a box head), and a softmax may come before a Reshape."""
+    import keras
+    path = []
+    tensor = model.outputs[0]
+    while True:
+        history = getattr(tensor, '_keras_history', None)
+        layer = getattr(history, 'operation', None)
+        if layer is None or isinstance(layer, keras.layers.InputLayer) or layer in path:
+            return path
+        path.append(layer)
+        if isinstance(layer, keras.layers.Dense):
+            return path
+        try:
+            tensor = layer.input
+        except (AttributeError, ValueError):  # several inputs, or a layer used twice
+            return path
+        if not hasattr(tensor, '_keras_history'):  # a list of tensors: a merge
+            return path
+
+
 def _final_dense(model):
     import keras
-    for layer in reversed(model.layers):
+    path = _scores_path(model)
+    if path and isinstance(path[-1], keras.layers.Dense):
+        return path[-1]
+    for layer in reversed(model.layers):  # scores made by a merge: the last Dense
         if isinstance(layer, keras.layers.Dense):
             return layer
     raise ValueError(f'model {model.name} has no Dense classification layer to take '
@@ -61,7 +87,10 @@ def classifier_top(model, embedding) -> tuple[Any, list] | None:
     """
     import keras
     dense = _final_dense(model)
-    rest = model.layers[model.layers.index(dense) + 1:]
+    path = _scores_path(model)
+    if not path or path[-1] is not dense:
+        return None
+    rest = list(reversed(path[:-1]))
     if dense.input is not embedding or any(
             not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
         return None
@@ -86,11 +115,21 @@ def _classifier_head(model, embedding):
     return head
 
 
+#: Layers that move or copy scores without changing them (a softmax before one stays one).
+_SHAPE_ONLY = ('Reshape', 'Flatten', 'Dropout', 'Identity', 'Permute', 'ActivityRegularization')
+
+
 def _emits_probabilities(model) -> bool:
+    """Whether the scores output ends in a softmax, looking through shape-only layers."""
     import keras
-    last = model.layers[-1]
-    act = getattr(last, 'activation', None)
-    return isinstance(last, keras.layers.Softmax) or getattr(act, '__name__', '') == 'softmax'
+    for layer in _scores_path(model):
+        act = getattr(getattr(layer, 'activation', None), '__name__', '')
+        if isinstance(layer, keras.layers.Softmax) or act == 'softmax':
+            return True
+        if type(layer).__name__ not in _SHAPE_ONLY and not (
+                isinstance(layer, keras.layers.Activation) and act == 'linear'):
+            return False
+    return False
 
 
 @contextlib.contextmanager
