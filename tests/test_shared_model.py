@@ -119,3 +119,23 @@ def test_two_processes_sharing_one_model_label_what_one_process_labels(tmp_path,
                                    [l['score'] for l in row['labels']], rtol=1e-5)
         np.testing.assert_allclose(other['embedding'], row['embedding'], rtol=1e-5, atol=1e-6)
     assert read_parquet_rows(tmp_path / 'two', 'errors') == []
+
+
+def test_a_labels_file_edited_in_place_is_a_new_load_not_the_old_names(tiny_keras_model,
+                                                                       tmp_path):
+    import os
+    from transforms.label import forget_loaded_models, shared_labeled_model
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('\n'.join(f'old{i}' for i in range(1000)))
+    spec = resolve_spec(str(tiny_keras_model), labels=str(labels))
+    settings = dict(batch_size=2, precision='float32', threads=None, recipe='crop')
+    forget_loaded_models()
+    try:
+        before = shared_labeled_model(spec, **settings)
+        labels.write_text('\n'.join(f'new{i}' for i in range(1000)))
+        os.utime(labels, (1_000_000_000, 1_000_000_000))  # same size: the time tells
+        after = shared_labeled_model(spec, **settings)
+    finally:
+        forget_loaded_models()
+    assert before.labels[0] == 'old0' and after.labels[0] == 'new0'
+    assert before.model_id != after.model_id

@@ -149,8 +149,8 @@ def shared_labeled_model(spec: ModelSpec, *, batch_size: int, precision: str,
                          head: Optional[str] = None,
                          interpreters: Optional[int] = None) -> LoadedModel:
     """load_labeled_model, once per process for the same model and settings."""
-    key = (spec, _stamp(spec.path), _stamp(spec.weights), batch_size, precision, threads, recipe,
-           head, _stamp(head), interpreters)
+    key = (spec, _stamp(spec.path), _stamp(spec.weights), _stamp(spec.labels), batch_size,
+           precision, threads, recipe, head, _stamp(head), interpreters)
     with _LOADED_LOCK:  # one load at a time: a second caller waits for the first's model
         model = _LOADED.get(key)
         if model is None:
