@@ -497,3 +497,18 @@ def test_a_batch_given_as_separate_images_scores_as_the_stacked_batch(tiny_keras
         np.testing.assert_array_equal(separate.probabilities, stacked.probabilities)
         np.testing.assert_array_equal(separate.embeddings, stacked.embeddings)
         assert separate.probabilities.shape[0] == 3
+
+
+def test_a_named_model_whose_weights_cannot_be_downloaded_is_one_line(monkeypatch):
+    # A Dataflow worker without internet egress; no request leaves this machine here.
+    from keras.src.utils import file_utils
+    from transforms.models import keras as keras_runtime
+
+    def offline(fname, origin=None, **_):
+        raise Exception(f'URL fetch failure on {origin}: None -- [Errno 101] Network is '
+                        'unreachable')
+    monkeypatch.setattr(file_utils, 'get_file', offline)
+    with pytest.raises(ValueError) as e:
+        keras_runtime.load_keras_model(resolve_spec("mobilenet_v2"))
+    assert str(e.value).startswith('--model MobileNetV2: cannot download its ImageNet weights')
+    assert 'pass --weights' in str(e.value) and '\n' not in str(e.value)

@@ -369,7 +369,15 @@ def load_keras_model(spec: ModelSpec):
                 return _quickly(lambda: constructor(weights=local), spec), fingerprint.result()
         # Real users: Keras downloads the ImageNet weights on first use, checks
         # their hash and caches them under ~/.keras/models.
-        model = _quickly(lambda: constructor(weights='imagenet'), spec)
+        try:
+            model = _quickly(lambda: constructor(weights='imagenet'), spec)
+        except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for a fetch
+            if 'fetch failure' not in str(e) and not isinstance(e, OSError):
+                raise
+            raise ValueError(f'--model {spec.application}: cannot download its ImageNet weights '
+                             f'({str(e).splitlines()[0][:160]}); on a machine without internet '
+                             'access, pass --weights with a local or gs:// copy of the '
+                             'weights file') from e
         return model, _keras_weights_fingerprint(model)
     if spec.format == 'keras':
         with localized(spec.path) as local, _fingerprinting(local) as fingerprint:
