@@ -387,6 +387,29 @@ def test_a_saved_model_folder_on_gs_loads_and_leaves_no_local_copy(runs, tiny_ke
     assert model_copies('saved_model.pb') == before
 
 
+@pytest.mark.parametrize('flags', [('--precision', 'int8', '--int8_runtime', 'litert'),
+                                   ('--precision', 'int8', '--int8_runtime', 'openvino'),
+                                   ('--float_runtime', 'litert')])
+def test_a_saved_model_folder_on_gs_converts_through_the_store(runs, tiny_keras_model,
+                                                               int8_photos, tmp_path, flags):
+    # The converters read a local copy made through FileSystems: TensorFlow's own gs://
+    # reader would go to www.googleapis.com, past the emulator; OpenVINO has none.
+    import keras
+    export = tmp_path / 'saved'
+    keras.models.load_model(tiny_keras_model).export(str(export), verbose=False)
+    bucket = runs['cloud'].gcs.client().bucket('imagelabel-test')
+    for f in export.rglob('*'):
+        if f.is_file():
+            bucket.blob(f'saved/convert/{f.relative_to(export)}').upload_from_filename(str(f))
+    result = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'out', '--model',
+                     'gs://imagelabel-test/saved/convert', '--model_cache', tmp_path / 'cache',
+                     '--min_agreement', '0', '--calibration_images', '6',
+                     '--agreement_images', '4', *flags)
+    assert result.code == 0, result.err
+    from pipeline.summary import read_summary
+    assert read_summary(str(tmp_path / "out"))["labeled"] == 12
+
+
 def test_a_report_over_a_gs_output_reads_rows_and_thumbnails_from_the_store(runs, tmp_path):
     page = tmp_path / 'report.html'
     result = run_cli('report', '--output', 'gs://imagelabel-test/e2e/out', '--out', page)

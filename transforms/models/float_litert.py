@@ -106,7 +106,8 @@ def convert_saved_model(spec: ModelSpec, output_kind: str) -> bytes:
     graph, and the two can differ (a model that normalises without a softmax op).
     """
     from transforms.models.litert import Scoring, expose_penultimate, with_scoring
-    content = expose_penultimate(int8.saved_model_converter(spec).convert()).content
+    with int8.saved_model_converter(spec) as converter:
+        content = expose_penultimate(converter.convert()).content
     return with_scoring(content, Scoring(output_kind))
 
 

@@ -18,6 +18,7 @@ ranks of a top-5), and the embedding is the backbone's one output for free.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -192,10 +193,16 @@ def convert_backbone(backbone, size: tuple[int, int], finish: Callable[[Any], by
         return finish(tf.lite.TFLiteConverter.from_saved_model(folder))
 
 
+@contextlib.contextmanager
 def saved_model_converter(spec: ModelSpec):
-    """TFLite's converter for a SavedModel's serving_default signature."""
+    """TFLite's converter for a SavedModel's serving_default signature, on a local copy
+    of a gs:// folder (through FileSystems: its emulator, retries and credentials) while
+    the block runs."""
     import tensorflow as tf
-    return tf.lite.TFLiteConverter.from_saved_model(spec.path, signature_keys=['serving_default'])
+
+    from transforms.models.files import localized
+    with localized(spec.path) as local:
+        yield tf.lite.TFLiteConverter.from_saved_model(local, signature_keys=['serving_default'])
 
 
 def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
@@ -209,8 +216,9 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration: Calibration
     whether the softmax moved.
     """
     dtype = runtime.input_dtype.as_numpy_dtype
-    content = _quantize(saved_model_converter(spec), calibration.pixels,
-                        PREPROCESSORS[runtime.preprocess], dtype)
+    with saved_model_converter(spec) as converter:
+        content = _quantize(converter, calibration.pixels, PREPROCESSORS[runtime.preprocess],
+                            dtype)
     content, moved = logits_instead_of_softmax(expose_penultimate(content).content)
     return with_scoring(content, Scoring(runtime.output_kind, moved)), b''
 

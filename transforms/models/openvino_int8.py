@@ -91,7 +91,9 @@ def convert_saved_model(spec: ModelSpec, runtime, calibration) -> tuple[bytes, b
     if runtime.input_dtype.is_integer:
         raise ValueError(f'{spec.name}: --int8_runtime openvino takes float image inputs; '
                          'this SavedModel takes integers: use --int8_runtime litert')
-    ov_model = ov.convert_model(spec.path)
+    from transforms.models.files import localized
+    with localized(spec.path) as local:  # a gs:// folder through FileSystems
+        ov_model = ov.convert_model(local)
     return _quantize(ov_model, calibration.pixels, PREPROCESSORS[runtime.preprocess]), b''
 
 
