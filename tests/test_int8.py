@@ -251,3 +251,20 @@ def test_a_files_scores_get_the_softmaxes_tensorflow_would_apply(output_kind, mo
         expected = np.exp(expected) / np.exp(expected).sum(axis=-1, keepdims=True)
     np.testing.assert_allclose(int8_scores(None, softmaxes, np.zeros((1, 2)), raw).probabilities,
                                expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('runtime, converter', [('litert', 'tensorflow'), ('openvino', 'nncf')])
+def test_a_new_converter_version_is_another_cache_entry(monkeypatch, runtime, converter):
+    # The .tflite is made by TensorFlow's converter, the OpenVINO IR by NNCF: an upgrade of
+    # either may make another file, which must not be served from an older conversion.
+    from transforms.models import int8, resolve_spec
+    spec = resolve_spec('inception_v3')
+
+    def key():
+        return int8.cache_key(weights_sha256='w', spec=spec, input_size=(299, 299),
+                              calibration_source='s', runtime=f'{runtime}-1.0')
+    real = int8.package_version
+    before = key()
+    monkeypatch.setattr(int8, 'package_version',
+                        lambda name: '999.0' if name == converter else real(name))
+    assert key() != before

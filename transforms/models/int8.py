@@ -44,12 +44,15 @@ _log = logging.getLogger('imagelabel.models')
 @dataclasses.dataclass(frozen=True)
 class Int8RuntimeInfo:
     """An int8 runtime: its cache files' suffix, the format workers load them with
-    (transforms.models.formats), the package whose version keys the cache, and the
-    module that converts for it (`require()`, `convert_keras`, `convert_saved_model`)."""
+    (transforms.models.formats), the package whose version keys the cache, the module
+    that converts for it (`require()`, `convert_keras`, `convert_saved_model`), and the
+    packages that convert (their versions key the cache too: a new converter may make
+    another file)."""
     suffix: str
     format: str
     package: str
     converter: str
+    converter_packages: tuple[str, ...] = ()
 
     def converter_module(self) -> types.ModuleType:
         return importlib.import_module(self.converter)
@@ -57,9 +60,9 @@ class Int8RuntimeInfo:
 
 #: The int8 runtimes (--int8_runtime).
 RUNTIMES = {'litert': Int8RuntimeInfo('.tflite', 'int8_tflite', 'ai-edge-litert',
-                                      'transforms.models.int8'),
+                                      'transforms.models.int8', ('tensorflow',)),
             'openvino': Int8RuntimeInfo('.ovz', 'int8_openvino', 'openvino',
-                                        'transforms.models.openvino_int8')}
+                                        'transforms.models.openvino_int8', ('nncf',))}
 RUNTIME = 'litert'  # the default
 #: How conversions are made; a change that makes different files bumps it (cache key).
 #: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
@@ -100,9 +103,11 @@ def cache_key(*, weights_sha256: str, spec: ModelSpec, input_size: tuple[int, in
     new model_id that makes --skip_existing label everything again."""
     model = repr((weights_sha256, spec.format, spec.preprocess, spec.embedding_layer,
                   tuple(input_size), spec.outputs))
+    converters = [f'{p}-{package_version(p)}'
+                  for p in RUNTIMES[runtime.split('-', 1)[0]].converter_packages]
     h = hashlib.sha256(
-        f'{model}|{calibration_source}|{runtime}|{conversion_version(spec, runtime)}'.encode()
-    ).hexdigest()
+        f'{model}|{calibration_source}|{runtime}|{conversion_version(spec, runtime)}|'
+        f'{converters}'.encode()).hexdigest()
     return f'{spec.name.replace("/", "_")}-int8-{runtime}-{h[:20]}'
 
 
