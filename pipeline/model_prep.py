@@ -83,6 +83,14 @@ def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
     n_held = min(held_out, len(pixels) // 2 if calibration else len(pixels)) or 1
     cal = pixels[n_held:n_held + calibration] or pixels[:n_held]
     cal_names = names[n_held:n_held + calibration] or names[:n_held]
+    what = purpose or f'--precision {s.precision}'
+    if n_held < held_out:
+        _log.warning('%s: agreement is measured on %d images, not --agreement_images %d: '
+                     'only %d of %s could be sampled', what, n_held, held_out, len(pixels),
+                     s.input)
+    if calibration and len(pixels) <= n_held:
+        _log.warning('%s: a single image to sample, so calibration uses the held-out one and '
+                     'the agreement is not measured on an unseen image', what)
     digest = hashlib.sha256(repr((cal_names, tuple(size), s.resize.value)).encode()).hexdigest()
     source = hashlib.sha256(repr((s.input, held_out, calibration, SEED, SAMPLE_POOL,
                                   tuple(size), s.resize.value)).encode()).hexdigest()

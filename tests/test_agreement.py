@@ -126,3 +126,20 @@ def test_the_gate_passes_at_the_minimum_and_refuses_below_it():
 def test_min_agreement_outside_zero_to_one_is_refused_when_parsed(tmp_path):
     r = run_cli('run', '--input', tmp_path, '--output', tmp_path / 'o', '--min_agreement', '1.5')
     assert r.code == 2 and 'between 0 and 1' in r.err
+
+
+def test_a_sample_smaller_than_asked_says_so_at_launch(tmp_path, caplog):
+    import logging
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from conftest import write_jpeg
+    from pipeline.model_prep import sample_images
+    from pipeline.options import settings_from
+    write_jpeg(tmp_path / 'in' / 'only.jpg')
+    s = settings_from(PipelineOptions(['--input', str(tmp_path / 'in'), '--output',
+                                       str(tmp_path / 'out'), '--precision', 'int8']))
+    with caplog.at_level(logging.WARNING, logger='imagelabel'):
+        sample = sample_images(s, (32, 32), held_out=64, calibration=200)
+    assert len(sample.held_out) == len(sample.calibration) == 1
+    said = caplog.text
+    assert 'agreement is measured on 1 images, not --agreement_images 64' in said
+    assert 'calibration uses the held-out one' in said
