@@ -359,19 +359,25 @@ def test_a_bigquery_delete_refused_after_the_checks_leaves_the_parquet_partition
     assert sorted(p.name for p in partition.iterdir()) == before
 
 
+def saved_model_on_gs(runs, keras_model, export, prefix: str) -> str:
+    """The Keras model exported as a SavedModel folder, and uploaded under gs://.../prefix."""
+    import keras
+    keras.models.load_model(keras_model).export(str(export), verbose=False)
+    bucket = runs['cloud'].gcs.client().bucket('imagelabel-test')
+    for f in export.rglob('*'):
+        if f.is_file():
+            bucket.blob(f'{prefix}/{f.relative_to(export)}').upload_from_filename(str(f))
+    return f'gs://imagelabel-test/{prefix}'
+
+
 def test_a_saved_model_folder_on_gs_loads_and_leaves_no_local_copy(runs, tiny_keras_model,
                                                                    tmp_path):
-    import keras
     import numpy as np
 
     from transforms.label import load_labeled_model
     from transforms.models import file_fingerprint, resolve_spec
     export = tmp_path / 'saved'
-    keras.models.load_model(tiny_keras_model).export(str(export), verbose=False)
-    bucket = runs['cloud'].gcs.client().bucket('imagelabel-test')
-    for f in export.rglob('*'):
-        if f.is_file():
-            bucket.blob(f'saved/tiny/{f.relative_to(export)}').upload_from_filename(str(f))
+    saved_model_on_gs(runs, tiny_keras_model, export, 'saved/tiny')
     before = model_copies('saved_model.pb')
     spec = resolve_spec('gs://imagelabel-test/saved/tiny')
     assert spec.format == 'saved_model'
@@ -394,15 +400,9 @@ def test_a_saved_model_folder_on_gs_converts_through_the_store(runs, tiny_keras_
                                                                int8_photos, tmp_path, flags):
     # The converters read a local copy made through FileSystems: TensorFlow's own gs://
     # reader would go to www.googleapis.com, past the emulator; OpenVINO has none.
-    import keras
-    export = tmp_path / 'saved'
-    keras.models.load_model(tiny_keras_model).export(str(export), verbose=False)
-    bucket = runs['cloud'].gcs.client().bucket('imagelabel-test')
-    for f in export.rglob('*'):
-        if f.is_file():
-            bucket.blob(f'saved/convert/{f.relative_to(export)}').upload_from_filename(str(f))
+    model = saved_model_on_gs(runs, tiny_keras_model, tmp_path / 'saved', 'saved/convert')
     result = run_cli('run', '--input', int8_photos, '--output', tmp_path / 'out', '--model',
-                     'gs://imagelabel-test/saved/convert', '--model_cache', tmp_path / 'cache',
+                     model, '--model_cache', tmp_path / 'cache',
                      '--min_agreement', '0', '--calibration_images', '6',
                      '--agreement_images', '4', *flags)
     assert result.code == 0, result.err
