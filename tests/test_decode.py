@@ -172,3 +172,40 @@ def test_jpeg_draft_decode_stays_close_to_full_decode():
     full = np.asarray(img.resize((224, 224), Image.BILINEAR,
                                  box=crop_box(1600, 1200, 224, 224)))
     assert np.abs(fast.astype(int) - full.astype(int)).mean() < 4
+
+
+def _photo_bytes(fmt: str) -> bytes:
+    rng = np.random.default_rng(3)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), 8, 0), 8, 1)
+    buf = io.BytesIO()
+    Image.fromarray(smooth).save(buf, format=fmt, quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize('fmt', ['WEBP', 'AVIF'])
+def test_a_webp_or_avif_cut_short_and_zero_filled_is_truncated_not_labeled(fmt):
+    from PIL import features
+    from transforms.errors import ImageError
+    if fmt == 'AVIF':
+        assert features.check('avif'), 'this Pillow decodes AVIF: its test must run'
+    data = _photo_bytes(fmt)
+    decode_image(data, (32, 32))  # whole: fine
+    decode_image(data + bytes(16), (32, 32))  # a few zero bytes of padding: still fine
+    cut = data[:len(data) // 2] + bytes(len(data) - len(data) // 2)
+    with pytest.raises(ImageError) as e:
+        decode_image(cut, (32, 32))
+    assert (e.value.error, e.value.stage) == ('truncated', 'decode')
+
+
+def test_an_eps_file_is_an_unsupported_format_never_handed_to_ghostscript(monkeypatch):
+    from PIL import EpsImagePlugin
+    from transforms.errors import ImageError
+
+    def ghostscript(*_a, **_k):
+        raise AssertionError('Ghostscript was run on an untrusted file')
+    monkeypatch.setattr(EpsImagePlugin, 'Ghostscript', ghostscript)
+    eps = (b'%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n'
+           b'newpath 0 0 moveto 10 10 lineto stroke\n%%EOF\n')
+    with pytest.raises(ImageError) as e:
+        decode_image(eps, (32, 32))
+    assert e.value.error == 'unsupported_format' and 'EPS' in e.value.message

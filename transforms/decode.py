@@ -67,7 +67,32 @@ class DecodedImage:
 _UNSUPPORTED_SIGNATURES = (
     (b'%pdf', 'PDF document'),
     (b'8bps', 'Photoshop document'),
+    (b'%!ps', 'PostScript/EPS document'),
+    (b'\xc5\xd0\xd3\xc6', 'EPS document'),
 )
+#: Formats Pillow knows but is never asked to open: it hands EPS to Ghostscript, an
+#: external program with a history of code-execution flaws, and the images are untrusted.
+NEVER_OPENED = frozenset({'EPS'})
+_open_formats: list[str] | None = None
+
+
+def _opened_formats() -> list[str]:
+    """Every format Pillow can open here, but NEVER_OPENED (read once, after its plugins)."""
+    global _open_formats
+    if _open_formats is None:
+        Image.init()
+        _open_formats = [f for f in Image.OPEN if f not in NEVER_OPENED]
+    return _open_formats
+
+
+def _zero_padded(data: bytes) -> int:
+    """How many zero bytes end `data` when they are a cut-short file's unwritten rest (a
+    preallocated download, an interrupted upload): at least 256 and a sixteenth of it."""
+    least = max(256, len(data) // 16)
+    if len(data) < least or data[-256:].count(0) < 256:
+        return 0
+    zeros = len(data) - len(data.rstrip(b'\x00'))
+    return zeros if zeros >= least else 0
 _MARKUP_STARTS = (b'<svg', b'<?xml', b'<!--', b'<!doctype svg')
 
 
@@ -208,7 +233,7 @@ def decode_image(data: bytes, size: tuple[int, int], *,
     if not data:
         raise ImageError('decode', 'empty_file', 'the object has 0 bytes')
     try:
-        im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data), formats=_opened_formats())
     except UnidentifiedImageError as e:
         kind = _unsupported_kind(data)
         if kind:
@@ -231,6 +256,10 @@ def decode_image(data: bytes, size: tuple[int, int], *,
                          f'{stored_w}x{stored_h} = {stored_w * stored_h} pixels is over '
                          f'--max_pixels={max_pixels}')
     fmt = im.format
+    # Formats without an end marker decode a zero-filled rest as flat grey, then label it.
+    if fmt in ('WEBP', 'AVIF') and (zeros := _zero_padded(data)):
+        raise ImageError('decode', 'truncated', f'{fmt} data ends in {zeros} zero bytes (the '
+                         'rest of a file cut short, never written)')
     try:
         if fmt == 'JPEG':
             # JPEG's EXIF was parsed at open: read it before decoding, because draft

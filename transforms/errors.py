@@ -41,7 +41,8 @@ ERROR_CLASSES: dict[str, str] = {
     'not_an_image': 'The bytes are not an image format at all (text, HTML, '
                     'random data), whatever the file extension says.',
     'unsupported_format': 'A real format this installation cannot decode '
-                          '(SVG, PDF, HEIC/AVIF without a Pillow plugin). '
+                          '(SVG, PDF, HEIC/AVIF without a Pillow plugin), '
+                          'or will not (EPS: Pillow would run Ghostscript on it). '
                           'Convert it, or install the Pillow plugin.',
     'truncated': 'The image data ends early (an interrupted upload). '
                  'Re-upload the image.',
