@@ -48,3 +48,16 @@ def test_label_row_has_every_schema_column():
                              {'index': 1, 'label': 'dog', 'score': pytest.approx(0.2)}]
     assert row['embedding'].dtype == np.float32 and row['embedding'].tolist() == [0, 1, 2, 3]
     assert (row['width'], row['height'], row['model_id']) == (640, 480, 'mid')
+
+
+def test_an_error_rows_message_is_one_line_however_many_the_model_raised():
+    from transforms.errors import Failure
+    from transforms.postprocess import MAX_MESSAGE, error_row
+    tflite = ('RuntimeError: tensorflow/lite/kernels/conv.cc:349 bad value\n'
+              'Node number 3 (CONV_2D) failed to invoke.\n')
+    row = error_row(Failure('u', 'inference', 'model_error', tflite), model_id='m', run_id='r')
+    assert row['message'] == ('RuntimeError: tensorflow/lite/kernels/conv.cc:349 bad value / '
+                              'Node number 3 (CONV_2D) failed to invoke.')
+    huge = error_row(Failure('u', 'inference', 'model_error', 'x' * 5000), model_id='m',
+                     run_id='r')
+    assert len(huge['message']) == MAX_MESSAGE and huge['message'].endswith('…')

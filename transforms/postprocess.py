@@ -63,13 +63,24 @@ def label_row(result: PredictionResult, *, k: int, labels: list[str], model: str
     }
 
 
+#: The longest message an errors row keeps (a TensorFlow error can run to kilobytes).
+MAX_MESSAGE = 1000
+
+
+def one_line(message: str) -> str:
+    """A reason on one line: the message's non-blank lines joined by ' / ', cut to
+    MAX_MESSAGE characters (model errors from TFLite and TensorFlow span many lines)."""
+    text = ' / '.join(line.strip() for line in message.splitlines() if line.strip())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + '…'
+
+
 def error_row(failure: Failure, *, model_id: str, run_id: str) -> dict[str, Any]:
     """One row of the errors table (see transforms.schema.ERRORS_SCHEMA)."""
     return {
         'uri': failure.uri,
         'stage': failure.stage,
         'error': failure.error,
-        'message': failure.message,
+        'message': one_line(failure.message),
         'content_sha256': failure.content_sha256,
         'model_id': model_id,
         'run_id': run_id,
