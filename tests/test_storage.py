@@ -184,3 +184,18 @@ def test_an_object_reader_makes_its_client_once_however_many_threads_read():
         t.join()
     assert len(made) == 1 == reader.clients_made
     assert reader.read('gs://b/abcdef', 2) == b'abc'  # max_bytes + 1: "too large" is visible
+
+
+def test_a_zero_byte_object_that_gcs_answers_416_reads_as_empty():
+    # Real GCS answers a ranged GET of a 0-byte object with 416; the emulator sends 200.
+    from google.api_core.exceptions import RequestRangeNotSatisfiable
+
+    class EmptyBlob:
+        def download_as_bytes(self, start, end, retry, checksum):
+            raise RequestRangeNotSatisfiable('Requested range not satisfiable')
+
+    class FakeClient:
+        def bucket(self, name):
+            return type('B', (), {'blob': lambda _, n: EmptyBlob()})()
+
+    assert ObjectReader(FakeClient).read('gs://b/empty.jpg', 100) == b''

@@ -60,7 +60,12 @@ class ObjectReader:
         if uri.startswith('gs://'):
             bucket, name = split_gcs(uri)
             blob = self._gcs().bucket(bucket).blob(name)
+            from google.api_core.exceptions import RequestRangeNotSatisfiable
             # One ranged GET; the library neither retries nor checks a partial hash.
-            return blob.download_as_bytes(start=0, end=max_bytes, retry=None, checksum=None)
+            try:
+                return blob.download_as_bytes(start=0, end=max_bytes, retry=None,
+                                              checksum=None)
+            except RequestRangeNotSatisfiable:  # GCS's answer for a 0-byte object: empty
+                return b''
         with open_raw(uri) as f:
             return f.read(max_bytes + 1)
