@@ -437,7 +437,7 @@ def test_an_int8_run_over_gs_calibrates_on_what_the_storage_client_reads(runs, t
 def test_a_float_litert_run_keeps_its_conversion_in_a_gs_model_cache(runs, tiny_keras_model,
                                                                       monkeypatch):
     """--float_runtime litert with a gs:// cache, as a remote run needs: written once (model,
-    head, agreement) and read back by the next run, which converts nothing."""
+    head, agreement, the entry's record) and read back by the next run, which converts nothing."""
     import re
 
     from apache_beam.io.filesystems import FileSystems
@@ -450,7 +450,7 @@ def test_a_float_litert_run_keeps_its_conversion_in_a_gs_model_cache(runs, tiny_
     assert first.code == 0, first.err
     names = [m.path.rsplit('/', 1)[-1] for m in FileSystems.match([cache + '/*'])[0].metadata_list]
     assert sorted(re.sub(r'^tiny\.keras-float32-litert-[0-9a-f]{20}\.', '', n) for n in names) == [
-        'agreement.json', 'head.npz', 'tflite']
+        'agreement.json', 'entry.json', 'head.npz', 'tflite']
 
     def no_conversion(*args, **kwargs):
         raise AssertionError('the second run converted again')

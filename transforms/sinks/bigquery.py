@@ -231,30 +231,33 @@ class BigQuerySink(Sink):
         """Create the dataset and tables, or check the schemas of those that exist."""
         from google.cloud import bigquery
         ref = self.tables[LABELS]
-        with self._client() as (client, retry):
+        with self._client() as (client, bounded):
             client.create_dataset(bigquery.Dataset(f'{ref.project}.{ref.dataset}'),
-                                  exists_ok=True, retry=retry)
+                                  exists_ok=True, **bounded)
             for name, table in self.tables.items():
-                ensure_table(client, table, name, retry=retry)
+                ensure_table(client, table, name, bounded=bounded)
 
     def clear(self) -> None:
         """Empty this run's date partition of both tables: re-running a date replaces its
         rows, so a retried scheduled run leaves no duplicates; other dates are never
         touched."""
-        with self._client() as (client, retry):
+        with self._client() as (client, bounded):
             for table in self.tables.values():
-                clear_partition(client, table, self.run_date, retry=retry)
+                clear_partition(client, table, self.run_date, bounded=bounded)
 
     @contextlib.contextmanager
     def _client(self):
-        """A client for the tables' project and the retry its calls use (bounded by
-        `api_deadline_s`); an API error, or no answer in time, is one line naming the table."""
+        """A client for the tables' project, and the `retry` and `timeout` its calls take:
+        each request waits `api_deadline_s` at most (an endpoint that accepts and never
+        answers), and retries stop after it. An API error, or no answer in time, is one
+        line naming the table."""
         from google.api_core import exceptions
         from google.cloud import bigquery
         ref = self.tables[LABELS]
         try:
             yield (bigquery.Client(project=ref.project),
-                   bigquery.DEFAULT_RETRY.with_deadline(self.api_deadline_s))
+                   {'retry': bigquery.DEFAULT_RETRY.with_deadline(self.api_deadline_s),
+                    'timeout': self.api_deadline_s})
         except exceptions.GoogleAPICallError as e:
             raise ValueError(f'--bigquery_table {ref.sql}: {type(e).__name__}: '
                              f'{getattr(e, "message", e)}') from e
@@ -285,10 +288,12 @@ class BigQuerySink(Sink):
                      write_disposition=BigQueryDisposition.WRITE_APPEND, **extra))
 
 
-def clear_partition(client, table: TableRef, run_date: str, *, retry=None) -> int:
-    """Delete one date's rows (a partition-pruned DML delete); how many went."""
+def clear_partition(client, table: TableRef, run_date: str, *,
+                    bounded: dict | None = None) -> int:
+    """Delete one date's rows (a partition-pruned DML delete); how many went. `bounded`:
+    the `retry` and `timeout` each call takes."""
     from google.cloud import bigquery
-    retry = retry or bigquery.DEFAULT_RETRY
+    bounded = bounded or {'retry': bigquery.DEFAULT_RETRY}
     job = client.query(
         f'DELETE FROM `{table.sql}` WHERE {RUN_DATE} = @run_date',
         job_config=bigquery.QueryJobConfig(query_parameters=[
@@ -296,19 +301,20 @@ def clear_partition(client, table: TableRef, run_date: str, *, retry=None) -> in
         # job_retry=None: with a job retry the client wraps the insert in a 600 s retry of
         # its own that `retry` does not bound. A DELETE job that fails is a launch refused
         # in one line (a scheduler retries the launch); each API call is still retried.
-        retry=retry, job_retry=None)
-    job.result(retry=retry)
+        job_retry=None, **bounded)
+    job.result(**bounded)
     return int(job.num_dml_affected_rows or 0)
 
 
-def ensure_table(client, table: TableRef, name: str, *, retry=None) -> None:
-    """Create `table` with schema, partitioning and clustering, or check its schema fits."""
+def ensure_table(client, table: TableRef, name: str, *, bounded: dict | None = None) -> None:
+    """Create `table` with schema, partitioning and clustering, or check its schema fits.
+    `bounded`: the `retry` and `timeout` each call takes."""
     from google.api_core import exceptions
     from google.cloud import bigquery
-    retry = retry or bigquery.DEFAULT_RETRY
+    bounded = bounded or {'retry': bigquery.DEFAULT_RETRY}
     schema = table_schema(name)['fields']
     try:
-        existing = client.get_table(table.sql, retry=retry)
+        existing = client.get_table(table.sql, **bounded)
     except exceptions.NotFound:
         t = bigquery.Table(table.sql, schema=[bigquery.SchemaField.from_api_repr(f)
                                               for f in schema])
@@ -316,7 +322,7 @@ def ensure_table(client, table: TableRef, name: str, *, retry=None) -> None:
             type_=bigquery.TimePartitioningType.DAY, field=RUN_DATE)
         t.clustering_fields = CLUSTERING[name]
         t.description = f'imagelabel {name} rows, one per image (transforms.schema)'
-        client.create_table(t, retry=retry)
+        client.create_table(t, **bounded)
         return
     diffs = schema_differences(schema, [f.to_api_repr() for f in existing.schema])
     if diffs:
