@@ -51,7 +51,8 @@ class Sample:
     held_out: np.ndarray     # (n, h, w, 3) uint8, for the agreement check
     calibration: np.ndarray  # (m, h, w, 3) uint8, for int8 calibration (disjoint when m > 0)
     digest: str              # names the calibration set: URIs, contents, size, recipe
-    source: str              # names where it is drawn from: --input, counts, size, recipe
+    source: str              # names where it is drawn from: --input, counts (as asked and
+                             # as found), size, recipe
 
 
 def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
@@ -92,7 +93,9 @@ def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
         _log.warning('%s: a single image to sample, so calibration uses the held-out one and '
                      'the agreement is not measured on an unseen image', what)
     digest = hashlib.sha256(repr((cal_names, tuple(size), s.resize.value)).encode()).hexdigest()
-    source = hashlib.sha256(repr((s.input, held_out, calibration, SEED, SAMPLE_POOL,
+    # As found too: a first night with few images is not every later night's calibration.
+    found = (n_held, len(cal) if calibration else 0)
+    source = hashlib.sha256(repr((s.input, held_out, calibration, found, SEED, SAMPLE_POOL,
                                   tuple(size), s.resize.value)).encode()).hexdigest()
     return Sample(np.stack(pixels[:n_held]), np.stack(cal) if calibration else
                   np.zeros((0, *size, 3), np.uint8), digest, source)

@@ -67,6 +67,21 @@ def test_a_nightly_int8_run_over_a_grown_input_keeps_its_conversion_and_model_id
     assert (later['skipped'], later['labeled']) == (12, 1)
 
 
+def test_a_first_night_too_small_for_the_sample_is_not_every_later_nights_calibration(
+        tiny_keras_model, int8_photos, tmp_path, conversions):
+    import shutil
+    bucket, cache = tmp_path / 'bucket', tmp_path / 'cache'
+    bucket.mkdir()
+    for p in sorted(int8_photos.iterdir())[:3]:  # 3 photos: a sample of 4 + 6 comes up short
+        shutil.copy(p, bucket / p.name)
+    assert int8_run(tiny_keras_model, bucket, tmp_path / 'a', cache).code == 0
+    for p in sorted(int8_photos.iterdir())[3:]:
+        shutil.copy(p, bucket / p.name)
+    assert int8_run(tiny_keras_model, bucket, tmp_path / 'b', cache).code == 0
+    assert int8_run(tiny_keras_model, bucket, tmp_path / 'c', cache).code == 0
+    assert len(conversions) == 2  # once short, once full; the full one is kept
+
+
 def test_int8_rows_have_the_float32_schema_labels_and_embedding(tiny_keras_model, int8_photos,
                                                                 tmp_path):
     assert int8_run(tiny_keras_model, int8_photos, tmp_path / 'q', tmp_path / 'cache').code == 0
@@ -253,7 +268,8 @@ def test_a_files_scores_get_the_softmaxes_tensorflow_would_apply(output_kind, mo
                                expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize('runtime, converter', [('litert', 'tensorflow'), ('openvino', 'nncf')])
+@pytest.mark.parametrize('runtime, converter', [('litert', 'tensorflow'), ('litert', 'keras'),
+                                               ('openvino', 'nncf'), ('openvino', 'keras')])
 def test_a_new_converter_version_is_another_cache_entry(monkeypatch, runtime, converter):
     # The .tflite is made by TensorFlow's converter, the OpenVINO IR by NNCF: an upgrade of
     # either may make another file, which must not be served from an older conversion.

@@ -60,9 +60,10 @@ class Int8RuntimeInfo:
 
 #: The int8 runtimes (--int8_runtime).
 RUNTIMES = {'litert': Int8RuntimeInfo('.tflite', 'int8_tflite', 'ai-edge-litert',
-                                      'transforms.models.int8', ('tensorflow',)),
+                                      'transforms.models.int8', ('tensorflow', 'keras')),
             'openvino': Int8RuntimeInfo('.ovz', 'int8_openvino', 'openvino',
-                                        'transforms.models.openvino_int8', ('nncf',))}
+                                        'transforms.models.openvino_int8',
+                                        ('nncf', 'tensorflow', 'keras'))}
 RUNTIME = 'litert'  # the default
 #: How conversions are made; a change that makes different files bumps it (cache key).
 #: 2: SavedModels keep their logits (not a quantized softmax) and gain an embedding.
