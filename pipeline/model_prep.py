@@ -152,7 +152,7 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
                          input_size=runtime.input_size, calibration_source=sample.source,
                          runtime=int8.runtime_tag(s.int8_runtime))
     files = int8.cached_files(s.model_cache, key, s.int8_runtime)
-    if files.exists():
+    if files.usable():
         _log.info('int8: using %s from the model cache', files.model)
     else:
         files = int8.cached_files(scratch, key, s.int8_runtime) if scratch else files
@@ -183,7 +183,7 @@ def float_litert_facts(s: Settings, spec: ModelSpec, scratch: str | None = None)
                          f'{FORMATS[spec.format].described_as}')
     key = float_litert.cache_key(spec)  # hashes the model file: once
     files = float_litert.files_at(s.model_cache, key)
-    if files.exists():
+    if files.usable():
         _log.info('float32 on LiteRT: using %s from the model cache', files.model)
         agreement = float_litert.read_agreement(files)
         if agreement is not None:  # measured when it was made; this run's gate still holds

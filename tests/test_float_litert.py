@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -171,12 +172,17 @@ def test_float_runtime_litert_on_a_tflite_model_is_refused_with_one_line(
 
 
 def test_a_cached_conversion_still_answers_to_this_runs_min_agreement(
-        tiny_keras_model, int8_photos, tmp_path):
+        tiny_keras_model, int8_photos, tmp_path, monkeypatch):
+    from transforms.models import float_litert
+    from transforms.models.model_cache import CachedModel
     cache = tmp_path / 'cache'
     assert float_run(tiny_keras_model, int8_photos, tmp_path / 'a', cache).code == 0
     (record,) = cache.glob('*.agreement.json')
     stored = json.loads(record.read_text())
-    record.write_text(json.dumps({**stored, 'top1': 0.75}))  # as if made with a lower gate
+    (model,) = cache.glob('*.tflite')
+    files = CachedModel(str(model), '.tflite')
+    float_litert.store(files, model.read_bytes(), pathlib.Path(files.head).read_bytes(),
+                       {**stored, 'top1': 0.75})  # as if made with a lower gate
     strict = float_run(tiny_keras_model, int8_photos, tmp_path / 'b', cache)
     assert strict.code != 0
     assert 'on top-1 for only 0.750 of 4 held-out images (--min_agreement 0.9)' in (
@@ -185,10 +191,15 @@ def test_a_cached_conversion_still_answers_to_this_runs_min_agreement(
                         '--min_agreement', '0.7')
     assert lenient.code == 0, lenient.err
     assert read_summary(str(tmp_path / 'c'))['agreement']['top1'] == 0.75
-    record.write_text('{"top1": ')  # cut short: one line saying what to delete
-    broken = float_run(tiny_keras_model, int8_photos, tmp_path / 'd', cache)
-    assert broken.code != 0
-    assert 'is not an agreement record' in broken.err.strip().splitlines()[-1]
+    record.write_text('{"top1": ')  # damaged since: said, and the entry is made again
+    from transforms.models import model_cache
+    said = []
+    monkeypatch.setattr(model_cache._log, 'warning', lambda f, *a: said.append(f % a))
+    healed = float_run(tiny_keras_model, int8_photos, tmp_path / 'd', cache)
+    assert healed.code == 0, healed.err
+    assert len(said) == 1 and f'holds a damaged {record}' in said[0]
+    assert said[0].endswith('converting again')
+    assert json.loads(record.read_text())['top1'] == 1.0
 
 
 def test_a_remote_run_needs_a_model_cache_its_workers_can_read(tiny_keras_model, tmp_path):

@@ -55,3 +55,14 @@ def test_an_entry_that_lost_or_damaged_a_file_is_refused_in_one_line(tmp_path, d
     with pytest.raises(ValueError, match=message) as e:
         read_conversion(files.model, '.tflite')
     assert 'to convert again' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_a_damaged_entry_is_not_usable_so_the_launch_makes_it_again(tmp_path):
+    # Two launches storing one key at once can leave one's record over the other's model.
+    files = CachedModel.at(str(tmp_path), 'k', '.tflite')
+    store(files, b'model', {files.head: _head_npz(), files.beside('.agreement.json'): b'{}'})
+    assert files.usable()
+    (tmp_path / 'k.agreement.json').write_text('{"top1": 0.5}')  # any file the record names
+    assert files.exists() and not files.usable()
+    store(files, b'model', {files.head: _head_npz(), files.beside('.agreement.json'): b'{}'})
+    assert files.usable()

@@ -25,13 +25,11 @@ import dataclasses
 import hashlib
 import json
 
-from apache_beam.io.filesystems import FileSystems
 
 from transforms.models import int8, model_cache
 from transforms.models.files import file_fingerprint
 from transforms.models.model_cache import CachedModel, package_version
 from transforms.models.spec import ModelSpec
-from transforms.storage import open_raw
 
 #: --float_runtime: what runs a float32 Keras model.
 RUNTIMES = ('tensorflow', 'litert')
@@ -86,9 +84,12 @@ def files_at(cache: str, key: str) -> CachedModel:
     return CachedModel.at(cache, key, '.tflite')
 
 
+AGREEMENT = '.agreement.json'
+
+
 def agreement_beside(files: CachedModel) -> str:
     """The agreement measured when the conversion was made (`key.agreement.json`)."""
-    return files.beside('.agreement.json')
+    return files.beside(AGREEMENT)
 
 
 def convert(spec: ModelSpec, runtime, input_size: tuple[int, int]) -> tuple[bytes, bytes]:
@@ -129,7 +130,7 @@ def converted_spec(spec: ModelSpec, files: CachedModel) -> ModelSpec:
 
 def store(files: CachedModel, content: bytes, head: bytes, agreement: dict | None = None
           ) -> None:
-    """Head and agreement first, the .tflite last (its presence means the entry is complete)."""
+    """Head and agreement first, then the .tflite, and the entry's record last."""
     model_cache.store(files, content, {
         files.head: head,
         agreement_beside(files): json.dumps(agreement).encode() if agreement else b''})
@@ -139,13 +140,14 @@ _AGREEMENT_FIELDS = ('precision', 'images', 'top1', 'top5_overlap', 'max_prob_di
 
 
 def read_agreement(files: CachedModel) -> dict | None:
-    """The agreement stored with a cached conversion (None if the file is missing)."""
+    """The agreement stored with a cached conversion (None if its record names none),
+    checked against the record: a lost file must not skip the gate."""
     path = agreement_beside(files)
-    if not FileSystems.exists(path):
+    raw = model_cache.read_beside(files, AGREEMENT)
+    if raw is None:
         return None
     try:
-        with open_raw(path) as f:
-            stored = json.loads(f.read())
+        stored = json.loads(raw)
         return {k: stored[k] for k in _AGREEMENT_FIELDS}
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f'{path} is not an agreement record ({type(e).__name__}: {e}); delete '

@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.models.float_head import FloatHead
 from transforms.storage import open_raw
+
+_log = logging.getLogger('imagelabel')
 
 
 def package_version(name: str) -> str | None:
@@ -75,6 +78,22 @@ class CachedModel:
         """Complete: its record was written (after every file it names)."""
         return FileSystems.exists(self.beside(RECORD))
 
+    def usable(self) -> bool:
+        """Complete, and every file as its record says. A damaged entry (two launches that
+        stored one key at once, a file lost since) is said and made again by the caller,
+        not refused at every later launch."""
+        if not self.exists():
+            return False
+        try:
+            record = _record(self)
+            _read_checked(self, self.model, record['model'])
+            for ending in record['beside']:
+                read_beside(self, ending, record)
+            return True
+        except ValueError as e:
+            _log.warning('%s: converting again', e)
+            return False
+
 
 def store(files: CachedModel, content: bytes, also: dict[str, bytes] | None = None) -> None:
     """Write an entry: the files beside the model (empty ones are skipped), the model, and
@@ -110,31 +129,50 @@ def read_conversion(path: str, suffix: str) -> tuple[bytes, FloatHead | None, st
     The sha256 covers the model and its head: it is the weights part of model_id.
     """
     entry = CachedModel(path, suffix)
-    fix = f'delete {beside(path, suffix, ".*")} to convert again'
-    try:
-        with open_raw(entry.beside(RECORD)) as f:
-            record = json.loads(f.read())
-        expected_model, expected_beside = record['model'], record['beside']
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f'the model cache entry {path} has no readable record '
-                         f'({type(e).__name__}); {fix}') from e
-
-    def read(file: str, expected: str) -> bytes:
-        try:
-            with open_raw(file) as f:
-                data = f.read()
-        except OSError as e:
-            raise ValueError(f'the model cache entry {path} lost {file} '
-                             f'({type(e).__name__}); {fix}') from e
-        if hashlib.sha256(data).hexdigest() != expected:
-            raise ValueError(f'the model cache entry {path} holds a damaged {file}; {fix}')
-        return data
-
-    content = read(path, expected_model)
+    record = _record(entry)
+    content = _read_checked(entry, path, record['model'])
     digest = hashlib.sha256(content)
     head = None
-    if '.head.npz' in expected_beside:
-        raw = read(head_beside(path, suffix), expected_beside['.head.npz'])
+    raw = read_beside(entry, '.head.npz', record)
+    if raw is not None:
         digest.update(raw)
         head = FloatHead.from_bytes(raw)
     return content, head, digest.hexdigest()
+
+
+def read_beside(entry: CachedModel, ending: str, record: dict | None = None) -> bytes | None:
+    """A file the entry's record names beside its model (checked), or None if it names
+    none; ValueError (one line) if it is lost or damaged."""
+    record = record or _record(entry)
+    expected = record['beside'].get(ending)
+    return None if expected is None else _read_checked(entry, entry.beside(ending), expected)
+
+
+def _fix(entry: CachedModel) -> str:
+    return f'delete {entry.beside(".*")} to convert again'
+
+
+def _record(entry: CachedModel) -> dict:
+    try:
+        with open_raw(entry.beside(RECORD)) as f:
+            record = json.loads(f.read())
+        if not isinstance(record.get('model'), str) or not isinstance(record.get('beside'),
+                                                                      dict):
+            raise ValueError('not a record')
+        return record
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f'the model cache entry {entry.model} has no readable record '
+                         f'({type(e).__name__}); {_fix(entry)}') from e
+
+
+def _read_checked(entry: CachedModel, file: str, expected: str) -> bytes:
+    try:
+        with open_raw(file) as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f'the model cache entry {entry.model} lost {file} '
+                         f'({type(e).__name__}); {_fix(entry)}') from e
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(f'the model cache entry {entry.model} holds a damaged {file}; '
+                         f'{_fix(entry)}')
+    return data
