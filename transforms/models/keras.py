@@ -186,7 +186,7 @@ class KerasRuntime:
         preprocess = PREPROCESSORS[self.preprocess]
         if precision == 'bf16' and not this_cpu().has_bf16:
             # oneDNN would silently leave the graph in float32: say so, and record
-            # the precision really used (it goes into model_id and summary.json).
+            # the precision really used (summary.json; model_id keys on the one asked for).
             _log.warning('--precision bf16: this CPU (%s) has no bf16 units, so the model '
                          'runs in float32', this_cpu().describe())
             precision = 'float32'
@@ -372,12 +372,14 @@ def load_keras_model(spec: ModelSpec):
         try:
             model = _quickly(lambda: constructor(weights='imagenet'), spec)
         except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for a fetch
-            if 'fetch failure' not in str(e) and not isinstance(e, OSError):
+            if not _is_fetch_failure(e):
                 raise
-            raise ValueError(f'--model {spec.application}: cannot download its ImageNet weights '
-                             f'({str(e).splitlines()[0][:160]}); on a machine without internet '
-                             'access, pass --weights with a local or gs:// copy of the '
-                             'weights file') from e
+            cause = (str(e).splitlines() or [''])[0]
+            cause = cause.rsplit(': ', 1)[-1] if ' -- ' not in cause else cause.split(' -- ')[-1]
+            raise ValueError(f'--model {spec.name}: cannot download its ImageNet weights '
+                             f'({cause.strip()[:200]}); on a machine without internet access, '
+                             'pass --weights with a local or gs:// copy of the weights '
+                             'file') from e
         return model, _keras_weights_fingerprint(model)
     if spec.format == 'keras':
         with localized(spec.path) as local, _fingerprinting(local) as fingerprint:
@@ -388,6 +390,11 @@ def load_keras_model(spec: ModelSpec):
                                  f'{str(e).splitlines()[0] if str(e) else ""}') from e
             return model, fingerprint.result()
     raise ValueError(f'{spec.format} is not a Keras format')
+
+
+def _is_fetch_failure(e: BaseException) -> bool:
+    """Keras could not download weights (it raises a bare Exception that says so)."""
+    return 'fetch failure' in str(e) or isinstance(e, OSError) and 'http' in str(e)
 
 
 def _quickly(load: Callable[[], Any], spec: ModelSpec):
@@ -403,6 +410,8 @@ def _quickly(load: Callable[[], Any], spec: ModelSpec):
         with quick_variables():
             return load()
     except Exception as e:  # noqa: BLE001 - the ordinary load decides
+        if _is_fetch_failure(e):  # no download twice: the ordinary way fetches the same
+            raise
         _log.info('%s: loading again without quick variable creation (%s: %s)', spec.name,
                   type(e).__name__, str(e).splitlines()[0] if str(e) else '')
     return load()
