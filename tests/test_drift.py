@@ -94,3 +94,12 @@ def test_drift_of_skip_existing_partitions_covers_the_new_images_and_a_quiet_nig
     day3, page = report('2026-11-03', '2026-11-02')
     assert day3['drift'] is None and day3['counts']['skipped'] == 12
     assert day3['drift_note'].startswith('no drift:') and 'id="drift-note"' in page
+    # Whole folders hold the rows earlier dates kept: compared as they are, with no note.
+    html = tmp_path / 'all' / 'report.html'
+    html.parent.mkdir()
+    result = run_cli('report', '--output', out, '--compare', out / 'run_date=2026-11-01',
+                     '--out', html)
+    assert result.code == 0, result.err
+    whole = json.loads((html.parent / 'report.json').read_text())
+    assert whole['drift_note'] is None and whole['drift']['current_images'] == 12
+    assert 'some in this report' in html.read_text()

@@ -219,11 +219,14 @@ def drift_between(current: tuple[str, Header, dict[str, int]],
     A side with no labeled image and nothing skipped is an error: nothing to compare.
     """
     for place, header, counts in (current, previous):
-        if not counts and not header.skipped:
+        if not counts and not (header.skipped and header.summaries == 1):
             raise ValueError(f'{place} has no labeled image, so there is no label '
                              'distribution to compare')
+    # One partition of an incremental run (a report over several dates holds the rows
+    # earlier dates kept, so it is not one night's new images).
     incremental = [f'{place} skipped {header.skipped} unchanged images'
-                   for place, header, _ in (current, previous) if header.skipped]
+                   for place, header, _ in (current, previous)
+                   if header.skipped and header.summaries == 1]
     if not incremental:
         return compare(current[2], previous[2]), None
     if not current[2] or not previous[2]:

@@ -152,7 +152,9 @@ def header_facts(h: Header) -> list[tuple[str, object]]:
         ('model_id', _join(h.model_ids)),
         ('rows written', f'{h.first_row_at or "–"} to {h.last_row_at or "–"} (UTC)'),
         ('images', f'{plural(h.inputs, "input")} (listed {h.listed}): '
-                   + (f'{h.skipped} skipped as unchanged (their rows are in earlier dates), '
+                   + (f'{h.skipped} skipped as unchanged by --skip_existing '
+                      + ('(their rows are in earlier dates), ' if h.summaries == 1 else
+                         '(their rows are in earlier dates, some in this report), ')
                       if h.skipped else '')
                    + f'{h.labeled} labeled'
                    + (f' ({h.reused} of them copied from an earlier row)' if h.reused else '')
