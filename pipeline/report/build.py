@@ -41,6 +41,12 @@ class Header:
     skipped: int = 0    # --skip_existing: unchanged since an earlier date, so not in these rows
     reused: int = 0     # label rows copied from an earlier row of the same content
 
+    @property
+    def one_incremental_night(self) -> bool:
+        """One partition of a --skip_existing run that skipped images: its rows are that
+        night's new images only (a report over several dates holds what earlier ones kept)."""
+        return bool(self.skipped) and self.summaries == 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Tile:
@@ -219,14 +225,11 @@ def drift_between(current: tuple[str, Header, dict[str, int]],
     A side with no labeled image and nothing skipped is an error: nothing to compare.
     """
     for place, header, counts in (current, previous):
-        if not counts and not (header.skipped and header.summaries == 1):
+        if not counts and not header.one_incremental_night:
             raise ValueError(f'{place} has no labeled image, so there is no label '
                              'distribution to compare')
-    # One partition of an incremental run (a report over several dates holds the rows
-    # earlier dates kept, so it is not one night's new images).
     incremental = [f'{place} skipped {header.skipped} unchanged images'
-                   for place, header, _ in (current, previous)
-                   if header.skipped and header.summaries == 1]
+                   for place, header, _ in (current, previous) if header.one_incremental_night]
     if not incremental:
         return compare(current[2], previous[2]), None
     if not current[2] or not previous[2]:

@@ -153,7 +153,7 @@ def header_facts(h: Header) -> list[tuple[str, object]]:
         ('rows written', f'{h.first_row_at or "–"} to {h.last_row_at or "–"} (UTC)'),
         ('images', f'{plural(h.inputs, "input")} (listed {h.listed}): '
                    + (f'{h.skipped} skipped as unchanged by --skip_existing '
-                      + ('(their rows are in earlier dates), ' if h.summaries == 1 else
+                      + ('(their rows are in earlier dates), ' if h.one_incremental_night else
                          '(their rows are in earlier dates, some in this report), ')
                       if h.skipped else '')
                    + f'{h.labeled} labeled'

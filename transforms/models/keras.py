@@ -86,11 +86,10 @@ def classifier_top(model, embedding) -> tuple[Any, list] | None:
     in numpy beside an int8 or float32 LiteRT backbone (int8.backbone_and_head).
     """
     import keras
-    dense = _final_dense(model)
     path = _scores_path(model)
-    if not path or path[-1] is not dense:
+    if not path or not isinstance(path[-1], keras.layers.Dense):
         return None
-    rest = list(reversed(path[:-1]))
+    dense, rest = path[-1], list(reversed(path[:-1]))
     if dense.input is not embedding or any(
             not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
         return None
