@@ -10,12 +10,26 @@ from pipeline.summary import read_summary
 ZEN3 = parse_cpuinfo('processor: 0\nmodel name: AMD EPYC 7B13\nflags: fpu sse avx avx2 fma\n')
 ZEN4 = parse_cpuinfo('processor: 0\nmodel name: AMD EPYC 9B14\n'
                      'flags: avx2 avx512f avx512_vnni avx512_bf16\n')
+# The lent GPU host of 2026-11-24 (Intel Xeon, family 6 model 207), as /proc/cpuinfo spells it.
+AMX = parse_cpuinfo('processor: 0\nmodel name: Intel(R) Xeon(R) Processor\n'
+                    'flags: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n')
 OLD = parse_cpuinfo('processor: 0\nmodel name: Old Xeon\nflags: sse4_2 avx\n')
 
 
 def test_a_cpu_with_bf16_units_is_told_about_bf16_first():
     hint = precision_hint(ZEN4, 'float32', {'bf16', 'int8'})
     assert hint.startswith('--precision bf16 may be faster on this CPU: measured 2.1x')
+
+
+def test_a_cpu_with_amx_is_told_about_int8_on_openvino_first_with_its_own_measurement():
+    hint = precision_hint(AMX, 'float32', {'bf16', 'int8', 'float32-litert'})
+    assert hint.startswith('--precision int8 --int8_runtime openvino may be faster on this '
+                           'CPU: measured 4.1x')
+    assert 'Intel Xeon with AMX' in hint and 'Zen 3' not in hint
+    assert 'litert:' not in hint  # float32 on LiteRT is offered only where bf16 is not
+    # A model that cannot be quantized (bf16 only) is told about bf16 on the same CPU.
+    assert precision_hint(AMX, 'float32', {'bf16'}).startswith(
+        '--precision bf16 may be faster on this CPU: measured 3.0x')
 
 
 def test_an_avx2_only_cpu_is_told_about_int8():
