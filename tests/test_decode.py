@@ -119,6 +119,20 @@ def test_palette_transparency_becomes_white():
     assert (rgb[:2] == COLOUR).all() and (rgb[2:] == 255).all()
 
 
+@pytest.mark.parametrize('mode, key, kept', [
+    ('RGB', COLOUR, (10, 20, 30)),  # a PNG's tRNS chunk: one colour stands for transparent
+    ('L', LUMA, (40, 40, 40)),
+], ids=['RGB-colour-key', 'L-grey-key'])
+def test_a_colour_key_png_shows_its_transparent_colour_as_white(mode, key, kept):
+    im = Image.new(mode, (8, 8), key)
+    im.paste(Image.new(mode, (8, 4), kept if mode == 'RGB' else kept[0]), (0, 4))
+    data = _bytes(im, 'PNG', transparency=key)
+    assert Image.open(io.BytesIO(data)).info['transparency'] == key  # the tRNS chunk is there
+    pixels, _, _ = decode_image(data, (8, 8), recipe=ResizeRecipe.PLAIN)
+    assert (pixels[:3] == 255).all()  # the keyed colour: transparent, so white like RGBA's
+    assert (pixels[5:] == kept).all()  # every other colour as it is
+
+
 def test_32_bit_integers_within_0_255_stay_as_they_are():
     ramp = np.arange(256, dtype=np.int32).reshape(16, 16)
     grey = _grey(np.asarray(to_rgb(Image.fromarray(ramp))))

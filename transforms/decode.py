@@ -180,8 +180,13 @@ def _draft_request(width: int, height: int, out_w: int, out_h: int,
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB; transparency is composited onto white."""
-    if im.mode == 'RGB':
+    """Any Pillow mode -> 8-bit RGB; transparency is composited onto white.
+
+    Transparency is an alpha band, or a PNG/GIF colour key (`info['transparency']`: a
+    palette index, a grey level or an RGB colour that stands for transparent).
+    """
+    keyed = 'transparency' in im.info and im.mode in ('RGB', 'L', 'P')
+    if im.mode == 'RGB' and not keyed:
         return im
     if im.mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F'):
         arr = np.asarray(im, dtype=np.float32)  # float32: a max_pixels image stays < 300 MB
@@ -191,8 +196,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
             arr, top = arr - lo, max(hi - lo, 1e-12)
         gray = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(gray).convert('RGB')
-    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
-            im.mode == 'P' and 'transparency' in im.info):
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or keyed:
         rgba = im.convert('RGBA')
         background = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert('RGB')
