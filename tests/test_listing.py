@@ -94,6 +94,23 @@ def test_a_named_pipe_in_the_input_folder_is_an_error_row_not_a_hang(tmp_path):
     assert summary['balanced']
 
 
+def test_a_broken_symbolic_link_in_the_input_is_a_not_found_row_not_left_out(tmp_path):
+    good = write_jpeg(tmp_path / 'in' / 'good.jpg')
+    (tmp_path / 'in' / 'sub').mkdir()
+    (tmp_path / 'in' / 'gone.jpg').symlink_to(tmp_path / 'moved' / 'gone.jpg')
+    (tmp_path / 'in' / 'sub' / 'alias.jpg').symlink_to(good)  # a working link is an image
+    (tmp_path / 'in' / 'sub' / 'gone.png').symlink_to('nowhere.png')
+    labels, errors, summary = _run(tmp_path / 'in', tmp_path / 'out')
+    assert sorted(pathlib.Path(r['uri']).name for r in labels) == ['alias.jpg', 'good.jpg']
+    assert sorted((pathlib.Path(e['uri']).name, e['stage'], e['error']) for e in errors) == [
+        ('gone.jpg', 'read', 'not_found'), ('gone.png', 'read', 'not_found')]
+    assert (summary['inputs'], summary['labeled'], summary['errors']) == (4, 2, 2)
+    assert summary['balanced']
+    # A glob lists the broken links it matches, and only those.
+    labels, errors, summary = _run(str(tmp_path / 'in' / '**' / '*.png'), tmp_path / 'glob')
+    assert labels == [] and [pathlib.Path(e['uri']).name for e in errors] == ['gone.png']
+
+
 def test_a_folder_whose_name_has_glob_characters_is_listed_as_a_folder(tmp_path):
     folder = tmp_path / 'photos [2024] *best?'
     a = write_jpeg(folder / 'a.jpg')

@@ -177,6 +177,41 @@ def expand_listing(src: str, limit: int | None = None
                 seen.add(meta.path)
                 uri = meta.path[2:] if here and meta.path.startswith('./') else meta.path
                 yield uri, meta.size_in_bytes, meta.last_updated_in_seconds
+    if '://' in pattern:
+        return
+    for path in dangling_links(patterns):
+        if path not in seen:
+            seen.add(path)
+            yield (path[2:] if here and path.startswith('./') else path), None, None
+
+
+def dangling_links(patterns: list[str]) -> Iterator[str]:
+    """Local symbolic links matching `patterns` whose target is missing.
+
+    Beam's local listing walks the folders and drops what it cannot stat, so a broken
+    link would vanish from the run without a row; listed here, with the same walk and
+    the same pattern rules (`FileSystem.translate_pattern`), it is read like any image
+    and becomes a `not_found` error row. Only links cost a stat: the walk reads the
+    file types the folder listing already carries.
+    """
+    for pattern in patterns:
+        prefix = re.match('^[^[*?]*', pattern).group(0)
+        if prefix == pattern:
+            continue  # a path without wildcards: Beam matched it, or --input is refused
+        match = re.compile(FileSystem.translate_pattern(pattern)).match
+        folders = [os.path.dirname(prefix) or '.']
+        while folders:
+            try:
+                entries = os.scandir(folders.pop())
+            except OSError:
+                continue
+            with entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)  # links to folders are not followed,
+                    elif (entry.is_symlink() and match(entry.path)  # as in Beam's walk
+                          and not os.path.exists(entry.path)):
+                        yield entry.path
 
 
 def validate_source(src: str) -> None:
