@@ -73,7 +73,10 @@ def print_table(results: dict[str, Any], rows: list[tuple], args, summary: dict[
         g = b['agreement']
         print(f'bf16: speed-up vs f32 end to end x{fmt(b["speedup_vs_f32_end_to_end"], 2)}; '
               f'bf16 end to end / f32 ceiling {fmt(b["over_f32_ceiling"], 3)}; '
-              f'/ bf16 (oneDNN rewrite) ceiling {fmt(b["over_bf16_ceiling"], 3)}')
+              f'/ bf16 (oneDNN rewrite) ceiling {fmt(b["over_bf16_ceiling"], 3)}; from the '
+              f'first batch on (summary.json labeling_seconds): / f32 ceiling '
+              f'{fmt(b.get("labeling_over_f32_ceiling"), 3)}, / f32 end to end '
+              f'{fmt(b.get("labeling_over_f32_end_to_end"), 3)}')
         print(f'bf16 vs f32 on {g["compared"]} images: top-1 agreement '
               f'{fmt(g["top1_agreement"], 4)} (bf16 top-1 in f32 top-k '
               f'{fmt(g["bf16_top1_in_f32_topk"], 4)}), largest score difference '
