@@ -6,9 +6,11 @@ cache (`--model_cache`) under a key made of (model, calibration set, runtime). A
 scheduled run finds the file there and converts nothing; workers only ever load
 the cached file (format `int8_tflite`).
 
-Why LiteRT: bench/int8_runtimes.py measured LiteRT (XNNPACK) against OpenVINO on
-this project's CPU; see README "int8". The runtime is named in the cache key, so
-switching runtimes never reuses a file made for the other.
+Why LiteRT by default: it is a core dependency, and it passes issue 13's targets on
+both CPU families measured (1.23x the float32 ceiling on AMD Zen 3, 3.1x on an Intel
+Xeon with AMX). OpenVINO (`--int8_runtime openvino`, an extra) is faster on both
+(bench/int8_runtimes.py; README "Precision by CPU"). The runtime is named in the
+cache key, so switching runtimes never reuses a file made for the other.
 
 For a Keras classifier whose top is Dense (+ softmax), only the backbone (pixels ->
 embedding) is quantized; the Dense head runs in float32 on the dequantized

@@ -1,10 +1,11 @@
 """int8 on OpenVINO: NNCF post-training quantization at launch, OpenVINO on the workers.
 
-Why a second int8 runtime: on the same AMD Zen 3 (AVX2 only) OpenVINO's int8
+Why a second int8 runtime: it is the faster on both CPU families measured
+(`bench/int8_runtimes.py`, 2 threads): on AMD Zen 3 (AVX2 only) OpenVINO's int8
 Inception-v3 did 8.67 images per CPU-second against LiteRT's 4.83 and Keras
-float32's 3.91 (`bench/int8_runtimes.py`), and OpenVINO uses AVX512-VNNI and AMX
-int8 instructions where the CPU has them. Chosen with `--int8_runtime openvino`;
-needs the `openvino` extra (`pip install 'imagelabel[openvino]'`).
+float32's 3.91; on an Intel Xeon with AMX (Emerald Rapids) 32.1 against 19.4 and
+4.8. Chosen with `--int8_runtime openvino`; needs the `openvino` extra
+(`pip install 'imagelabel[openvino]'`), which is why LiteRT stays the default.
 
 A conversion is one cache file: the OpenVINO IR (`.xml` text and `.bin` weights)
 in one `.npz`, so that the cache's write-then-rename keeps it whole. Keras models
