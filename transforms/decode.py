@@ -203,6 +203,24 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert('RGB')
 
 
+def _fit_colour_key(im: Image.Image, data: bytes) -> None:
+    """Make a PNG's colour key comparable with the 8-bit pixels Pillow hands over.
+
+    Pillow keeps the tRNS key in the file's own bit depth (byte 24, in IHDR) while it
+    scales 2- and 4-bit grey up to 0..255 and cuts 16-bit samples to their high byte.
+    A low-bit grey key is scaled the same way; a 16-bit key cannot be matched exactly
+    against cut samples (a near-black opaque pixel would turn white), so it is dropped
+    and such pixels keep their stored colour.
+    """
+    if 'transparency' not in im.info or im.mode not in ('RGB', 'L') or len(data) < 25:
+        return
+    depth = data[24]
+    if depth in (2, 4) and im.mode == 'L':
+        im.info['transparency'] = im.info['transparency'] * (255 // ((1 << depth) - 1))
+    elif depth != 8:
+        del im.info['transparency']
+
+
 class Decoded(NamedTuple):
     """decode_image's result: model-ready pixels and the image's displayed size."""
     pixels: np.ndarray  # (height, width, 3) uint8 at the requested size
@@ -276,6 +294,8 @@ def decode_image(data: bytes, size: tuple[int, int], *,
             stored_w, stored_h = stored_h, stored_w
         if orientation != 1:
             im = ImageOps.exif_transpose(im)
+        if fmt == 'PNG':
+            _fit_colour_key(im, data)
         im = to_rgb(im)
         if recipe is ResizeRecipe.PLAIN:
             im = im.resize((out_w, out_h), Image.BILINEAR)
