@@ -127,6 +127,15 @@ def _labels_parquet(path, model_id, uris, dim=4):
     pq.write_table(pa.Table.from_pylist(rows, schema=LABELS_SCHEMA), path)
 
 
+def test_a_broken_link_among_the_labels_files_is_passed_over_as_a_run_would_not_read_it(
+        tmp_path):
+    from pipeline.train_head import read_embeddings
+    _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111', ['/x/1.jpg', '/x/2.jpg'])
+    (tmp_path / 'labels-b.parquet').symlink_to(tmp_path / 'gone' / 'labels-b.parquet')
+    assert sorted(read_embeddings(str(tmp_path / 'labels-*.parquet')).uris) == [
+        '/x/1.jpg', '/x/2.jpg']
+
+
 def test_embeddings_of_two_base_models_are_refused(tmp_path):
     _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111', ['/x/1.jpg', '/x/2.jpg'])
     _labels_parquet(tmp_path / 'labels-b.parquet', 'bbbb-2222', ['/x/3.jpg', '/x/4.jpg'])

@@ -141,18 +141,24 @@ def read_text(uri: str, max_bytes: int = -1, errors: str = 'strict') -> str:
     return data.decode('utf-8-sig', errors)
 
 
-def expand_source(src: str, limit: int | None = None) -> Iterator[str]:
+def expand_source(src: str, limit: int | None = None, *,
+                  broken_links: bool = False) -> Iterator[str]:
     """Every URI that --input names, in listing order (duplicates included).
 
-    `limit` caps each pattern's listing (the launcher only needs to know it is not empty).
+    `limit` caps each pattern's listing (the launcher only needs to know it is not empty);
+    `broken_links` lists local links to missing files too (see `expand_listing`).
     """
-    for uri, _, _ in expand_listing(src, limit):
+    for uri, _, _ in expand_listing(src, limit, broken_links=broken_links):
         yield uri
 
 
-def expand_listing(src: str, limit: int | None = None
+def expand_listing(src: str, limit: int | None = None, *, broken_links: bool = False
                    ) -> Iterator[tuple[str, int | None, float | None]]:
-    """(uri, size, modification time) for every URI --input names; a manifest gives no stat."""
+    """(uri, size, modification time) for every URI --input names; a manifest gives no stat.
+
+    With `broken_links`, local links to missing files are listed too (no stat): a run
+    makes each a not_found row. Readers of files that must exist (labels files for
+    train_head, the launch's sample) leave them out, as Beam's listing does."""
     kind = source_kind(src)
     if kind in (SourceKind.MANIFEST_TXT, SourceKind.MANIFEST_CSV):
         for uri in parse_manifest(read_text(src, errors='surrogateescape'), kind):
@@ -177,7 +183,7 @@ def expand_listing(src: str, limit: int | None = None
                 seen.add(meta.path)
                 uri = meta.path[2:] if here and meta.path.startswith('./') else meta.path
                 yield uri, meta.size_in_bytes, meta.last_updated_in_seconds
-    if '://' in pattern:
+    if '://' in pattern or not broken_links:
         return
     for path in dangling_links(patterns):
         if path not in seen:
@@ -266,7 +272,7 @@ def _check_source(src: str) -> None:
             raise ValueError(f'--input manifest {src} is not UTF-8 text (it begins '
                              f'{shown_name(uris[0])[:60]!r})')
         return
-    if next(expand_source(src, limit=1000), None) is None:
+    if next(expand_source(src, limit=1000, broken_links=True), None) is None:
         raise ValueError(
             f'--input {src} matches no file; give a directory, a glob such as '
             '"photos/**/*.jpg", or a .txt/.csv manifest')
@@ -284,7 +290,7 @@ class _ExpandSource(beam.DoFn):
 
     def process(self, src: str):
         bad_names = set()  # one --input expands in one call: a name listed twice is one row
-        for uri, size, updated in expand_listing(src):
+        for uri, size, updated in expand_listing(src, broken_links=True):
             self._listed.inc()
             shown = shown_name(uri)
             if shown is None:
