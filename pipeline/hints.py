@@ -24,7 +24,8 @@ class PrecisionHint:
 #: Best first: the first that applies to the CPU and the model is the one suggested, so a
 #: CPU family with its own measurement comes before the broader rule (AMX before bf16
 #: before AVX2). Factors are over the float32 bare-model ceiling on the same CPU, end to
-#: end from the first batch on (README "Precision by CPU").
+#: end from the first batch on (README "Precision by CPU"), except Zen 4's, which is issue
+#: 13's bare model against bare model (no such CPU was lent).
 HINTS = (
     PrecisionHint('int8', lambda cpu: 'AMX-INT8' in cpu.units,
                   '4.1x the float32 bare model end to end with OpenVINO, 3.1x with LiteRT, '
