@@ -100,11 +100,13 @@ def test_a_broken_symbolic_link_in_the_input_is_a_not_found_row_not_left_out(tmp
     (tmp_path / 'in' / 'gone.jpg').symlink_to(tmp_path / 'moved' / 'gone.jpg')
     (tmp_path / 'in' / 'sub' / 'alias.jpg').symlink_to(good)  # a working link is an image
     (tmp_path / 'in' / 'sub' / 'gone.png').symlink_to('nowhere.png')
+    (tmp_path / 'in' / 'loop.jpg').symlink_to('loop.jpg')  # a link to itself: no file either
     labels, errors, summary = _run(tmp_path / 'in', tmp_path / 'out')
     assert sorted(pathlib.Path(r['uri']).name for r in labels) == ['alias.jpg', 'good.jpg']
     assert sorted((pathlib.Path(e['uri']).name, e['stage'], e['error']) for e in errors) == [
-        ('gone.jpg', 'read', 'not_found'), ('gone.png', 'read', 'not_found')]
-    assert (summary['inputs'], summary['labeled'], summary['errors']) == (4, 2, 2)
+        ('gone.jpg', 'read', 'not_found'), ('gone.png', 'read', 'not_found'),
+        ('loop.jpg', 'read', 'not_found')]
+    assert (summary['inputs'], summary['labeled'], summary['errors']) == (5, 2, 3)
     assert summary['balanced']
     # A glob lists the broken links it matches, and only those.
     labels, errors, summary = _run(str(tmp_path / 'in' / '**' / '*.png'), tmp_path / 'glob')

@@ -23,7 +23,7 @@ STAGES = ('read', 'decode', 'inference', 'write')
 #: README's table says exactly this, so the two cannot drift apart.
 ERROR_CLASSES: dict[str, str] = {
     'not_found': 'The URI does not exist (or vanished before it was read, or is a '
-                 'symbolic link to a missing file). Check the path or the manifest.',
+                 'symbolic link to a missing file or a loop). Check the path or the manifest.',
     'permission_denied': 'The worker may not read the URI. Grant the job\'s '
                          'service account read access.',
     'not_a_file': 'The URI names a directory or other non-file (a named pipe, '

@@ -7,6 +7,7 @@ read-ahead on a thread pool, so the model never waits for I/O.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import random
@@ -79,7 +80,9 @@ def classify_read_exception(e: BaseException) -> ImageError | None:
             return classify_read_exception(inner)
     status = _status_code(e)
     name = type(e).__name__
-    if isinstance(e, FileNotFoundError) or status == 404 or name == 'NotFound':
+    # A symbolic link that loops (to itself, or round a chain) leads to no file either.
+    loop = isinstance(e, OSError) and e.errno == errno.ELOOP
+    if isinstance(e, FileNotFoundError) or loop or status == 404 or name == 'NotFound':
         return ImageError('read', 'not_found', str(e) or 'no such object')
     if isinstance(e, PermissionError) or status in (401, 403) or name in ('Forbidden', 'Unauthorized'):
         return ImageError('read', 'permission_denied', str(e))
