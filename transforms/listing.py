@@ -198,14 +198,17 @@ def dangling_links(patterns: list[str]) -> Iterator[str]:
     link would vanish from the run without a row; listed here, with the same walk and
     the same pattern rules (`FileSystem.translate_pattern`), it is read like any image
     and becomes a `not_found` error row. Only links cost a stat: the walk reads the
-    file types the folder listing already carries.
+    file types the folder listing already carries. Patterns that list from the same
+    folder (`a/**/*.png` and `a/*.png`) share one walk.
     """
+    matchers: dict[str, list] = {}
     for pattern in patterns:
         prefix = re.match('^[^[*?]*', pattern).group(0)
-        if prefix == pattern:
-            continue  # a path without wildcards: Beam matched it, or --input is refused
-        match = re.compile(FileSystem.translate_pattern(pattern)).match
-        folders = [os.path.dirname(prefix) or '.']
+        if prefix != pattern:  # a path without wildcards: Beam matched it, or it is refused
+            matchers.setdefault(os.path.dirname(prefix) or '.', []).append(
+                re.compile(FileSystem.translate_pattern(pattern)).match)
+    for root, matches in matchers.items():
+        folders = [root]
         while folders:
             try:
                 entries = os.scandir(folders.pop())
@@ -215,7 +218,8 @@ def dangling_links(patterns: list[str]) -> Iterator[str]:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(entry.path)  # links to folders are not followed,
-                    elif (entry.is_symlink() and match(entry.path)  # as in Beam's walk
+                    elif (entry.is_symlink()  # as in Beam's walk
+                          and any(match(entry.path) for match in matches)
                           and not os.path.exists(entry.path)):
                         yield entry.path
 
