@@ -74,6 +74,14 @@ def png_bomb_header(width: int, height: int) -> bytes:
             + _png_chunk(b'IEND', b''))
 
 
+def png_one_row(width: int, row: bytes, depth: int, colour_type: int, trns: bytes) -> bytes:
+    """A one-row PNG with a tRNS chunk, written by hand: Pillow writes neither 16-bit RGB
+    nor 2-bit grey colour keys."""
+    ihdr = struct.pack('>IIBBBBB', width, 1, depth, colour_type, 0, 0, 0)
+    return (b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', ihdr) + _png_chunk(b'tRNS', trns)
+            + _png_chunk(b'IDAT', zlib.compress(b'\x00' + row)) + _png_chunk(b'IEND', b''))
+
+
 def gif_bomb_header(width: int, height: int) -> bytes:
     """A GIF whose logical screen and single frame declare width x height."""
     small = encode(Image.new('P', (1, 1)), 'GIF')

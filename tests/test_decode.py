@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from corpus import png_one_row
 from transforms.decode import ResizeRecipe, crop_box, decode_image, to_rgb
 
 
@@ -133,32 +134,19 @@ def test_a_colour_key_png_shows_its_transparent_colour_as_white(mode, key, kept)
     assert (pixels[5:] == kept).all()  # every other colour as it is
 
 
-def _png(width: int, rows: bytes, depth: int, colour_type: int, trns: bytes) -> bytes:
-    """A PNG written by hand: Pillow writes neither 16-bit RGB nor 2-bit grey keys."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack('>I', len(body)) + kind + body
-                + struct.pack('>I', zlib.crc32(kind + body) & 0xFFFFFFFF))
-    return (b'\x89PNG\r\n\x1a\n'
-            + chunk(b'IHDR', struct.pack('>IIBBBBB', width, 1, depth, colour_type, 0, 0, 0))
-            + chunk(b'tRNS', trns) + chunk(b'IDAT', zlib.compress(b'\x00' + rows))
-            + chunk(b'IEND', b''))
-
-
 def test_a_sixteen_bit_colour_key_never_whitens_an_opaque_pixel_that_shares_its_high_byte():
     import struct
     # Key: black. Pixel 0 is the key (transparent); pixel 1, (0, 0, 200), is opaque but
     # cut to 8 bits it reads (0, 0, 0) too. A key that cannot be told apart is dropped.
-    data = _png(2, struct.pack('>6H', 0, 0, 0, 0, 0, 200), 16, 2, struct.pack('>3H', 0, 0, 0))
+    data = png_one_row(2, struct.pack('>6H', 0, 0, 0, 0, 0, 200), 16, 2,
+                       struct.pack('>3H', 0, 0, 0))
     pixels, _, _ = decode_image(data, (1, 2), recipe=ResizeRecipe.PLAIN)
     assert (pixels[0, 1] == 0).all()  # the opaque near-black pixel stays black
 
 
 def test_a_two_bit_grey_key_is_scaled_like_the_pixels():
     # 2-bit grey levels 0, 1, 2, 3 (Pillow shows 0, 85, 170, 255); level 1 is transparent.
-    data = _png(4, bytes([0b00011011]), 2, 0, b'\x00\x01')
+    data = png_one_row(4, bytes([0b00011011]), 2, 0, b'\x00\x01')
     pixels, _, _ = decode_image(data, (1, 4), recipe=ResizeRecipe.PLAIN)
     assert pixels[0, :, 0].tolist() == [0, 255, 170, 255]
 
