@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import http.client
 import http.server
+import io
+import os
 import threading
 import urllib.parse
 
@@ -17,11 +19,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms import metrics
+from transforms import metrics, storage
 from transforms.errors import ERRORS_TAG
 from transforms.listing import ListImages
 from transforms.read import ReadImages, RetryPolicy, read_image_bytes
-from transforms.storage import ObjectReader, split_gcs
+from transforms.storage import ObjectReader, read_at_most, split_gcs
 
 TestPipeline.__test__ = False
 BUCKET = 'imagelabel-test'
@@ -199,3 +201,51 @@ def test_a_zero_byte_object_that_gcs_answers_416_reads_as_empty():
             return type('B', (), {'blob': lambda _, n: EmptyBlob()})()
 
     assert ObjectReader(FakeClient).read('gs://b/empty.jpg', 100) == b''
+
+
+class _CountingFile(io.BytesIO):
+    """A file that records the sizes it was asked to read, and may under-report its length."""
+
+    def __init__(self, data: bytes, *, reported: int | None = None):
+        super().__init__(data)
+        self.asked: list[int] = []
+        self._reported = reported
+
+    def read(self, n=-1):
+        self.asked.append(n)
+        return super().read(n)
+
+    def seek(self, pos, whence=0):
+        end = super().seek(pos, whence)
+        return self._reported if whence == os.SEEK_END and self._reported is not None else end
+
+
+def test_a_local_read_asks_for_the_files_length_not_the_size_limit(tmp_path, monkeypatch):
+    photo = tmp_path / 'photo.jpg'
+    photo.write_bytes(b'x' * 5000)
+    assert ObjectReader().read(str(photo), 64 << 20) == b'x' * 5000
+    opened: list[_CountingFile] = []
+    monkeypatch.setattr(storage, 'open_raw',
+                        lambda uri: opened.append(_CountingFile(b'x' * 5000)) or opened[-1])
+    assert ObjectReader().read(str(photo), 64 << 20) == b'x' * 5000
+    assert opened[0].asked == [5001]  # one byte to spare, never a 64 MiB buffer
+
+
+def test_read_at_most_stops_one_byte_past_the_limit_so_too_large_is_visible():
+    f = _CountingFile(b'x' * 100)
+    assert read_at_most(f, 11) == b'x' * 11
+    assert f.asked == [11]
+    assert read_at_most(_CountingFile(b''), 11) == b''
+
+
+def test_read_at_most_reads_the_rest_of_a_file_that_grew_after_it_was_measured():
+    assert read_at_most(_CountingFile(b'x' * 100, reported=40), 1000) == b'x' * 100
+    assert read_at_most(_CountingFile(b'x' * 100, reported=40), 61) == b'x' * 61
+
+
+def test_read_at_most_reads_a_stream_that_cannot_say_its_length():
+    read_end, write_end = os.pipe()
+    os.write(write_end, b'abcdef')
+    os.close(write_end)
+    with open(read_end, 'rb') as pipe:
+        assert read_at_most(pipe, 4) == b'abcd'

@@ -11,6 +11,8 @@ FileSystems) go through FileSystems unchanged.
 """
 from __future__ import annotations
 
+import io
+import os
 import threading
 from typing import Callable
 
@@ -21,6 +23,27 @@ from apache_beam.io.filesystems import FileSystems
 def open_raw(uri: str):
     """FileSystems.open without guessing compression from the name (an image is not a .gz)."""
     return FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_at_most(f, limit: int) -> bytes:
+    """At most `limit` bytes of an open file, with a buffer sized for the file.
+
+    Why not `f.read(limit)`: Python makes a buffer of `limit` bytes first (64 MiB
+    under the default --max_bytes) and shrinks it after the read, which cost a
+    100 kB photo 0.1 ms on top of the read's own 0.03 (AMD EPYC Zen 3). A file that
+    can say how long it is gets one read of its length plus one byte; the byte to
+    spare shows a file that grew since, whose rest is then read up to `limit`.
+    """
+    try:
+        here = f.tell()
+        size = f.seek(0, os.SEEK_END) - here
+        f.seek(here)
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return f.read(limit)  # a stream: no length to ask for
+    data = f.read(max(0, min(size, limit - 1)) + 1)
+    if len(data) <= size or len(data) >= limit:
+        return data  # all of it, or enough to say it is too large
+    return data + f.read(limit - len(data))
 
 
 def split_gcs(uri: str) -> tuple[str, str]:
@@ -68,4 +91,4 @@ class ObjectReader:
             except RequestRangeNotSatisfiable:  # GCS's answer for a 0-byte object: empty
                 return b''
         with open_raw(uri) as f:
-            return f.read(max_bytes + 1)
+            return read_at_most(f, max_bytes + 1)
