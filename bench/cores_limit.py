@@ -6,10 +6,11 @@
 The bound: a core that only decoded and invoked, one image after the other, would
 label 1 / (1/decode + 1/invoke) images per second, with `decode` and `invoke` the
 single-thread rates measured in the same round; two cores, twice that. Each round
-measures the bound, then runs `imagelabel run` per configuration on N/4 and on N of
-the same photos. The rate is marginal, (N - N/4) / the difference in
-summary.json's labeling_seconds (first batch to outputs written), so the fixed
-costs at both ends cancel, as in bench.py's tflite section. The figure is the
+measures the bound, runs `imagelabel run` per configuration on N/4 and on N of the
+same photos, then measures the bound again: the runs are set against the mean of the
+two, because a shared machine's speed drifts over the minutes of a round. The rate
+is marginal, (N - N/4) / the difference in summary.json's labeling_seconds (first
+batch to outputs written), so the fixed costs at both ends cancel, as in bench.py's tflite section. The figure is the
 median over rounds of rate / bound (issue #13 asks >= 0.95); "CPU ms/img" is the
 marginal CPU (user + sys) of the run per extra image.
 
@@ -56,8 +57,8 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
     bare, _ = run_worker('cores_bound', {'model': model, 'images': [str(p) for p in photos],
                                          'invoke_n': args.invoke_n},
                          log=out / 'logs' / f'cores-bound-{k}')
-    limit = bound(bare['decode_images_per_s'], bare['invoke_images_per_s'], cores())
-    without = {what: round(rate / limit, 4) for what, rate in bare['without_beam'].items()}
+    before = bound(bare['decode_images_per_s'], bare['invoke_images_per_s'], cores())
+    without = {what: round(rate / before, 4) for what, rate in bare['without_beam'].items()}
     runs = {}
     for name, flags, root in args.plan:  # each round runs every one: drift hits all alike
         tag = name.replace(' ', '-')
@@ -69,14 +70,24 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
         # Marginal over summary.json's labeling time, so that the fixed costs at both
         # ends (first batch, last write and rename) cancel out (bench.marginal).
         m = marginal([small], [big])
-        rate = m.get('images_per_s_labeling')
         runs[name] = {'small': small, 'big': big,
-                      'images_per_s': rate,
-                      'over_bound': round(rate / limit, 4) if rate else None,
+                      'images_per_s': m.get('images_per_s_labeling'),
                       'steady_images_per_s_big': round(big['labeled'] / big['labeling_s'], 3),
                       'cpu_ms_per_image': round(1000.0 * (big['cpu_s'] - small['cpu_s'])
                                                 / (big['n'] - small['n']), 3)}
-    return {'bare': bare, 'bound_images_per_s': round(limit, 3), 'runs': runs,
+    # The machine's speed drifts over minutes (a shared VM): the bound is measured again
+    # after the runs, and they are set against the mean of the two, which cancels a steady
+    # drift across the round instead of charging it all to the runs.
+    again, _ = run_worker('cores_bound', {'model': model, 'images': [str(p) for p in photos],
+                                          'invoke_n': args.invoke_n, 'rates_only': True},
+                          log=out / 'logs' / f'cores-bound-after-{k}')
+    after = bound(again['decode_images_per_s'], again['invoke_images_per_s'], cores())
+    limit = (before + after) / 2
+    for run in runs.values():
+        rate = run['images_per_s']
+        run['over_bound'] = round(rate / limit, 4) if rate else None
+    return {'bare': bare, 'bare_after': again, 'bound_images_per_s': round(limit, 3),
+            'bound_before_after': [round(before, 3), round(after, 3)], 'runs': runs,
             'without_beam_over_bound': without,
             'model_calls': model_calls(manifests[max(manifests)], model, out, k,
                                        pathlib.Path(args.root))}
@@ -141,9 +152,10 @@ def main(argv=None) -> int:
         rounds.append(r)
         line = ', '.join(f'{name} {fmt(v["images_per_s"])} img/s '
                          f'({fmt(v["over_bound"], 3)})' for name, v in r['runs'].items())
-        print(f'round {k + 1}: bound {fmt(r["bound_images_per_s"])} img/s '
-              f'(decode {fmt(r["bare"]["decode_images_per_s"])}, invoke '
-              f'{fmt(r["bare"]["invoke_images_per_s"])}); {line}', flush=True)
+        b0, b1 = r['bound_before_after']
+        print(f'round {k + 1}: bound {fmt(r["bound_images_per_s"])} img/s (before the runs '
+              f'{fmt(b0)}: decode {fmt(r["bare"]["decode_images_per_s"])}, invoke '
+              f'{fmt(r["bare"]["invoke_images_per_s"])}; after {fmt(b1)}); {line}', flush=True)
 
     medians = {name: statistics.median(r['runs'][name]['over_bound'] for r in rounds)
                for name, _, _ in args.plan}
