@@ -10,9 +10,9 @@ measures the bound, runs `imagelabel run` per configuration on N/4 and on N of t
 same photos, then measures the bound again: the runs are set against the mean of the
 two, because a shared machine's speed drifts over the minutes of a round. The rate
 is marginal, (N - N/4) / the difference in summary.json's labeling_seconds (first
-batch to outputs written), so the fixed costs at both ends cancel, as in bench.py's tflite section. The figure is the
-median over rounds of rate / bound (issue #13 asks >= 0.95); "CPU ms/img" is the
-marginal CPU (user + sys) of the run per extra image.
+batch to outputs written), so the fixed costs at both ends cancel, as in bench.py's
+tflite section. The figure is the median over rounds of rate / bound (issue #13 asks
+>= 0.95); "CPU ms/img" is the marginal CPU (user + sys) of the run per extra image.
 
 Each round also prints what every step costs per image on one thread (read, hash,
 JPEG decode, resize, invoke, row, Parquet) next to the pipeline's own CPU per image:
