@@ -231,11 +231,27 @@ def test_a_local_read_asks_for_the_files_length_not_the_size_limit(tmp_path, mon
     assert opened[0].asked == [5001]  # one byte to spare, never a 64 MiB buffer
 
 
-def test_read_at_most_stops_one_byte_past_the_limit_so_too_large_is_visible():
+def test_read_at_most_gives_limit_bytes_of_a_longer_file_so_too_large_is_visible():
     f = _CountingFile(b'x' * 100)
     assert read_at_most(f, 11) == b'x' * 11
     assert f.asked == [11]
     assert read_at_most(_CountingFile(b''), 11) == b''
+
+
+def test_read_at_most_sizes_its_read_from_the_position_not_the_start():
+    f = _CountingFile(bytes(range(100)))
+    f.read(30)
+    assert read_at_most(f, 1000) == bytes(range(30, 100))
+    assert f.asked[1:] == [71]
+
+
+def test_read_at_most_reads_a_file_whose_seek_returns_nothing():
+    class SeekSaysNothing(io.BytesIO):
+        def seek(self, *args):
+            super().seek(*args)  # the new position goes unreported, as some file objects do
+
+    assert read_at_most(SeekSaysNothing(b'q' * 10), 100) == b'q' * 10
+    assert read_at_most(SeekSaysNothing(b'q' * 10), 4) == b'qqqq'
 
 
 def test_read_at_most_reads_the_rest_of_a_file_that_grew_after_it_was_measured():
