@@ -53,6 +53,23 @@ class Sample:
     digest: str              # names the calibration set: URIs, contents, size, recipe
     source: str              # names where it is drawn from: --input, counts (as asked and
                              # as found), size, recipe
+    held_out_names: tuple[str, ...] = ()     # 'uri:content_sha256' of each held-out image
+    calibration_names: tuple[str, ...] = ()  # the same, of each calibration image
+
+
+def unseen(sample: Sample, calibrated: set[str]) -> tuple[np.ndarray, int]:
+    """The held-out images that are not in `calibrated` (a cached conversion's calibration
+    set), and how many were left out.
+
+    A nightly run over a growing --input draws another sample each night, but converts
+    once: tonight's held-out slice may hold images the cached model was calibrated on,
+    which would flatter its agreement. If every held-out image was (a tiny input), all are
+    kept: the launch has said so already.
+    """
+    keep = [i for i, name in enumerate(sample.held_out_names) if name not in calibrated]
+    if not calibrated or len(keep) in (0, len(sample.held_out)):
+        return sample.held_out, 0
+    return sample.held_out[keep], len(sample.held_out) - len(keep)
 
 
 def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
@@ -98,7 +115,8 @@ def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,
     source = hashlib.sha256(repr((s.input, held_out, calibration, found, SEED, SAMPLE_POOL,
                                   tuple(size), s.resize.value)).encode()).hexdigest()
     return Sample(np.stack(pixels[:n_held]), np.stack(cal) if calibration else
-                  np.zeros((0, *size, 3), np.uint8), digest, source)
+                  np.zeros((0, *size, 3), np.uint8), digest, source,
+                  tuple(names[:n_held]), tuple(cal_names) if calibration else ())
 
 
 def _resolve(s: Settings) -> ModelSpec:
@@ -139,8 +157,10 @@ def _compare(s: Settings, reference: LoadedModel, reduced: LoadedModel, images: 
 
 
 def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sample,
-              scratch: str | None = None) -> ModelSpec:
-    """Convert (or find in --model_cache) the int8 model; the spec workers load it from.
+              scratch: str | None = None) -> tuple[ModelSpec, set[str]]:
+    """Convert (or find in --model_cache) the int8 model: the spec workers load it from,
+    and the names of the images it was calibrated on (empty for an entry that did not
+    record them).
 
     `scratch`: where a new conversion goes instead of the cache (--dry_run).
     """
@@ -154,18 +174,20 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
     files = int8.cached_files(s.model_cache, key, s.int8_runtime)
     if files.usable():
         _log.info('int8: using %s from the model cache', files.model)
+        calibrated = int8.calibration_names(files)
     else:
         files = int8.cached_files(scratch, key, s.int8_runtime) if scratch else files
         started = time.monotonic()
         content, head = int8.convert(spec, runtime, int8.Calibration(sample.calibration,
                                                                      sample.digest),
                                      s.int8_runtime)
-        int8.store(files, content, head)
+        int8.store(files, content, head, sample.calibration_names)
         _log.info('int8: converted %s in %.1f s (calibrated on %d images) -> %s', spec.name,
                   time.monotonic() - started, len(sample.calibration), files.model)
+        calibrated = set(sample.calibration_names)
     return dataclasses.replace(
         spec, format=int8.RUNTIMES[s.int8_runtime].format, path=files.model, application=None,
-        weights=None, preprocess=runtime.preprocess, outputs=runtime.output_kind)
+        weights=None, preprocess=runtime.preprocess, outputs=runtime.output_kind), calibrated
 
 
 def float_litert_facts(s: Settings, spec: ModelSpec, scratch: str | None = None) -> ModelFacts:
@@ -300,10 +322,15 @@ def _model_facts(s: Settings, local: bool, scratch: str | None) -> ModelFacts:
         return facts
     sample = sample_images(s, model.runtime.input_size, held_out=s.agreement_images,
                            calibration=s.calibration_images)
-    lowered_spec = int8_spec(s, spec, model, sample, scratch)
+    lowered_spec, calibrated = int8_spec(s, spec, model, sample, scratch)
+    held_out, left_out = unseen(sample, calibrated)
+    if left_out:
+        _log.info('int8: %d of the %d held-out images were in the cached conversion\'s '
+                  'calibration set (an earlier night\'s sample); agreement is measured on '
+                  'the other %d', left_out, len(sample.held_out), len(held_out))
     lowered = _load(s, lowered_spec, 'int8')
     facts = _facts(lowered_spec, lowered, _compare(s, model, _without_head(lowered),
-                                                   sample.held_out, 'int8'))
+                                                   held_out, 'int8'))
     del model  # the float32 source
     _free_launch_only_models()
     return facts

@@ -27,7 +27,7 @@ import importlib
 import logging
 import tempfile
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -252,9 +252,26 @@ def cached_files(cache: str, key: str, runtime: str = RUNTIME) -> CachedModel:
     return CachedModel.at(cache, key, RUNTIMES[runtime].suffix)
 
 
-def store(files: CachedModel, content: bytes, head: bytes) -> None:
-    """Write a conversion to the cache; the model file last, so its presence means complete."""
-    model_cache.store(files, content, {files.head: head})
+#: Beside a conversion: the 'uri:content_sha256' of each image it was calibrated on.
+CALIBRATION_LIST = '.calibration.txt'
+
+
+def store(files: CachedModel, content: bytes, head: bytes,
+          calibration_names: Sequence[str] = ()) -> None:
+    """Write a conversion to the cache; the model file last, so its presence means complete.
+
+    The calibration set's names go with it, so that a later night's agreement check can
+    leave those images out of its held-out slice (`calibration_names`)."""
+    model_cache.store(files, content, {
+        files.head: head,
+        files.beside(CALIBRATION_LIST): '\n'.join(calibration_names).encode()})
+
+
+def calibration_names(files: CachedModel) -> set[str]:
+    """The images a cached conversion was calibrated on (empty: an entry from before
+    they were recorded)."""
+    raw = model_cache.read_beside(files, CALIBRATION_LIST)
+    return set(raw.decode().splitlines()) if raw else set()
 
 
 # --- the runtimes (workers; no TensorFlow) ------------------------------------------------
