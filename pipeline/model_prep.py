@@ -58,18 +58,28 @@ class Sample:
 
 
 def unseen(sample: Sample, calibrated: set[str]) -> tuple[np.ndarray, int]:
-    """The held-out images that are not in `calibrated` (a cached conversion's calibration
-    set), and how many were left out.
+    """The held-out images whose content is not in `calibrated` (the 'uri:content_sha256'
+    names of a cached conversion's calibration set), and how many were left out.
 
     A nightly run over a growing --input draws another sample each night, but converts
-    once: tonight's held-out slice may hold images the cached model was calibrated on,
-    which would flatter its agreement. If every held-out image was (a tiny input), all are
-    kept: the launch has said so already.
+    once: tonight's held-out slice may hold images the cached model was calibrated on
+    (under any name: it is the content that flatters its agreement). If every held-out
+    image was, all are kept, with a warning: no check at all would be worse.
     """
-    keep = [i for i, name in enumerate(sample.held_out_names) if name not in calibrated]
-    if not calibrated or len(keep) in (0, len(sample.held_out)):
+    seen = {_content(name) for name in calibrated}
+    keep = [i for i, name in enumerate(sample.held_out_names) if _content(name) not in seen]
+    if not keep and len(sample.held_out):
+        _log.warning('int8: all %d held-out images were in the cached conversion\'s '
+                     'calibration set, so agreement is measured on images it was calibrated '
+                     'on; raise --agreement_images for a fairer check', len(sample.held_out))
+    if len(keep) in (0, len(sample.held_out)):
         return sample.held_out, 0
     return sample.held_out[keep], len(sample.held_out) - len(keep)
+
+
+def _content(name: str) -> str:
+    """The content hash of a sample name ('uri:content_sha256'; a URI may hold ':')."""
+    return name.rsplit(':', 1)[-1]
 
 
 def sample_images(s: Settings, size: tuple[int, int], *, held_out: int,

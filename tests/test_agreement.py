@@ -75,7 +75,7 @@ def test_int8_of_a_trained_model_agrees_with_float32_and_says_so(trained, tmp_pa
     assert f'top-1 {a["top1"]:.3f}' in r.out
     suffix = {'litert': '.tflite', 'openvino': '.ovz'}[runtime]  # the runtime that ran
     assert [p.suffix for p in (tmp_path / 'cache').iterdir()
-            if not p.name.endswith(('.head.npz', '.entry.json', '.calibration.txt'))] == [suffix]
+            if not p.name.endswith(('.head.npz', '.entry.json', '.calibration.json'))] == [suffix]
     # The int8 labels are the task's: most sample photos are reddest.
     from conftest import read_parquet_rows
     rows = read_parquet_rows(tmp_path / 'out', 'labels')

@@ -27,7 +27,7 @@ def test_a_scheduled_run_converts_once_and_then_loads_from_the_cache(
     assert first.code == 0, first.err
     # one model file, the float32 head, the calibration set's names, and the entry's record
     files = sorted(p.name for p in cache.iterdir())
-    assert len(files) == 4 and files[0].endswith('.calibration.txt')
+    assert len(files) == 4 and files[0].endswith('.calibration.json')
     assert files[1].endswith('.entry.json')
     assert files[2].endswith('.head.npz') and files[3].endswith(suffix)
     assert files[3].startswith(f'tiny.keras-int8-{runtime}-')
@@ -74,24 +74,37 @@ def test_a_nightly_int8_run_over_a_grown_input_keeps_its_conversion_and_model_id
     s = settings_from(PipelineOptions(['--input', str(bucket), '--output', str(out),
                                        '--precision', 'int8']))
     tonight = sample_images(s, (64, 64), held_out=4, calibration=6)
-    (listed,) = cache.glob('*.calibration.txt')
-    calibrated = set(listed.read_text().splitlines())
-    assert len(calibrated) == 6 and {n.split(':')[0] for n in calibrated} <= {
+    (listed,) = cache.glob('*.calibration.json')
+    calibrated = set(json.loads(listed.read_text())['images'])
+    assert len(calibrated) == 6 and {n.rsplit(':', 1)[0] for n in calibrated} <= {
         str(p) for p in bucket.iterdir()}
     seen = len(set(tonight.held_out_names) & calibrated)
     assert 0 < seen < 4
     assert first['agreement']['images'] == 4 and later['agreement']['images'] == 4 - seen
 
 
-def test_unseen_leaves_out_held_out_images_a_cached_conversion_was_calibrated_on():
+def test_unseen_leaves_out_held_out_images_a_cached_conversion_was_calibrated_on(caplog):
+    import logging
     from pipeline.model_prep import Sample, unseen
     images = np.arange(4).reshape(4, 1, 1, 1).astype(np.uint8)
-    sample = Sample(images, images[:0], 'd', 's', ('a:1', 'b:2', 'c:3', 'd:4'), ())
-    kept, left_out = unseen(sample, {'b:2', 'd:4', 'e:5'})
-    assert left_out == 2 and kept.ravel().tolist() == [0, 2]
+    sample = Sample(images, images[:0], 'd', 's',
+                    ('gs://b/a.jpg:1', 'b:2', 'c:e.jpg:3', 'd:4'), ())
+    kept, left_out = unseen(sample, {'b:2', 'x/c:d.jpg:3', 'e:5'})
+    assert left_out == 2 and kept.ravel().tolist() == [0, 3]  # the same content, any name
     assert unseen(sample, {'b:9'})[1] == 0  # the same URI with other content is unseen
-    kept, left_out = unseen(sample, {'a:1', 'b:2', 'c:3', 'd:4'})  # all seen: keep all
+    assert unseen(sample, set())[1] == 0
+    with caplog.at_level(logging.WARNING, logger='imagelabel'):
+        kept, left_out = unseen(sample, {'a:1', 'b:2', 'c:3', 'd:4'})  # all seen: keep all
     assert left_out == 0 and len(kept) == 4
+    assert 'all 4 held-out images were in the cached conversion' in caplog.text
+
+
+def test_a_calibration_list_keeps_names_with_line_breaks_and_undecodable_bytes(tmp_path):
+    from transforms.models import int8
+    names = ['a\nb.jpg:1', 'c\u2028d.jpg:2', 'p\udcff0.jpg:3', 'gs://b/e:f.jpg:4']
+    files = int8.cached_files(str(tmp_path), 'key')
+    int8.store(files, b'model', b'head', names)
+    assert files.usable() and int8.calibration_names(files) == set(names)
 
 
 def test_a_first_night_too_small_for_the_sample_is_not_every_later_nights_calibration(

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import json
 import logging
 import tempfile
 import types
@@ -253,7 +254,7 @@ def cached_files(cache: str, key: str, runtime: str = RUNTIME) -> CachedModel:
 
 
 #: Beside a conversion: the 'uri:content_sha256' of each image it was calibrated on.
-CALIBRATION_LIST = '.calibration.txt'
+CALIBRATION_LIST = '.calibration.json'
 
 
 def store(files: CachedModel, content: bytes, head: bytes,
@@ -261,17 +262,20 @@ def store(files: CachedModel, content: bytes, head: bytes,
     """Write a conversion to the cache; the model file last, so its presence means complete.
 
     The calibration set's names go with it, so that a later night's agreement check can
-    leave those images out of its held-out slice (`calibration_names`)."""
+    leave those images out of its held-out slice (`calibration_names`). JSON, ASCII: a
+    name may hold any character, a line break or a file name that is not UTF-8 included.
+    """
     model_cache.store(files, content, {
         files.head: head,
-        files.beside(CALIBRATION_LIST): '\n'.join(calibration_names).encode()})
+        files.beside(CALIBRATION_LIST): json.dumps({'images': list(calibration_names)},
+                                                   ensure_ascii=True).encode()})
 
 
 def calibration_names(files: CachedModel) -> set[str]:
     """The images a cached conversion was calibrated on (empty: an entry from before
     they were recorded)."""
     raw = model_cache.read_beside(files, CALIBRATION_LIST)
-    return set(raw.decode().splitlines()) if raw else set()
+    return set(json.loads(raw)['images']) if raw else set()
 
 
 # --- the runtimes (workers; no TensorFlow) ------------------------------------------------
