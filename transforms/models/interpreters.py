@@ -36,7 +36,11 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
 
 def read_output(interp, detail: dict) -> np.ndarray:
     """An output tensor as float32, dequantized if it is integer."""
-    values = interp.get_tensor(detail['index'])
+    return dequantize(interp.get_tensor(detail['index']), detail)
+
+
+def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Values of an output tensor (one image's or a batch's) as float32."""
     scale, zero = detail['quantization']
     out = values.astype(np.float32)
     return (out - zero) * scale if scale and np.issubdtype(values.dtype, np.integer) else out
@@ -117,13 +121,30 @@ class InterpreterPool:
     def invoke_each(self, n: int, model_input: Callable[[int], np.ndarray], input_detail: dict,
                     outputs: list[tuple[dict, np.ndarray]]) -> None:
         """For each image i < n: set model_input(i), invoke, and write row i of every
-        (output tensor detail, float32 array) pair, dequantized."""
+        (output tensor detail, float32 array) pair, dequantized.
+
+        Per image, an interpreter thread only takes a copy of each output (`get_tensor`)
+        into a list slot; the batch is joined and dequantized at the end, one array
+        operation per output. Why: every Python step an interpreter thread takes between
+        invokes needs the GIL, which the bundle, read and decode threads hold in turn, and
+        a numpy operation on more than a few hundred values (a row assignment, a
+        dequantization) lets the GIL go and must win it back. In the pipeline, reading two
+        outputs one image at a time that way took 0.35 ms of wall time and 0.09 of CPU per
+        image (AMD EPYC Zen 3), against 0.02 ms alone.
+        """
+        index = input_detail['index']
+        indices = [detail['index'] for detail, _ in outputs]
+        collected: list[list] = [[None] * n for _ in outputs]
+
         def one(interp, i: int) -> None:
-            interp.set_tensor(input_detail['index'], model_input(i))
+            interp.set_tensor(index, model_input(i))
             interp.invoke()
-            for detail, array in outputs:
-                array[i] = read_output(interp, detail).reshape(-1)
+            for out, got in zip(indices, collected):
+                got[i] = interp.get_tensor(out)  # a copy, into a list: no numpy loop
         self.run(n, one)
+        for (detail, array), got in zip(outputs, collected):
+            if n:
+                array[:n] = dequantize(np.concatenate(got).reshape(n, -1), detail)
 
     def _drain(self, one: Callable[[Any, int], None], taken: Iterator[int], n: int) -> None:
         interp = self._free.get()
