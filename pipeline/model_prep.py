@@ -169,8 +169,9 @@ def _compare(s: Settings, reference: LoadedModel, reduced: LoadedModel, images: 
 def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sample,
               scratch: str | None = None) -> tuple[ModelSpec, set[str]]:
     """Convert (or find in --model_cache) the int8 model: the spec workers load it from,
-    and the names of the images it was calibrated on (empty for an entry that did not
-    record them).
+    and the names of the images a cached conversion was calibrated on (empty for one made
+    now, calibrated on this sample's own slice, apart from its held-out one; and for an
+    entry that did not record them).
 
     `scratch`: where a new conversion goes instead of the cache (--dry_run).
     """
@@ -194,7 +195,7 @@ def int8_spec(s: Settings, spec: ModelSpec, float_model: LoadedModel, sample: Sa
         int8.store(files, content, head, sample.calibration_names)
         _log.info('int8: converted %s in %.1f s (calibrated on %d images) -> %s', spec.name,
                   time.monotonic() - started, len(sample.calibration), files.model)
-        calibrated = set(sample.calibration_names)
+        calibrated = set()
     return dataclasses.replace(
         spec, format=int8.RUNTIMES[s.int8_runtime].format, path=files.model, application=None,
         weights=None, preprocess=runtime.preprocess, outputs=runtime.output_kind), calibrated
