@@ -210,14 +210,19 @@ class _CountingFile(io.BytesIO):
         super().__init__(data)
         self.asked: list[int] = []
         self._reported = reported
+        self._at_end = False
 
     def read(self, n=-1):
         self.asked.append(n)
         return super().read(n)
 
     def seek(self, pos, whence=0):
-        end = super().seek(pos, whence)
-        return self._reported if whence == os.SEEK_END and self._reported is not None else end
+        self._at_end = whence == os.SEEK_END
+        return super().seek(pos, whence)
+
+    def tell(self):  # at the end: the length it had when measured (`reported`), if given
+        at = super().tell()
+        return self._reported if self._at_end and self._reported is not None else at
 
 
 def test_a_local_read_asks_for_the_files_length_not_the_size_limit(tmp_path, monkeypatch):
