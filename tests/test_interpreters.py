@@ -85,8 +85,7 @@ def test_the_pools_rows_are_the_interpreters_own_outputs_dequantized_exactly(ass
     content = expose_penultimate((assets / QUANT_V2).read_bytes()).content
     pool = InterpreterPool(content, Layout(2, 1))
     inp, outs = pool.first.get_input_details()[0], pool.first.get_output_details()
-    rows = [np.empty((len(photos), int(np.prod(o['shape']))), np.float32) for o in outs]
-    pool.invoke_each(len(photos), lambda i: photos[i][np.newaxis], inp, list(zip(outs, rows)))
+    rows = pool.invoke_each(len(photos), lambda i: photos[i][np.newaxis], inp, outs)
 
     plain = Interpreter(model_content=content)
     plain.allocate_tensors()

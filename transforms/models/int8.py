@@ -372,16 +372,12 @@ class Int8Runtime:
         self.description = int8_description(spec.name, RUNTIME, self)
 
     def predict(self, pixels: Pixels) -> Scores:
-        n = len(pixels)
-        emb = np.empty((n, self.embedding_dim), np.float32)
-        raw = None if self._head is not None else np.empty((n, self.num_outputs), np.float32)
-
         def model_input(i: int) -> np.ndarray:
             x = self._preprocess(one_image(pixels, i).astype(np.float32))
             return quantize(np.asarray(x, np.float32), self._in)
 
-        self._pool.invoke_each(
-            n, model_input, self._in,
-            ([(self._emb, emb)] if self._emb else []) +
-            ([(self._scores, raw)] if raw is not None else []))
-        return int8_scores(self._head, self._softmaxes, emb, raw)
+        scores = self._scores if self._head is None else None  # a head scores the embedding
+        got = iter(self._pool.invoke_each(
+            len(pixels), model_input, self._in, [d for d in (self._emb, scores) if d]))
+        emb = next(got) if self._emb else np.empty((len(pixels), 0), np.float32)
+        return int8_scores(self._head, self._softmaxes, emb, next(got) if scores else None)

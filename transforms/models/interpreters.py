@@ -34,11 +34,6 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def read_output(interp, detail: dict) -> np.ndarray:
-    """An output tensor as float32, dequantized if it is integer."""
-    return dequantize(interp.get_tensor(detail['index']), detail)
-
-
 def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     """Values of an output tensor (one image's or a batch's) as float32."""
     scale, zero = detail['quantization']
@@ -119,9 +114,9 @@ class InterpreterPool:
             f.result()  # re-raises a helper's failure
 
     def invoke_each(self, n: int, model_input: Callable[[int], np.ndarray], input_detail: dict,
-                    outputs: list[tuple[dict, np.ndarray]]) -> None:
-        """For each image i < n: set model_input(i), invoke, and write row i of every
-        (output tensor detail, float32 array) pair, dequantized.
+                    outputs: list[dict]) -> list[np.ndarray]:
+        """For each image i < n: set model_input(i) and invoke; for each output tensor
+        detail, an (n, values) float32 array of its rows, dequantized.
 
         Per image, an interpreter thread only takes a copy of each output (`get_tensor`)
         into a list slot; the batch is joined and dequantized at the end, one array
@@ -133,7 +128,7 @@ class InterpreterPool:
         image (AMD EPYC Zen 3), against 0.02 ms alone.
         """
         index = input_detail['index']
-        indices = [detail['index'] for detail, _ in outputs]
+        indices = [detail['index'] for detail in outputs]
         collected: list[list] = [[None] * n for _ in outputs]
 
         def one(interp, i: int) -> None:
@@ -142,9 +137,9 @@ class InterpreterPool:
             for out, got in zip(indices, collected):
                 got[i] = interp.get_tensor(out)  # a copy, into a list: no numpy loop
         self.run(n, one)
-        for (detail, array), got in zip(outputs, collected):
-            if n:
-                array[:n] = dequantize(np.concatenate(got).reshape(n, -1), detail)
+        return [dequantize(np.concatenate(got).reshape(n, -1), detail) if n else
+                np.empty((0, int(np.prod(detail['shape']))), np.float32)
+                for detail, got in zip(outputs, collected)]
 
     def _drain(self, one: Callable[[Any, int], None], taken: Iterator[int], n: int) -> None:
         interp = self._free.get()

@@ -212,11 +212,10 @@ class TFLiteRuntime:
     def _invoke(self, pixels: Pixels) -> tuple[np.ndarray, np.ndarray]:
         """Raw (dequantized) outputs and embeddings, one invoke per image."""
         n = len(pixels)
-        raw = np.empty((n, self.num_outputs), np.float32)
-        emb = np.empty((n, self.embedding_dim), np.float32)
-        self._pool.invoke_each(n, lambda i: self._model_input(one_image(pixels, i)), self._in,
-                               [(self._out, raw)] + ([(self._emb, emb)] if self._emb else []))
-        return raw, emb
+        raw, *emb = self._pool.invoke_each(
+            n, lambda i: self._model_input(one_image(pixels, i)), self._in,
+            [self._out] + ([self._emb] if self._emb else []))
+        return raw, emb[0] if emb else np.empty((n, 0), np.float32)
 
     def predict(self, pixels: Pixels) -> Scores:
         raw, emb = self._invoke(pixels)
