@@ -172,6 +172,9 @@ def expand_listing(src: str, limit: int | None = None, *, broken_links: bool = F
         pattern = './' + pattern
     # Beam's "**/" needs at least one folder; users mean "this folder and below".
     patterns = [pattern] + ([pattern.replace('**/', '', 1)] if '**/' in pattern else [])
+
+    def as_given(path: str) -> str:
+        return path[2:] if here and path.startswith('./') else path
     seen = set()
     with warnings.catch_warnings():  # an escaped '[' is '[[]', which `re` frowns upon
         warnings.filterwarnings('ignore', 'Possible nested set', FutureWarning)
@@ -181,14 +184,13 @@ def expand_listing(src: str, limit: int | None = None, *, broken_links: bool = F
             # "folder/" placeholder objects (made by consoles on object stores) are not images
             if meta.path not in seen and not meta.path.endswith('/') and not _is_directory(meta.path):
                 seen.add(meta.path)
-                uri = meta.path[2:] if here and meta.path.startswith('./') else meta.path
-                yield uri, meta.size_in_bytes, meta.last_updated_in_seconds
+                yield as_given(meta.path), meta.size_in_bytes, meta.last_updated_in_seconds
     if '://' in pattern or not broken_links:
         return
     for path in dangling_links(patterns):
         if path not in seen:
             seen.add(path)
-            yield (path[2:] if here and path.startswith('./') else path), None, None
+            yield as_given(path), None, None
 
 
 def dangling_links(patterns: list[str]) -> Iterator[str]:
