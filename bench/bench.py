@@ -92,8 +92,20 @@ class Bench(PrecisionSections):
             self.model_path = str(path)
         return self.model_path
 
+    def keras_batch(self) -> int:
+        """The Keras runs' batch size: --batch_size, else imagelabel's Keras default."""
+        return self.args.batch_size or 32
+
+    def batch_flags(self) -> list[str]:
+        """--batch_size for imagelabel when given; else each run takes its model's default
+        (32 for Keras, 256 for .tflite and int8 conversions), as users get."""
+        return ['--batch_size', str(self.args.batch_size)] if self.args.batch_size else []
+
+    def batch_label(self) -> str:
+        return f'batch {self.args.batch_size}' if self.args.batch_size else 'default batch'
+
     def batch_sizes(self) -> list[int]:
-        return sorted({32, self.args.batch_size})
+        return sorted({32, self.keras_batch()})
 
     def imagelabel_marginal(self, tag: str, n_small: int, n_big: int, extra: list[str],
                             keep: str | None = None) -> dict[str, Any]:
@@ -105,7 +117,7 @@ class Bench(PrecisionSections):
                 output = self.out / 'runs' / (keep if keep and n == n_big else f'{tag}-{n}')
                 runs[n].append(run_imagelabel(
                     inputs.manifest(n), output, model, n, log=self.log(f'{tag}-{n}-{rep}'),
-                    extra=['--batch_size', str(self.args.batch_size), *extra]))
+                    extra=[*self.batch_flags(), *extra]))
         return marginal(runs[n_small], runs[n_big])
 
     def end_to_end_row(self, label: str, res: dict[str, Any], note: str) -> None:
@@ -148,7 +160,7 @@ class Bench(PrecisionSections):
         c = self.results.get(key)
         if not c:
             return None
-        r = c['by_batch_size'].get(str(self.args.batch_size))
+        r = c['by_batch_size'].get(str(self.keras_batch()))
         return max(r[how]['images_per_s'] for how in METHODS) if r else None
 
     # 2. imagelabel
@@ -157,7 +169,7 @@ class Bench(PrecisionSections):
                                        keep='imagelabel-f32-full')
         self.results['imagelabel'] = res
         self.end_to_end_row(
-            f'imagelabel run, Inception-v3 f32 (.keras), batch {self.args.batch_size}', res,
+            f'imagelabel run, Inception-v3 f32 (.keras), batch {self.keras_batch()}', res,
             f'marginal {res["n_small"]}->{res["n_big"]}; wall rate at N '
             f'{fmt(res["wall_rate_big"])}; cores busy {fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
@@ -198,7 +210,7 @@ class Bench(PrecisionSections):
                 runs[k].append(run_imagelabel(
                     manifest, self.out / 'runs' / f'tflite-{k}', model, k,
                     log=self.log(f'tflite-{k}-{rep}'),
-                    extra=['--batch_size', str(self.args.batch_size)]))
+                    extra=self.batch_flags()))
         e2e = marginal(runs[n_small], runs[n])
         best_bare = max(v['images_per_s'] for v in bare['interpreter'].values())
         decode1 = bare['decode']['threads_1']['images_per_s']
@@ -235,7 +247,7 @@ class Bench(PrecisionSections):
             self.say(f'scaling: imagelabel run, {n} images')
             runs.append(run_imagelabel(inputs.manifest(n), self.out / 'runs' / f'scaling-{n}',
                                        model, n, log=self.log(f'scaling-{n}'),
-                                       extra=['--batch_size', str(self.args.batch_size)]))
+                                       extra=self.batch_flags()))
         for prev, cur in zip(runs, runs[1:]):
             dt = cur['wall_s'] - prev['wall_s']
             cur['marginal_images_per_s_from_previous'] = (
@@ -268,7 +280,7 @@ class Bench(PrecisionSections):
         anchor_cpu = self.results.get('anchor', {}).get('images_per_cpu_s')
         ceiling_cpu = None
         if 'ceiling' in self.results:
-            r = self.results['ceiling']['by_batch_size'][str(self.args.batch_size)]
+            r = self.results['ceiling']['by_batch_size'][str(self.keras_batch())]
             ceiling_cpu = max(r[how]['images_per_cpu_s'] for how in METHODS)
         return {'cpu_imagelabel_over_ceiling': ratio(il_cpu, ceiling_cpu),
                 'cpu_imagelabel_over_anchor': ratio(il_cpu, anchor_cpu),
@@ -319,8 +331,9 @@ def parse_args(argv=None):
                         'photos. Checks that everything runs; its figures are not measurements.')
     parser.add_argument('--only', default=','.join(SECTIONS),
                         help=f'Comma-separated sections to run, of {",".join(SECTIONS)}.')
-    parser.add_argument('--batch_size', type=int, default=32,
-                        help='imagelabel --batch_size; the ceiling is measured at 32 and at this.')
+    parser.add_argument('--batch_size', type=int, default=None,
+                        help='imagelabel --batch_size (default: each model\'s own, 32 for Keras and '
+                        '256 for .tflite and int8); the ceiling is measured at 32 and at this.')
     parser.add_argument('--reps', type=int, default=1,
                         help='End-to-end runs per input size; the fastest counts.')
     parser.add_argument('--ceiling_passes', type=int, default=None,
@@ -360,7 +373,8 @@ def parse_args(argv=None):
     unknown = [s for s in args.only if s not in SECTIONS]
     if unknown:
         parser.error(f'--only: unknown section {unknown[0]}; choose from {", ".join(SECTIONS)}')
-    if args.n < 4 or args.batch_size < 1 or args.reps < 1 or len(args.scaling_ns) < 2:
+    if args.n < 4 or (args.batch_size is not None and args.batch_size < 1) or args.reps < 1 or (
+            len(args.scaling_ns) < 2):
         parser.error('need --n >= 4, --batch_size >= 1, --reps >= 1 and two or more scaling Ns')
     return args
 

@@ -31,12 +31,12 @@ class PrecisionSections:
                 ('ceiling_bf16', 'bf16', 'Keras mixed_bfloat16 clone of the same weights'),
                 ('ceiling_bf16_onednn', 'bf16_onednn',
                  "oneDNN bf16 graph rewrite (what --precision bf16 uses)")):
-            ceil = self.bare_keras(precision, [self.args.batch_size])
+            ceil = self.bare_keras(precision, [self.keras_batch()])
             self.results[key] = ceil
-            r = ceil['by_batch_size'][str(self.args.batch_size)]
+            r = ceil['by_batch_size'][str(self.keras_batch())]
             for how in METHODS:
                 self.rows.append((f'ceiling Inception-v3 {precision}, {how}, batch '
-                                  f'{self.args.batch_size}', r[how]['images_per_s'],
+                                  f'{self.keras_batch()}', r[how]['images_per_s'],
                                   r[how]['images_per_cpu_s'], None, r[how]['peak_rss_mb'], note))
         self.results['bf16'] = {
             **res, 'speedup_vs_f32_end_to_end': ratio(res['images_per_s'], f32['images_per_s']),
@@ -52,7 +52,7 @@ class PrecisionSections:
                                                   f32.get('images_per_s_labeling')),
             'agreement': agreement}
         self.end_to_end_row(
-            f'imagelabel run --precision bf16, batch {self.args.batch_size}', res,
+            f'imagelabel run --precision bf16, batch {self.keras_batch()}', res,
             f'marginal {res["n_small"]}->{res["n_big"]}; cores busy '
             f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
@@ -71,7 +71,7 @@ class PrecisionSections:
             self.say(f'int8: converting once for {n} images (kept in the model cache; not timed)')
             warm[n] = run_imagelabel(inputs.manifest(n), self.out / 'runs' / f'int8-convert-{n}',
                                      model, n, log=self.log(f'int8-convert-{n}'),
-                                     extra=['--batch_size', str(self.args.batch_size), *extra])
+                                     extra=[*self.batch_flags(), *extra])
         res = self.imagelabel_marginal('imagelabel-int8', self.n_small(), self.args.n, extra)
         f32 = self.results.get('imagelabel', {}).get('images_per_s')
         f32_timer = self.results.get('imagelabel', {}).get('images_per_s_pipeline_timer')
@@ -88,8 +88,8 @@ class PrecisionSections:
             'labeling_over_f32_ceiling': ratio(res.get('images_per_s_labeling'),
                                                self.ceiling_rate())}
         self.end_to_end_row(
-            f'imagelabel run --precision int8 ({self.args.int8_runtime}), batch '
-            f'{self.args.batch_size}', res,
+            f'imagelabel run --precision int8 ({self.args.int8_runtime}), {self.batch_label()}',
+            res,
             f'marginal {res["n_small"]}->{res["n_big"]}; conversion cached; cores busy '
             f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
@@ -108,7 +108,7 @@ class PrecisionSections:
             'over_f32_ceiling': ratio(res['images_per_s'], self.ceiling_rate()),
             'over_f32_end_to_end': ratio(res['images_per_s'], f32)}
         self.end_to_end_row(
-            f'imagelabel run --float_runtime litert, batch {self.args.batch_size}', res,
+            f'imagelabel run --float_runtime litert, {self.batch_label()}', res,
             f'marginal {res["n_small"]}->{res["n_big"]}; conversion cached; cores busy '
             f'{fmt(res.get("marginal_cpu_utilisation"), 2)}')
 
@@ -123,8 +123,7 @@ class PrecisionSections:
         self.say('float_litert: converting once (kept in the model cache; not timed)')
         return run_imagelabel(manifest, self.out / 'runs' / 'float-litert-convert', model, n,
                               log=self.log('float-litert-convert'),
-                              extra=['--batch_size', str(self.args.batch_size),
-                                     *self.float_litert_flags()])
+                              extra=[*self.batch_flags(), *self.float_litert_flags()])
 
     # startup
     def startup(self) -> None:

@@ -19,6 +19,7 @@ from pipeline.options import Settings
 from transforms.decode import DecodeImages
 from transforms.label import ImageModelHandler, LabelImages
 from transforms.models import ModelSpec
+from transforms.models.formats import batch_size_for
 from transforms.postprocess import ToErrorRows, ToLabelRows
 from transforms.errors import ERRORS_TAG
 from transforms.listing import ListImages
@@ -58,9 +59,10 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
             index, model_id=model.model_id, top_k=min(s.top_k, len(model.labels)),
             retry_errors=s.retry_errors)
 
+    batch_size = batch_size_for(model.spec, s.batch_size)
     read = to_read | 'ReadImages' >> ReadImages(
         max_bytes=s.max_bytes, retry=retry or RetryPolicy(attempts=s.read_retries),
-        lookahead=2 * s.batch_size, max_inflight_bytes=s.max_inflight_bytes)
+        lookahead=2 * batch_size, max_inflight_bytes=s.max_inflight_bytes)
 
     images, reused = read.images, None
     if previous_labels is not None:
@@ -71,10 +73,10 @@ def build(p: beam.Pipeline, s: Settings, model: ModelFacts, sinks: list[Sink], *
 
     decoded = images | 'DecodeImages' >> DecodeImages(
         model.input_size, recipe=s.resize, max_pixels=s.max_pixels,
-        threads=s.decode_threads, lookahead=2 * s.batch_size,
+        threads=s.decode_threads, lookahead=2 * batch_size,
         max_inflight_bytes=s.max_inflight_bytes)
 
-    handler = ImageModelHandler(model.spec, batch_size=s.batch_size, precision=s.precision,
+    handler = ImageModelHandler(model.spec, batch_size=batch_size, precision=s.precision,
                                 threads=s.model_threads, recipe=s.resize.value,
                                 expected_model_id=model.model_id, head=s.head,
                                 share_model=s.share_model, model_copies=s.model_copies,

@@ -22,6 +22,7 @@ from pipeline.clock import now
 from pipeline.model_prep import load_model_facts, summary_extras
 from transforms.gcp import configure_emulators
 from transforms.models import REGISTRY
+from transforms.models.formats import batch_size_for
 from transforms.listing import check_output_outside, validate_source
 from transforms.sinks import Sink
 from transforms.sinks.parquet import earlier_runs, partition_dir
@@ -127,6 +128,7 @@ def execute(launch: Launch) -> RunSummary | None:
     summary = summarize(counter_values(result), run_id=s.run_id, model=model.spec.name,
                         model_id=model.model_id, seconds=time.monotonic() - start,
                         outputs=outputs, run_date=s.run_date,
+                        batch_size=batch_size_for(model.spec, s.batch_size),
                         **summary_extras(result, launch.started, model))
     if s.output:
         write_summary(summary, partition_dir(s.output, s.run_date))

@@ -34,6 +34,7 @@ from transforms.decode import decode_image
 from transforms.errors import ImageError
 from transforms.label import LoadedModel, load_labeled_model, shared_labeled_model
 from transforms.models import FORMATS, ModelSpec, resolve_spec
+from transforms.models.formats import batch_size_for
 from transforms.listing import expand_source
 from transforms.read import RetryPolicy, read_image_bytes
 from transforms.storage import ObjectReader
@@ -141,9 +142,11 @@ def _load(s: Settings, spec: ModelSpec, precision: str, *, for_workers: bool = T
     the agreement reference, is not kept for the whole run. `with_head=False`: the
     base model's own classes (a --head fits one model_id, not its conversion's too)."""
     load = shared_labeled_model if for_workers else load_labeled_model
-    return load(spec, batch_size=s.batch_size, precision=precision, threads=s.model_threads,
-                recipe=s.resize.value, head=s.head if with_head else None,
-                interpreters=s.interpreters)
+    # The workers' handler asks for the same batch size (pipeline.graph), so a model
+    # loaded here for them is found again in the process's cache, not loaded twice.
+    return load(spec, batch_size=batch_size_for(spec, s.batch_size), precision=precision,
+                threads=s.model_threads, recipe=s.resize.value,
+                head=s.head if with_head else None, interpreters=s.interpreters)
 
 
 def _facts(spec: ModelSpec, model: LoadedModel,

@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from transforms.decode import DEFAULT_MAX_PIXELS, ResizeRecipe
 from transforms.models import OUTPUT_KINDS, PRECISIONS, PREPROCESSORS, REGISTRY, path_kinds
+from transforms.models.formats import batch_size_help
 from transforms.read import DEFAULT_MAX_BYTES, DEFAULT_MAX_INFLIGHT_BYTES
 from transforms.sinks import RunInfo, Sink, add_sink_flags, sinks_for
 
@@ -63,8 +64,11 @@ class ImageLabelOptions(PipelineOptions):
         parser.add_argument(
             '--model_outputs', default='auto', choices=OUTPUT_KINDS,
             help='Whether the model emits logits or probabilities; auto detects it.')
-        parser.add_argument('--batch_size', type=int, default=32,
-                            help='Images per model call.')
+        parser.add_argument(
+            '--batch_size', type=int, default=None,
+            help=f'Images per model call. Default by model: {batch_size_help()} (those invoke '
+            'one image at a time, and a bigger batch leaves their interpreters less waiting '
+            'at its end).')
         parser.add_argument(
             '--precision', default='float32', choices=PRECISIONS,
             help='bf16 runs Keras models through oneDNN\'s bf16 graph rewrite (much faster '
@@ -197,7 +201,7 @@ class Settings:
     resize: ResizeRecipe
     preprocess: str | None
     model_outputs: str
-    batch_size: int
+    batch_size: int | None  # None: the model's format chooses (formats.batch_size_for)
     precision: str
     model_threads: int | None
     decode_threads: int
@@ -236,7 +240,10 @@ def settings_from(options: PipelineOptions) -> Settings:
     o = options.view_as(ImageLabelOptions)
     if not o.input:
         raise ValueError('--input is required: a directory, a glob or a manifest of image URIs')
-    positive = dict(top_k=o.top_k, batch_size=o.batch_size, max_pixels=o.max_pixels,
+    if o.batch_size is not None and o.batch_size < 1:
+        raise ValueError(f'--batch_size must be a positive integer, got {o.batch_size} (leave '
+                         'it out for the model\'s default)')
+    positive = dict(top_k=o.top_k, max_pixels=o.max_pixels,
                     max_bytes=o.max_bytes, read_retries=o.read_retries,
                     max_inflight_bytes=o.max_inflight_bytes,
                     decode_threads=o.decode_threads, calibration_images=o.calibration_images,

@@ -48,6 +48,7 @@ class RunSummary:
     cpu_units: list[str] = dataclasses.field(default_factory=list)  # AVX2, AVX512-VNNI, AMX...
     precision_hint: str | None = None  # a faster precision this CPU has, with its measured factor
     agreement: dict | None = None     # reduced precision vs float32 (pipeline.agreement)
+    batch_size: int | None = None     # images per model call: --batch_size or the model's default
 
     @property
     def balanced(self) -> bool:

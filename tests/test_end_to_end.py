@@ -105,7 +105,7 @@ def test_help_lists_every_flag_with_its_default():
     r = run_cli('run', '--help')
     assert r.code == 0
     for flag, default in [('--input', None), ('--output', None), ('--model', 'inception_v3'),
-                          ('--top_k', '5'), ('--resize', 'crop'), ('--batch_size', '32'),
+                          ('--top_k', '5'), ('--resize', 'crop'), ('--batch_size', None),
                           ('--precision', 'float32'), ('--max_pixels', '64000000'),
                           ('--labels_file', None), ('--skip_existing', None)]:
         assert flag in r.out

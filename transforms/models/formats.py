@@ -45,6 +45,19 @@ def _load_openvino(spec: ModelSpec, *, threads: int | None, num_classes: int,
                            interpreters=interpreters)
 
 
+#: Images per model call for the runtimes that invoke one image at a time (LiteRT,
+#: OpenVINO): each interpreter takes the batch's next image, and at a batch's end all
+#: but the last one wait for it, about half an invoke each, and again while the
+#: bundle thread makes rows and gathers the next batch. Per image that wait shrinks
+#: with the batch. Quantized MobileNetV2 on 2 cores (AMD EPYC Zen 3, alternating runs,
+#: against bench/cores_limit.py's same-run bound): 0.929 of the bound at 32 and 0.948
+#: at 128 (means of 6 runs), 0.954 at 256 (3 runs); then 256 against 32 in 4 more
+#: pairs, 0.965 against 0.921, with batch tails down from 2.4% of the run to 0.3%.
+#: Memory stays bounded by --max_inflight_bytes (the read-ahead) and one batch of
+#: pixels (38 MB at 224 x 224).
+PER_IMAGE_BATCH = 256
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelFormat:
     """How one kind of model is recognised and run."""
@@ -56,6 +69,7 @@ class ModelFormat:
     by_path: bool = True             # can be given as --model PATH (applications are by name)
     converts_to_int8: bool = False   # --precision int8 converts it at launch (models.int8)
     precision: str | None = None     # a format that only runs at one precision
+    batch_size: int = 32             # default --batch_size (bench/batch_sizes.py for Keras)
 
 
 FORMATS: dict[str, ModelFormat] = {
@@ -65,17 +79,18 @@ FORMATS: dict[str, ModelFormat] = {
                          converts_to_int8=True),
     'saved_model': ModelFormat((), _load_saved_model, False, True,  # a folder with saved_model.pb
                                'a SavedModel directory', converts_to_int8=True),
-    'tflite': ModelFormat(('.tflite',), _load_tflite, False, False, 'a TFLite file'),
+    'tflite': ModelFormat(('.tflite',), _load_tflite, False, False, 'a TFLite file',
+                          batch_size=PER_IMAGE_BATCH),
     # What --precision int8 made at launch, loaded from the model cache by workers.
     'int8_tflite': ModelFormat((), _load_litert_conversion, False, False, 'an int8 conversion',
-                               by_path=False, precision='int8'),
+                               by_path=False, precision='int8', batch_size=PER_IMAGE_BATCH),
     'int8_openvino': ModelFormat((), _load_openvino, False, False,
                                  'an int8 conversion for OpenVINO', by_path=False,
-                                 precision='int8'),
+                                 precision='int8', batch_size=PER_IMAGE_BATCH),
     # What --float_runtime litert made at launch (models.float_litert), from the cache.
     'float_tflite': ModelFormat((), _load_litert_conversion, False, False,
                                 'a float32 LiteRT conversion', by_path=False,
-                                precision='float32'),
+                                precision='float32', batch_size=PER_IMAGE_BATCH),
 }
 
 
@@ -90,6 +105,21 @@ def path_kinds() -> str:
         else:
             kinds.append(fmt.described_as)
     return ', '.join(kinds[:-1]) + ' or ' + kinds[-1] if len(kinds) > 1 else ''.join(kinds)
+
+
+def batch_size_for(spec: ModelSpec, given: int | None = None) -> int:
+    """`--batch_size` if given, else the default of the format that will run `spec`."""
+    return given if given is not None else FORMATS[spec.format].batch_size
+
+
+def batch_size_help() -> str:
+    """The --batch_size default per kind of model, from FORMATS, for --help."""
+    by_size: dict[int, list[str]] = {}
+    for fmt in FORMATS.values():
+        by_size.setdefault(fmt.batch_size, []).append(fmt.described_as)
+    def listed(names: list[str]) -> str:
+        return ', '.join(names[:-1]) + ' or ' + names[-1] if len(names) > 1 else names[0]
+    return '; '.join(f'{size} for {listed(names)}' for size, names in sorted(by_size.items()))
 
 
 def formats_supporting(precision: str) -> list[str]:
