@@ -93,7 +93,8 @@ class Bench(PrecisionSections):
         return self.model_path
 
     def keras_batch(self) -> int:
-        """The Keras runs' batch size: --batch_size, else imagelabel's Keras default."""
+        """The Keras runs' batch size: --batch_size, else imagelabel's Keras default
+        (transforms.models.formats: 32)."""
         return self.args.batch_size or 32
 
     def batch_flags(self) -> list[str]:
@@ -307,7 +308,7 @@ class Bench(PrecisionSections):
         self.results['model_path'] = self.model_path
         summary = self.summary()
         self.results['summary'] = summary
-        print_table(self.results, self.rows, self.args, summary, cores())
+        print_table(self.results, self.rows, self.args, summary, cores(), self.keras_batch())
         print(f'\nresults -> {self.save()}')
         return self.results
 

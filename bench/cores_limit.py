@@ -45,7 +45,7 @@ CONFIGS: dict[str, list[str]] = {
     'default': [],
     'one 2-thread interpreter': ['--interpreters', '1', '--model_threads', '2'],
     'decode_threads 1': ['--decode_threads', '1'],
-    'batch_size 64': ['--batch_size', '64'],
+    'batch_size 32': ['--batch_size', '32'],  # the default before it became 256 (formats.py)
     'two bundle threads': ['--direct_num_workers', '2', '--direct_running_mode', 'multi_threading'],
 }
 
@@ -96,9 +96,7 @@ def one_round(args, photos: list[pathlib.Path], manifests: dict[int, pathlib.Pat
             'without_beam_over_bound': without,
             'model_calls': model_calls(manifests, model, out, k, pathlib.Path(args.root)),
             # The baseline under the probe too: both against their own same-run bounds.
-            'baseline_model_calls': model_calls(manifests, model, out, k,
-                                                pathlib.Path(args.baseline_root), 'baseline')
-            if args.baseline_root else None}
+            'baseline_model_calls': baseline_model_calls(args, manifests, model, out, k)}
 
 
 def model_calls(manifests: dict[int, pathlib.Path], model: str, out: pathlib.Path, k: int,
@@ -128,6 +126,22 @@ def model_calls(manifests: dict[int, pathlib.Path], model: str, out: pathlib.Pat
             'tails_share': round(big['tails_s'] / span, 4),
             'between_batches_share': round(big['between_batches_s'] / span, 4),
             **same_run_bound(small, big, cores())}
+
+
+def baseline_model_calls(args, manifests: dict[int, pathlib.Path], model: str,
+                         out: pathlib.Path, k: int) -> dict[str, Any] | None:
+    """model_calls for --baseline_root, or None: the probe patches this checkout's names
+    (InterpreterPool, decode_image) into the baseline's code, and an older checkout may
+    not have them; its plain runs still count."""
+    if not args.baseline_root:
+        return None
+    try:
+        return model_calls(manifests, model, out, k, pathlib.Path(args.baseline_root),
+                           'baseline')
+    except (RuntimeError, KeyError, StopIteration) as e:
+        print(f'  (the baseline checkout cannot run under the probe: {e}; no same-run figure '
+              'for it)', flush=True)
+        return None
 
 
 def same_run_bound(small: dict[str, Any], big: dict[str, Any], n_cores: int) -> dict[str, Any]:
@@ -237,14 +251,15 @@ def main(argv=None) -> int:
               f'{statistics.median(c["same_run_images_per_s"] for c in calls):15.1f} '
               f'{statistics.median(c["same_run_cpu_ms_per_image"] for c in calls):11.2f}'
               f'   (rounds: {each})')
-    has_baseline = bool(args.baseline_root)
+    has_baseline = any(r['baseline_model_calls'] for r in rounds)
     print('\nthe span of the run on N, first batch to last (bench/pool_probe.py, median of '
           'rounds):' + ('   default  baseline' if has_baseline else ''))
     for key, what in (('in_model_share', 'inside the model call'),
                       ('tails_share', '  of which batch tails (one interpreter idle)'),
                       ('between_batches_share', 'between batches (one interpreter idle)')):
-        shares = [statistics.median(r[calls][key] for r in rounds) for calls in
-                  ('model_calls', 'baseline_model_calls')[:1 + has_baseline]]
+        shares = [statistics.median(r[calls][key] for r in rounds if r[calls]) for calls in
+                  ('model_calls', 'baseline_model_calls')[:1 + has_baseline]
+                  if any(r[calls] for r in rounds)]
         print(f'  {what:48} ' + ' '.join(f'{v:8.1%}' for v in shares))
     print('\nthe same decode and invoke without Beam (rate/bound, median of rounds):')
     for what in last['without_beam_over_bound']:

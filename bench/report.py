@@ -24,14 +24,17 @@ def ratio(a, b):
 
 
 def print_table(results: dict[str, Any], rows: list[tuple], args, summary: dict[str, Any],
-                cores: int) -> None:
-    """The human table: every row, then the ratios the issue asks for, naming the CPU."""
+                cores: int, keras_batch: int) -> None:
+    """The human table: every row, then the ratios the issue asks for, naming the CPU.
+
+    `keras_batch`: the Keras runs' batch size (--batch_size, else Keras's default)."""
     c = cores
     a = args
     print()
     print(f'CPU: {results["machine"]["cpu"]}')
+    batch = f'batch {a.batch_size}' if a.batch_size else "each model's default batch"
     print(f'imagelabel bench: N={a.n} synthetic {make_images.DEFAULT_WIDTH}x'
-          f'{make_images.DEFAULT_HEIGHT} JPEGs, batch {a.batch_size}, {c} cores, '
+          f'{make_images.DEFAULT_HEIGHT} JPEGs, {batch}, {c} cores, '
           f'reps {a.reps}{", QUICK (smoke test, not a measurement)" if a.quick else ""}')
     print(f'load average before {results["machine"]["loadavg_before"]}, after '
           f'{results["machine"]["loadavg_after"]}  (anything near {c} or above '
@@ -49,8 +52,8 @@ def print_table(results: dict[str, Any], rows: list[tuple], args, summary: dict[
     if summary['imagelabel_over_ceiling'] or summary['imagelabel_over_anchor']:
         also32 = (f'    imagelabel / ceiling (batch 32): '
                   f'{fmt(summary["imagelabel_over_ceiling_batch32"], 3)}'
-                  if a.batch_size != 32 else '')
-        print(f'imagelabel / ceiling (batch {a.batch_size}): '
+                  if keras_batch != 32 else '')
+        print(f'imagelabel / ceiling (batch {keras_batch}): '
               f'{fmt(summary["imagelabel_over_ceiling"], 3)}{also32}    '
               f'imagelabel / anchor: {fmt(summary["imagelabel_over_anchor"], 3)}')
         print(f'the same in images per CPU-second (less disturbed by other load): '

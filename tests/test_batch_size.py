@@ -10,23 +10,23 @@ import pytest
 
 import transforms.label as label
 from conftest import run_cli, write_jpeg
+from pipeline.graph import read_ahead
 from pipeline.options import settings_from
 from pipeline.summary import read_summary
 from transforms.models import FORMATS, resolve_spec
 from transforms.models.formats import PER_IMAGE_BATCH, batch_size_for
-from transforms.models.interpreters import InterpreterPool
 
 
 @pytest.fixture
 def batches(monkeypatch) -> list[int]:
-    """The size of every batch a LiteRT interpreter pool is handed, and model loads."""
+    """The size of every batch Beam's RunInference hands the model, whatever its runtime."""
     sizes: list[int] = []
-    real = InterpreterPool.invoke_each
+    real = label.ImageModelHandler.run_inference
 
-    def recording(self, n, *args, **kwargs):
-        sizes.append(n)
-        return real(self, n, *args, **kwargs)
-    monkeypatch.setattr(InterpreterPool, 'invoke_each', recording)
+    def recording(self, batch, *args, **kwargs):
+        sizes.append(len(batch))
+        return real(self, batch, *args, **kwargs)
+    monkeypatch.setattr(label.ImageModelHandler, 'run_inference', recording)
     return sizes
 
 
@@ -70,11 +70,13 @@ def test_batch_size_given_wins_over_the_models_default(mobilenet_v2_quant, tmp_p
     assert len(loads) == 1
 
 
-def test_a_keras_run_keeps_batches_of_32_and_loads_once(tiny_keras_model, tmp_path, loads):
-    r = run_cli('run', '--input', _photos(tmp_path / 'in', 3), '--output', tmp_path / 'out',
+def test_a_keras_run_keeps_batches_of_32_and_loads_once(tiny_keras_model, tmp_path, batches,
+                                                        loads):
+    r = run_cli('run', '--input', _photos(tmp_path / 'in', 40), '--output', tmp_path / 'out',
                 '--model', tiny_keras_model)
     assert r.code == 0, r.err
     assert read_summary(str(tmp_path / 'out'))['batch_size'] == 32
+    assert sum(batches) == 40 and max(batches) == 32
     assert len(loads) == 1
 
 
@@ -90,10 +92,12 @@ def test_each_format_has_its_default_and_a_given_size_always_wins(tmp_path):
 def test_help_names_the_default_of_every_kind_of_model():
     r = run_cli('run', '--help')
     text = ' '.join(r.out.split())
-    for fmt in FORMATS.values():
-        assert fmt.described_as in text
-    assert '32 for a named Keras application' in text
-    assert f'{PER_IMAGE_BATCH} for a TFLite file' in text
+    start = text.index('--batch_size BATCH_SIZE Images per model call')
+    own = text[start:text.index('--precision {', start)]
+    for fmt in FORMATS.values():  # each kind of model, in the flag's own help
+        assert f'{fmt.batch_size} for' in own and fmt.described_as in own, fmt.described_as
+    assert '32 for a named Keras application' in own
+    assert f'{PER_IMAGE_BATCH} for a TFLite file' in own
 
 
 @pytest.mark.parametrize('given, expected', [(None, None), ('5', 5)])
@@ -101,3 +105,7 @@ def test_settings_keep_batch_size_unset_until_the_model_is_known(given, expected
     from apache_beam.options.pipeline_options import PipelineOptions
     argv = ['--input', str(tmp_path)] + (['--batch_size', given] if given else [])
     assert settings_from(PipelineOptions(argv)).batch_size == expected
+
+
+def test_read_and_decode_stay_two_small_batches_or_one_big_batch_ahead():
+    assert [read_ahead(b) for b in (4, 32, 48, 256, 1000)] == [8, 64, 64, 256, 1000]
