@@ -105,7 +105,12 @@ def path_kinds() -> str:
             kinds.append(f'a {"/".join(fmt.suffixes)} file')
         else:
             kinds.append(fmt.described_as)
-    return ', '.join(kinds[:-1]) + ' or ' + kinds[-1] if len(kinds) > 1 else ''.join(kinds)
+    return _either(kinds)
+
+
+def _either(names: list[str]) -> str:
+    """'a, b or c' ('' for none)."""
+    return ', '.join(names[:-1]) + ' or ' + names[-1] if len(names) > 1 else ''.join(names)
 
 
 def batch_size_for(spec: ModelSpec, given: int | None = None) -> int:
@@ -118,9 +123,7 @@ def batch_size_help() -> str:
     by_size: dict[int, list[str]] = {}
     for fmt in FORMATS.values():
         by_size.setdefault(fmt.batch_size, []).append(fmt.described_as)
-    def listed(names: list[str]) -> str:
-        return ', '.join(names[:-1]) + ' or ' + names[-1] if len(names) > 1 else names[0]
-    return '; '.join(f'{size} for {listed(names)}' for size, names in sorted(by_size.items()))
+    return '; '.join(f'{size} for {_either(names)}' for size, names in sorted(by_size.items()))
 
 
 def formats_supporting(precision: str) -> list[str]:
