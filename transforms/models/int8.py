@@ -377,7 +377,8 @@ class Int8Runtime:
             return quantize(np.asarray(x, np.float32), self._in)
 
         scores = self._scores if self._head is None else None  # a head scores the embedding
-        got = iter(self._pool.invoke_each(
-            len(pixels), model_input, self._in, [d for d in (self._emb, scores) if d]))
-        emb = next(got) if self._emb else np.empty((len(pixels), 0), np.float32)
-        return int8_scores(self._head, self._softmaxes, emb, next(got) if scores else None)
+        got = self._pool.invoke_each(len(pixels), model_input, self._in,
+                                     [d for d in (self._emb, scores) if d])
+        emb = got.pop(0) if self._emb else np.empty((len(pixels), 0), np.float32)
+        raw = got.pop(0) if scores else None
+        return int8_scores(self._head, self._softmaxes, emb, raw)
