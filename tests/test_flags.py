@@ -1,6 +1,7 @@
 """Bad flags: one clear `imagelabel: error: ...` line, exit code 2, no traceback, no work done.
 
-And a re-run of a date replaces that date's partition only, never another date's.
+And a re-run of a date replaces that date's partition only, never another date's, and
+only once its own files are written: a re-run that fails leaves the date as it was.
 """
 from __future__ import annotations
 
@@ -180,6 +181,52 @@ def test_rerunning_a_date_replaces_that_partition_and_leaves_other_dates_alone(
     assert sorted(p.name for p in (out / 'run_date=2026-01-02').iterdir()) == day2
     assert {r['run_id'] for r in read_parquet_rows(out / 'run_date=2026-01-02', 'labels')} == {
         'other'}
+
+
+def test_a_rerun_that_fails_leaves_the_date_as_the_earlier_run_left_it(
+        inputs, tmp_path, mobilenet_v2_quant, monkeypatch):
+    import pyarrow.parquet as pq
+    out, day = tmp_path / 'out', tmp_path / 'out' / 'run_date=2026-01-01'
+    first = run_cli('run', '--input', inputs / 'images', '--output', out,
+                    '--model', mobilenet_v2_quant, '--run_id', 'first', '--run_date', '2026-01-01')
+    assert first.code == 0, first.err
+    before = {p.name: p.read_bytes() for p in day.iterdir() if p.is_file()}
+    assert {'summary.json', 'labels-00000-of-00001.parquet'} <= set(before)
+
+    def disk_full(self, table, *args, **kwargs):  # the worker's disk fills while writing
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(pq.ParquetWriter, 'write_table', disk_full)
+    with pytest.raises(Exception, match='No space left on device'):
+        run_cli('run', '--input', inputs / 'images', '--output', out, '--model',
+                mobilenet_v2_quant, '--run_id', 'failed', '--run_date', '2026-01-01')
+    monkeypatch.undo()
+
+    after = {p.name: p.read_bytes() for p in day.iterdir() if p.is_file()}
+    assert after == before  # the same files, byte for byte: rows, errors and summary.json
+    assert {r['run_id'] for r in read_parquet_rows(day, 'labels')} == {'first'}
+    assert len(read_parquet_rows(day, 'labels')) == 3
+
+
+def test_a_rerun_drops_the_earlier_runs_shards_of_another_count(
+        inputs, tmp_path, mobilenet_v2_quant):
+    out, day = tmp_path / 'out', tmp_path / 'out' / 'run_date=2026-01-01'
+    first = run_cli('run', '--input', inputs / 'images', '--output', out,
+                    '--model', mobilenet_v2_quant, '--run_id', 'first', '--run_date', '2026-01-01')
+    assert first.code == 0, first.err
+    # As a run with more workers would have left them: the same rows in two shards.
+    for name in ('labels', 'errors'):
+        (day / f'{name}-00000-of-00001.parquet').rename(day / f'{name}-00000-of-00002.parquet')
+        shutil.copy(day / f'{name}-00000-of-00002.parquet', day / f'{name}-00001-of-00002.parquet')
+    assert len(read_parquet_rows(day, 'labels')) == 6
+    (day / 'notes.txt').write_text('not ours: stays\n')
+
+    again = run_cli('run', '--input', inputs / 'images' / 'img_1.jpg', '--output', out,
+                    '--model', mobilenet_v2_quant, '--run_id', 'again', '--run_date', '2026-01-01')
+    assert again.code == 0, again.err
+    assert sorted(p.name for p in day.iterdir() if p.is_file()) == [
+        'errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet', 'notes.txt',
+        'summary.json']
+    assert [r['run_id'] for r in read_parquet_rows(day, 'labels')] == ['again']
 
 
 def test_top_k_equal_to_class_count_is_accepted(inputs, tmp_path, mobilenet_v2_quant):

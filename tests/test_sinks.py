@@ -123,6 +123,26 @@ def test_the_parquet_sink_writes_embeddings_plain_and_uris_with_a_dictionary(tmp
         rows[5]['embedding'].tolist())
 
 
+def test_drop_earlier_files_deletes_only_the_dates_tables_and_summary_this_run_did_not_write(
+        tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from transforms.sinks.parquet import DropEarlierFiles
+    day = tmp_path / 'run_date=2026-01-01'
+    names = ['labels-00000-of-00001.parquet', 'errors-00000-of-00001.parquet',
+             'labels-00000-of-00003.parquet', 'labels-00002-of-00003.parquet',
+             'errors-00001-of-00002.parquet', 'summary.json', 'eval.json', 'notes.txt']
+    for name in names:
+        (day / name).parent.mkdir(parents=True, exist_ok=True)
+        (day / name).write_text(name)
+    ours = [str(day / 'labels-00000-of-00001.parquet'), str(day / 'errors-00000-of-00001.parquet')]
+    with TestPipeline() as p:
+        _ = p | beam.Create(ours) | DropEarlierFiles(str(day))
+    assert sorted(f.name for f in day.iterdir()) == [
+        'errors-00000-of-00001.parquet', 'eval.json', 'labels-00000-of-00001.parquet',
+        'notes.txt']
+
+
 def test_every_sink_flag_is_declared_by_its_sink_and_listed_in_run_help():
     from conftest import run_cli
     help_text = run_cli('run', '--help').out

@@ -8,6 +8,10 @@ sink (at launch: create or check the destination, fail fast), then `clear` on
 every sink (empty the date a re-run replaces; only once all passed, so a refused
 launch deletes nothing; sinks whose clear may be refused go first), `expand`
 inside the graph, and `written` after the run for the summary.
+
+A sink that can replace the date's earlier rows once its own are written does so
+inside `expand` and leaves `clear` alone (Parquet: `DropEarlierFiles`), so a re-run
+that fails leaves the date as it was; `clear` is for stores that cannot (BigQuery).
 """
 from __future__ import annotations
 
@@ -60,7 +64,8 @@ class Sink(beam.PTransform, abc.ABC):
 
     def clear(self) -> None:
         """At launch, once every sink passed `check`: empty what this run replaces (its
-        date's partition), so a re-run of a date leaves no duplicates."""
+        date's partition), so a re-run of a date leaves no duplicates. Nothing by
+        default: better, where the store allows, to replace after the write (above)."""
 
     @abc.abstractmethod
     def describe(self) -> str:

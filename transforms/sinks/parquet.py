@@ -8,14 +8,17 @@ DuckDB (`hive_partitioning=true`) and BigQuery external tables read `run_date`
 from the path. Re-running a date replaces that date's partition and nothing
 else, so a retried scheduled run leaves no duplicate rows. Beam's file sinks
 write to a temporary folder and rename on success, so a crashed run never leaves
-`labels-*` files that look complete.
+`labels-*` files that look complete; and the earlier run's files of the date go
+only once this run's are in place (`DropEarlierFiles`), so a re-run that fails
+leaves the date as the earlier run left it.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import re
-from typing import Any
+from typing import Any, Iterable
 
 import apache_beam as beam
 import numpy as np
@@ -35,6 +38,7 @@ SUMMARY_FILE = 'summary.json'
 PARTITION_KEY = 'run_date'
 _SCHEMAS = {LABELS: LABELS_SCHEMA, ERRORS: ERRORS_SCHEMA}
 _PARTITION = re.compile(r'/run_date=(\d{4}-\d{2}-\d{2})/')
+_log = logging.getLogger('imagelabel')
 
 
 def dictionary_columns(schema: pa.Schema, *, compliant_nested_types: bool = False) -> list[str]:
@@ -201,6 +205,47 @@ class RowsToArrowTables(beam.DoFn):
         return table
 
 
+def partition_files(folder: str) -> list[str]:
+    """The date's tables and summary.json: what a run of the date writes, and replaces."""
+    patterns = [output_pattern(folder, t) for t in _SCHEMAS] + [
+        FileSystems.join(folder, SUMMARY_FILE)]
+    return [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
+
+
+def drop_earlier_files(written: Iterable[str], folder: str) -> list[str]:
+    """Delete the date's files that this run did not write; return what was deleted.
+
+    Beam's sink already replaced the files of the same names (it deletes them just
+    before its renames); this takes the rest: shards of another count
+    (`labels-00003-of-00017`, from a run with more workers) and the earlier run's
+    summary.json, which no longer describes the date (a local run writes its own next).
+    """
+    ours = {FileSystems.split(path)[1] for path in written}
+    stale = [path for path in partition_files(folder) if FileSystems.split(path)[1] not in ours]
+    if stale:
+        FileSystems.delete(stale)
+        _log.info('replaced the %d files of an earlier run of %s', len(stale), folder)
+    return stale
+
+
+class DropEarlierFiles(beam.PTransform):
+    """The names of every file this run wrote -> once all are in, the date's other files
+    deleted.
+
+    Why after, not at launch: a re-run that fails (a worker lost, a quota, a bug) then
+    leaves the date as the earlier run left it, instead of empty.
+    """
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self._folder = folder
+
+    def expand(self, written):
+        return (written
+                | 'ListWritten' >> beam.combiners.ToList()
+                | 'DeleteTheRest' >> beam.Map(drop_earlier_files, self._folder))
+
+
 class ParquetSink(Sink):
     """OUTPUT/run_date=D/labels-SSSSS-of-NNNNN.parquet and errors-... (a run with no errors
     writes an empty file)."""
@@ -220,7 +265,8 @@ class ParquetSink(Sink):
         parser.add_argument(
             '--output', help='Output folder (local or gs://). Each run writes '
             'run_date=YYYY-MM-DD/labels-*.parquet, errors-*.parquet and summary.json; '
-            're-running a date replaces that date\'s files only.')
+            're-running a date replaces that date\'s files only, once the new ones are '
+            'written (a re-run that fails leaves them as they were).')
 
     @classmethod
     def from_options(cls, flags: Any, run: RunInfo) -> 'ParquetSink | None':
@@ -234,11 +280,6 @@ class ParquetSink(Sink):
 
     def describe(self) -> str:
         return f'Parquet in {self.folder}'
-
-    def _existing(self) -> list[str]:
-        patterns = [output_pattern(self.folder, t) for t in _SCHEMAS] + [
-            FileSystems.join(self.folder, SUMMARY_FILE)]
-        return [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
 
     def check(self) -> None:
         """The folder exists (made if not) and takes a file."""
@@ -254,21 +295,17 @@ class ParquetSink(Sink):
             raise ValueError(f'--output {self.output} is not writable: '
                              f'{type(e).__name__}: {e}') from e
 
-    def clear(self) -> None:
-        """This date's partition: a re-run replaces it."""
-        existing = self._existing()
-        if existing:
-            FileSystems.delete(existing)
-
     def written(self) -> dict[str, list[str]]:
         return {table: sorted(m.path for r in FileSystems.match(
             [output_pattern(self.folder, table)]) for m in r.metadata_list)
             for table in _SCHEMAS}
 
     def expand(self, tables):
-        for table, schema in _SCHEMAS.items():
-            _ = (tables[table]
-                 | f'{table.title()}ToArrow' >> beam.ParDo(RowsToArrowTables(schema))
-                 | f'Write{table.title()}Parquet' >> WriteParquetTables(
-                     FileSystems.join(self.folder, table), schema, file_name_suffix=SUFFIX,
-                     num_shards=self._num_shards))
+        written = [tables[table]
+                   | f'{table.title()}ToArrow' >> beam.ParDo(RowsToArrowTables(schema))
+                   | f'Write{table.title()}Parquet' >> WriteParquetTables(
+                       FileSystems.join(self.folder, table), schema, file_name_suffix=SUFFIX,
+                       num_shards=self._num_shards)
+                   for table, schema in _SCHEMAS.items()]
+        _ = (tuple(written) | 'AllWritten' >> beam.Flatten()
+             | 'DropEarlierFiles' >> DropEarlierFiles(self.folder))
