@@ -125,7 +125,7 @@ def _dense_head(model, embedding) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """
     import keras
 
-    from transforms.models.keras import classifier_top
+    from transforms.models.keras_graph import classifier_top
     top = classifier_top(model, embedding)
     if top is None:
         return None
@@ -167,7 +167,7 @@ def backbone_and_head(model, spec: ModelSpec, output_kind: str,
     """
     import keras
 
-    from transforms.models.keras import embedding_output
+    from transforms.models.keras_graph import embedding_output
     embedding = embedding_output(model, spec)
     dense = _dense_head(model, embedding)
     if dense is None:

@@ -16,6 +16,8 @@ import numpy as np
 
 from transforms.cpu import this_cpu
 from transforms.models.files import file_fingerprint, localized
+from transforms.models.keras_graph import (classifier_top, embedding_output,
+                                           emits_probabilities)
 from transforms.models.runtime import Pixels, Scores, as_batch, bucket_size
 from transforms.models.spec import PREPROCESSORS, ModelSpec
 from transforms.models.tf_import import import_tensorflow
@@ -35,67 +37,6 @@ def configure_tensorflow_threads(threads: int | None) -> None:
                      threads)
 
 
-def _scores_path(model) -> list:
-    """The layers that make the scores (the model's first output), last first: walked back
-    from that output through single-input layers, down to the first Dense. A model's last
-    layer may feed another output (a box head), and a softmax may come before a Reshape."""
-    import keras
-    path = []
-    tensor = model.outputs[0]
-    while True:
-        history = getattr(tensor, '_keras_history', None)
-        layer = getattr(history, 'operation', None)
-        if layer is None or isinstance(layer, keras.layers.InputLayer) or layer in path:
-            return path
-        path.append(layer)
-        if isinstance(layer, keras.layers.Dense):
-            return path
-        try:
-            tensor = layer.input
-        except (AttributeError, ValueError):  # several inputs, or a layer used twice
-            return path
-        if not hasattr(tensor, '_keras_history'):  # a list of tensors: a merge
-            return path
-
-
-def _final_dense(model):
-    import keras
-    path = _scores_path(model)
-    if path and isinstance(path[-1], keras.layers.Dense):
-        return path[-1]
-    for layer in reversed(model.layers):  # scores made by a merge: the last Dense
-        if isinstance(layer, keras.layers.Dense):
-            return layer
-    raise ValueError(f'model {model.name} has no Dense classification layer to take '
-                     'the embedding from; register it in transforms.models.REGISTRY with '
-                     'its embedding_layer')
-
-
-def embedding_output(model, spec: ModelSpec):
-    """The tensor the embedding is read from: the spec's layer, else the final Dense's input."""
-    if spec.embedding_layer:
-        return model.get_layer(spec.embedding_layer).output
-    return _final_dense(model).input
-
-
-def classifier_top(model, embedding) -> tuple[Any, list] | None:
-    """(the final Dense, the Softmax and Activation layers after it) when that Dense reads
-    the embedding and only such layers follow it; else None.
-
-    What runs apart from the backbone: in float32 under bf16 (`_classifier_head`), and
-    in numpy beside an int8 or float32 LiteRT backbone (int8.backbone_and_head).
-    """
-    import keras
-    path = _scores_path(model)
-    if not path or not isinstance(path[-1], keras.layers.Dense):
-        return None
-    dense, rest = path[-1], list(reversed(path[:-1]))
-    if dense.input is not embedding or any(
-            not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) for layer in rest):
-        return None
-    return dense, rest
-
-
 def _classifier_head(model, embedding):
     """A float32 callable embedding -> model output, if the top is Dense [+ softmax]."""
     top = classifier_top(model, embedding)
@@ -112,23 +53,6 @@ def _classifier_head(model, embedding):
             x = layer(x)
         return x
     return head
-
-
-#: Layers that move or copy scores without changing them (a softmax before one stays one).
-_SHAPE_ONLY = ('Reshape', 'Flatten', 'Dropout', 'Identity', 'Permute', 'ActivityRegularization')
-
-
-def _emits_probabilities(model) -> bool:
-    """Whether the scores output ends in a softmax, looking through shape-only layers."""
-    import keras
-    for layer in _scores_path(model):
-        act = getattr(getattr(layer, 'activation', None), '__name__', '')
-        if isinstance(layer, keras.layers.Softmax) or act == 'softmax':
-            return True
-        if type(layer).__name__ not in _SHAPE_ONLY and not (
-                isinstance(layer, keras.layers.Activation) and act == 'linear'):
-            return False
-    return False
 
 
 @contextlib.contextmanager
@@ -180,7 +104,7 @@ class KerasRuntime:
         embedding = embedding_output(model, spec)
         kind = spec.outputs
         if kind == 'auto':
-            kind = 'probabilities' if _emits_probabilities(model) else 'logits'
+            kind = 'probabilities' if emits_probabilities(model) else 'logits'
         self.preprocess = spec.preprocess or 'inception'  # read by the launch-time conversions
         preprocess = PREPROCESSORS[self.preprocess]
         if precision == 'bf16' and not this_cpu().has_bf16:
