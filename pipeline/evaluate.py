@@ -5,7 +5,8 @@ run. The labels come from the very pipeline `run` uses (same read, decode,
 resize recipe and model call), so the figures are the ones a run will get; eval
 then joins the labels and errors tables with the manifest on `uri` and writes
 `eval.json` (the machine interface) beside `summary.json`, in the date's partition
-(an eval on another date does not overwrite it; re-running the date replaces it).
+(an eval on another date does not overwrite it; a later run of the date, eval or
+not, replaces it with the rows it scored).
 
 The manifest is a CSV with a `uri` column and a true label per row: `label_index`
 (the class index, 0-999 for ImageNet) or `label` (a class name of the model, or of
@@ -27,9 +28,8 @@ from pipeline.report.data import read_columns
 from pipeline.summary import RunSummary
 from pipeline.usage import UsageError, setup_logging, usage_error
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
-from transforms.sinks.parquet import partition_dir
+from transforms.sinks.parquet import EVAL_FILE, partition_dir
 
-EVAL_FILE = 'eval.json'
 TOP_K = 5
 DESCRIPTION = ('Label a CSV manifest of labeled images (a uri column, and label_index or '
                'label) with the same pipeline as imagelabel run, then score it: top-1, top-5, '

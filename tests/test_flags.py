@@ -219,6 +219,7 @@ def test_a_rerun_drops_the_earlier_runs_shards_of_another_count(
         shutil.copy(day / f'{name}-00000-of-00002.parquet', day / f'{name}-00001-of-00002.parquet')
     assert len(read_parquet_rows(day, 'labels')) == 6
     (day / 'notes.txt').write_text('not ours: stays\n')
+    (day / 'eval.json').write_text('{"top1": 0.5}\n')  # scores of rows the re-run replaces
 
     again = run_cli('run', '--input', inputs / 'images' / 'img_1.jpg', '--output', out,
                     '--model', mobilenet_v2_quant, '--run_id', 'again', '--run_date', '2026-01-01')

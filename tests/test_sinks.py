@@ -139,8 +139,7 @@ def test_drop_earlier_files_deletes_only_the_dates_tables_and_summary_this_run_d
     with TestPipeline() as p:
         _ = p | beam.Create(ours) | DropEarlierFiles(str(day))
     assert sorted(f.name for f in day.iterdir()) == [
-        'errors-00000-of-00001.parquet', 'eval.json', 'labels-00000-of-00001.parquet',
-        'notes.txt']
+        'errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet', 'notes.txt']
 
 
 def test_every_sink_flag_is_declared_by_its_sink_and_listed_in_run_help():

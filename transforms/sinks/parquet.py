@@ -35,6 +35,8 @@ from transforms.sinks.base import ERRORS, LABELS, RunInfo, Sink
 SUFFIX = '.parquet'
 #: The run's machine interface (pipeline.summary writes it into the run's partition).
 SUMMARY_FILE = 'summary.json'
+#: `imagelabel eval`'s scores of the date's rows (pipeline.evaluate writes it beside).
+EVAL_FILE = 'eval.json'
 PARTITION_KEY = 'run_date'
 _SCHEMAS = {LABELS: LABELS_SCHEMA, ERRORS: ERRORS_SCHEMA}
 _PARTITION = re.compile(r'/run_date=(\d{4}-\d{2}-\d{2})/')
@@ -206,9 +208,10 @@ class RowsToArrowTables(beam.DoFn):
 
 
 def partition_files(folder: str) -> list[str]:
-    """The date's tables and summary.json: what a run of the date writes, and replaces."""
+    """The date's tables, summary.json and eval.json: what a run of the date writes (an
+    eval, too), and replaces."""
     patterns = [output_pattern(folder, t) for t in _SCHEMAS] + [
-        FileSystems.join(folder, SUMMARY_FILE)]
+        FileSystems.join(folder, name) for name in (SUMMARY_FILE, EVAL_FILE)]
     return [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
 
 
@@ -217,8 +220,9 @@ def drop_earlier_files(written: Iterable[str], folder: str) -> list[str]:
 
     Beam's sink already replaced the files of the same names (it deletes them just
     before its renames); this takes the rest: shards of another count
-    (`labels-00003-of-00017`, from a run with more workers) and the earlier run's
-    summary.json, which no longer describes the date (a local run writes its own next).
+    (`labels-00003-of-00017`, from a run with more workers), and the earlier run's
+    summary.json and eval.json, which describe rows that are gone (a local run writes
+    its summary next, an eval its scores).
     """
     ours = {FileSystems.split(path)[1] for path in written}
     stale = [path for path in partition_files(folder) if FileSystems.split(path)[1] not in ours]
