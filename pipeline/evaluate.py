@@ -5,8 +5,8 @@ run. The labels come from the very pipeline `run` uses (same read, decode,
 resize recipe and model call), so the figures are the ones a run will get; eval
 then joins the labels and errors tables with the manifest on `uri` and writes
 `eval.json` (the machine interface) beside `summary.json`, in the date's partition
-(an eval on another date does not overwrite it; a later run of the date, eval or
-not, replaces it with the rows it scored).
+(an eval on another date does not overwrite it; a later run of the date removes it
+with the rows it scored, and an eval writes its own).
 
 The manifest is a CSV with a `uri` column and a true label per row: `label_index`
 (the class index, 0-999 for ImageNet) or `label` (a class name of the model, or of
@@ -169,8 +169,8 @@ def evaluate_manifest(argv: Sequence[str]) -> Evaluation:
                          f'{e}'.splitlines()[0]) from e
     rows = parse_truth(text, args.input)
     output_existed = FileSystems.exists(args.output)
-    # Loads the model once (its class names check the labels); the date's earlier output is
-    # cleared only once the checks below pass too.
+    # Loads the model once (its class names check the labels); sinks that clear the date at
+    # launch (BigQuery) do so only once the checks below pass too.
     launch = prepare(list(argv), clear=False)
     s, model = launch.settings, launch.model
     try:

@@ -88,7 +88,8 @@ def prepare(argv: Sequence[str] | None = None, *, started: float | None = None,
 
 
 def clear_outputs(launch: Launch) -> None:
-    """Empty what the run replaces (its date's partitions), once every check has passed.
+    """Empty what the run replaces in sinks that clear at launch (BigQuery's date partition;
+    the Parquet sink replaces its files at the job's end), once every check has passed.
 
     Sinks whose clear may still be refused (a remote DELETE) go first, so such a refusal
     costs no other sink its rows.

@@ -313,6 +313,25 @@ def test_rerunning_a_date_replaces_its_bigquery_partition_and_keeps_other_dates(
     assert errors == {'2026-11-01': 2, '2026-11-02': 2}
 
 
+def test_rerunning_a_date_on_gs_moves_the_staged_files_in_and_leaves_no_staging(runs):
+    from apache_beam.io.filesystems import FileSystems
+    out = 'gs://imagelabel-test/redo-parquet/out'
+    day = f'{out}/run_date=2026-11-03'
+    with FileSystems.create(f'{day}/.staging-failed-run/labels-00000-of-00001.parquet') as f:
+        f.write(b'left by a run that failed before publishing')
+    for run_id in ('first', 'second'):
+        result = run_cli('run', '--input', runs['tmp'] / 'in', '--output', out,
+                         '--model', 'gs://imagelabel-test/e2e/m.tflite', '--run_id', run_id,
+                         '--run_date', '2026-11-03')
+        assert result.code == 0, result.err
+    objects = sorted(m.path[len(day) + 1:] for r in FileSystems.match([f'{day}/**'])
+                     for m in r.metadata_list)
+    assert objects == ['errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet',
+                       'summary.json']
+    assert {r['run_id'] for r in read_parquet_rows(out, 'labels')} == {'second'}
+    assert len(read_parquet_rows(out, 'labels')) == PHOTOS
+
+
 def test_a_launch_refused_by_one_sink_deletes_nothing_in_the_others(runs, tmp_path):
     from google.cloud import bigquery
     cloud = runs['cloud']

@@ -183,21 +183,44 @@ def test_rerunning_a_date_replaces_that_partition_and_leaves_other_dates_alone(
         'other'}
 
 
-def test_a_rerun_that_fails_leaves_the_date_as_the_earlier_run_left_it(
-        inputs, tmp_path, mobilenet_v2_quant, monkeypatch):
+def _disk_full_while_writing(monkeypatch):
     import pyarrow.parquet as pq
+
+    def disk_full(self, table, *args, **kwargs):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(pq.ParquetWriter, 'write_table', disk_full)
+
+
+def _worker_lost_once_both_tables_are_written(monkeypatch):
+    from transforms.sinks import parquet
+
+    def lost(folder, staging):
+        assert list(pathlib.Path(staging).glob('labels-*.parquet'))  # both tables written
+        assert list(pathlib.Path(staging).glob('errors-*.parquet'))
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(parquet, 'publish_staged', lost)
+
+
+@pytest.mark.parametrize('fail', [_disk_full_while_writing,
+                                  _worker_lost_once_both_tables_are_written],
+                         ids=['while-writing', 'once-both-tables-are-written'])
+def test_a_rerun_that_fails_leaves_the_date_as_the_earlier_run_left_it(
+        inputs, tmp_path, mobilenet_v2_quant, monkeypatch, fail):
+    images = tmp_path / 'images'
+    shutil.copytree(inputs / 'images', images)
+    (images / 'broken.jpg').write_bytes(b'\xff\xd8 not a jpeg')  # an errors row too
     out, day = tmp_path / 'out', tmp_path / 'out' / 'run_date=2026-01-01'
-    first = run_cli('run', '--input', inputs / 'images', '--output', out,
+    first = run_cli('run', '--input', images, '--output', out,
                     '--model', mobilenet_v2_quant, '--run_id', 'first', '--run_date', '2026-01-01')
     assert first.code == 0, first.err
     before = {p.name: p.read_bytes() for p in day.iterdir() if p.is_file()}
-    assert {'summary.json', 'labels-00000-of-00001.parquet'} <= set(before)
+    assert {'summary.json', 'labels-00000-of-00001.parquet',
+            'errors-00000-of-00001.parquet'} <= set(before)
 
-    def disk_full(self, table, *args, **kwargs):  # the worker's disk fills while writing
-        raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(pq.ParquetWriter, 'write_table', disk_full)
+    (images / 'img_0.jpg').unlink()  # the re-run would write other rows
+    fail(monkeypatch)
     with pytest.raises(Exception, match='No space left on device'):
-        run_cli('run', '--input', inputs / 'images', '--output', out, '--model',
+        run_cli('run', '--input', images, '--output', out, '--model',
                 mobilenet_v2_quant, '--run_id', 'failed', '--run_date', '2026-01-01')
     monkeypatch.undo()
 
@@ -205,6 +228,7 @@ def test_a_rerun_that_fails_leaves_the_date_as_the_earlier_run_left_it(
     assert after == before  # the same files, byte for byte: rows, errors and summary.json
     assert {r['run_id'] for r in read_parquet_rows(day, 'labels')} == {'first'}
     assert len(read_parquet_rows(day, 'labels')) == 3
+    assert [r['uri'] for r in read_parquet_rows(day, 'errors')] == [str(images / 'broken.jpg')]
 
 
 def test_a_rerun_drops_the_earlier_runs_shards_of_another_count(

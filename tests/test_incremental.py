@@ -220,7 +220,7 @@ def test_earlier_files_without_the_stat_columns_are_read_and_reused_under_this_m
         photos, mobilenet_v2_quant, tmp_path):
     """Files from an older writer (or moved in by hand) lack source_size/source_updated:
     the incremental run reads their images again and reuses their rows by content, instead
-    of failing after the date was cleared. The copied rows name this run's model file."""
+    of failing once the run had started. The copied rows name this run's model file."""
     import pyarrow.parquet as pq
     from conftest import read_parquet_rows
     folder, out = tmp_path / 'bucket', tmp_path / 'out'

@@ -57,9 +57,10 @@ def test_a_model_without_a_dense_layer_is_a_clear_error_naming_the_registry():
                 k.layers.Dropout(0.1)], True),
     (lambda k: [k.layers.Dense(4)], False),
     (lambda k: [k.layers.Dense(4), k.layers.Activation('linear')], False),
+    (lambda k: [k.layers.Dense(4, activation='softmax'), k.layers.Activation('linear')], True),
     (lambda k: [k.layers.Dense(4, activation='softmax'), k.layers.Dense(4)], False),
 ], ids=['dense-softmax', 'softmax-layer', 'softmax-then-shape-only', 'logits',
-        'linear-activation', 'dense-after-softmax'])
+        'linear-activation', 'softmax-then-linear-activation', 'dense-after-softmax'])
 def test_probabilities_are_told_from_logits_through_shape_only_layers(top, probabilities):
     import keras
     model, _ = _model(*top(keras))

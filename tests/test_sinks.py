@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import pathlib
 
 import numpy as np
 import pytest
@@ -123,23 +124,79 @@ def test_the_parquet_sink_writes_embeddings_plain_and_uris_with_a_dictionary(tmp
         rows[5]['embedding'].tolist())
 
 
-def test_drop_earlier_files_deletes_only_the_dates_tables_and_summary_this_run_did_not_write(
-        tmp_path):
+def _date_with_an_earlier_run_and_a_staged_one(tmp_path):
+    """A date written by an earlier run (3 labels shards, 2 errors shards, summary, eval)
+    and this run's two tables staged, each file holding its own name."""
+    from transforms.sinks.parquet import staging_dir
+    day = tmp_path / 'run_date=2026-01-01'
+    staging = pathlib.Path(staging_dir(str(day), 'run-abc'))
+    earlier = ['labels-00000-of-00003.parquet', 'labels-00001-of-00003.parquet',
+               'labels-00002-of-00003.parquet', 'errors-00000-of-00001.parquet',
+               'errors-00001-of-00002.parquet', 'summary.json', 'eval.json', 'notes.txt']
+    for name in earlier:
+        (day / name).parent.mkdir(parents=True, exist_ok=True)
+        (day / name).write_text(f'earlier {name}')
+    for name in ('labels-00000-of-00001.parquet', 'errors-00000-of-00001.parquet'):
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_text(f'ours {name}')
+    failed = pathlib.Path(staging_dir(str(day), 'failed-run')) / 'labels-00000-of-00001.parquet'
+    failed.parent.mkdir()
+    failed.write_text('left by a run that failed before publishing')
+    return day, staging
+
+
+def _contents(day) -> dict[str, str]:
+    return {f.name: f.read_text() for f in sorted(day.iterdir())}
+
+
+OURS_IN_PLACE = {'errors-00000-of-00001.parquet': 'ours errors-00000-of-00001.parquet',
+                 'labels-00000-of-00001.parquet': 'ours labels-00000-of-00001.parquet',
+                 'notes.txt': 'earlier notes.txt'}
+
+
+def test_publishing_moves_the_staged_tables_in_and_deletes_the_earlier_runs_files(tmp_path):
+    from transforms.sinks.parquet import publish_staged
+    day, staging = _date_with_an_earlier_run_and_a_staged_one(tmp_path)
+    tables = publish_staged(str(day), str(staging))
+    # The same-named errors file is replaced, other shard counts and the earlier
+    # summary and eval go, a file that is not the run's stays, the staging folders go
+    # (this run's, and one a failed run left).
+    assert _contents(day) == OURS_IN_PLACE and not list(day.glob('.staging-*'))
+    assert [pathlib.Path(t).name for t in tables] == [
+        'errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet']
+
+
+def test_publishing_again_after_a_crash_midway_or_after_success_ends_the_same(tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+    from transforms.sinks import parquet
+    day, staging = _date_with_an_earlier_run_and_a_staged_one(tmp_path)
+    real_delete = FileSystems.delete
+
+    def crash_on_delete(paths):  # the worker dies once the renames are done
+        raise OSError('worker lost')
+    FileSystems.delete = staticmethod(crash_on_delete)
+    try:
+        with pytest.raises(OSError, match='worker lost'):
+            parquet.publish_staged(str(day), str(staging))
+    finally:
+        FileSystems.delete = staticmethod(real_delete)
+    # Both tables moved already: a retry must not take them for an earlier run's files.
+    assert not list(staging.glob('*.parquet'))
+    parquet.publish_staged(str(day), str(staging))
+    assert _contents(day) == OURS_IN_PLACE
+    parquet.publish_staged(str(day), str(staging))  # a third attempt: nothing left to do
+    assert _contents(day) == OURS_IN_PLACE
+
+
+def test_publish_staged_in_a_pipeline_waits_for_every_written_file(tmp_path):
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
-    from transforms.sinks.parquet import DropEarlierFiles
-    day = tmp_path / 'run_date=2026-01-01'
-    names = ['labels-00000-of-00001.parquet', 'errors-00000-of-00001.parquet',
-             'labels-00000-of-00003.parquet', 'labels-00002-of-00003.parquet',
-             'errors-00001-of-00002.parquet', 'summary.json', 'eval.json', 'notes.txt']
-    for name in names:
-        (day / name).parent.mkdir(parents=True, exist_ok=True)
-        (day / name).write_text(name)
-    ours = [str(day / 'labels-00000-of-00001.parquet'), str(day / 'errors-00000-of-00001.parquet')]
+    from transforms.sinks.parquet import PublishStaged
+    day, staging = _date_with_an_earlier_run_and_a_staged_one(tmp_path)
     with TestPipeline() as p:
-        _ = p | beam.Create(ours) | DropEarlierFiles(str(day))
-    assert sorted(f.name for f in day.iterdir()) == [
-        'errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet', 'notes.txt']
+        _ = (p | beam.Create([str(staging / 'labels-00000-of-00001.parquet')])
+             | PublishStaged(str(day), str(staging)))
+    assert _contents(day) == OURS_IN_PLACE
 
 
 def test_every_sink_flag_is_declared_by_its_sink_and_listed_in_run_help():

@@ -8,17 +8,20 @@ DuckDB (`hive_partitioning=true`) and BigQuery external tables read `run_date`
 from the path. Re-running a date replaces that date's partition and nothing
 else, so a retried scheduled run leaves no duplicate rows. Beam's file sinks
 write to a temporary folder and rename on success, so a crashed run never leaves
-`labels-*` files that look complete; and the earlier run's files of the date go
-only once this run's are in place (`DropEarlierFiles`), so a re-run that fails
+`labels-*` files that look complete. A run writes both tables into a hidden
+staging folder of the date and moves them in once both are written, deleting the
+earlier run's files then (`publish_staged`), so a re-run that fails before that
 leaves the date as the earlier run left it.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import re
-from typing import Any, Iterable
+import uuid
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -37,6 +40,9 @@ SUFFIX = '.parquet'
 SUMMARY_FILE = 'summary.json'
 #: `imagelabel eval`'s scores of the date's rows (pipeline.evaluate writes it beside).
 EVAL_FILE = 'eval.json'
+#: A run's tables are written in DATE/.staging-TOKEN/, then moved in (`publish_staged`).
+STAGING_PREFIX = '.staging-'
+_PUBLISHING = '_publishing.json'
 PARTITION_KEY = 'run_date'
 _SCHEMAS = {LABELS: LABELS_SCHEMA, ERRORS: ERRORS_SCHEMA}
 _PARTITION = re.compile(r'/run_date=(\d{4}-\d{2}-\d{2})/')
@@ -215,39 +221,93 @@ def partition_files(folder: str) -> list[str]:
     return [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
 
 
-def drop_earlier_files(written: Iterable[str], folder: str) -> list[str]:
-    """Delete the date's files that this run did not write; return what was deleted.
+def staging_dir(folder: str, token: str) -> str:
+    """Where a run writes its tables before they replace the date's: a dot-folder inside
+    the date, which readers (DuckDB's globs, `--skip_existing`, `report`) do not list."""
+    return FileSystems.join(folder, f'{STAGING_PREFIX}{token}')
 
-    Beam's sink already replaced the files of the same names (it deletes them just
-    before its renames); this takes the rest: shards of another count
-    (`labels-00003-of-00017`, from a run with more workers), and the earlier run's
-    summary.json and eval.json, which describe rows that are gone (a local run writes
-    its summary next, an eval its scores).
+
+def publish_staged(folder: str, staging: str) -> list[str]:
+    """Move this run's staged tables into the date, then delete the date's other files
+    (an earlier run's tables, of any shard count, and its summary.json and eval.json,
+    which describe rows that are gone) and the staging folders runs that failed left
+    behind; return the date's tables.
+
+    Safe to run again after a crash at any point, as a retried step is: the list of
+    what moves is written first (`_publishing.json` in the staging folder) and read
+    back by a retry, so files already moved are never taken for an earlier run's.
+    Once the staging folder is gone, there is nothing left to do.
     """
-    ours = {FileSystems.split(path)[1] for path in written}
+    record = FileSystems.join(staging, _PUBLISHING)
+    if FileSystems.exists(record):
+        with FileSystems.open(record) as f:
+            ours = json.loads(f.read().decode())
+    else:
+        ours = sorted(FileSystems.split(m.path)[1] for r in FileSystems.match(
+            [output_pattern(staging, t) for t in _SCHEMAS]) for m in r.metadata_list)
+        if not ours:  # published already, by an earlier attempt of this step
+            return _tables(folder)
+        with FileSystems.create(record) as f:
+            f.write(json.dumps(ours).encode())
+    moves = [(FileSystems.join(staging, name), FileSystems.join(folder, name)) for name in ours]
+    moves = [(src, dst) for src, dst in moves if FileSystems.exists(src)]
+    if moves:  # a rename replaces an earlier run's file of the same name
+        FileSystems.rename([src for src, _ in moves], [dst for _, dst in moves])
     stale = [path for path in partition_files(folder) if FileSystems.split(path)[1] not in ours]
     if stale:
         FileSystems.delete(stale)
-        _log.info('replaced the %d files of an earlier run of %s', len(stale), folder)
-    return stale
+    _delete_folder(staging)
+    for leftover in _stagings(folder):  # of runs that failed before publishing
+        _delete_folder(leftover)
+    _log.info('%s: %d files of this run in place, %d of an earlier run removed', folder,
+              len(ours), len(stale))
+    return _tables(folder)
 
 
-class DropEarlierFiles(beam.PTransform):
-    """The names of every file this run wrote -> once all are in, the date's other files
-    deleted.
+def _stagings(folder: str) -> list[str]:
+    """The date's staging folders, found through the files in them (an object store has
+    no folders to list)."""
+    inside = FileSystems.match([FileSystems.join(folder, f'{STAGING_PREFIX}*', '*')])
+    return sorted({FileSystems.split(m.path)[0] for r in inside for m in r.metadata_list})
 
-    Why after, not at launch: a re-run that fails (a worker lost, a quota, a bug) then
-    leaves the date as the earlier run left it, instead of empty.
+
+def _delete_folder(path: str) -> None:
+    """Delete a folder whole: Beam takes a local one by its name, and an object store's
+    by its name and a '/' (without, it looks for an object; a local name with one
+    lists the files and leaves the folder)."""
+    FileSystems.delete([path.rstrip('/') + '/' if '://' in path else path.rstrip('/')])
+
+
+def _tables(folder: str) -> list[str]:
+    return sorted(m.path for r in FileSystems.match([output_pattern(folder, t) for t in _SCHEMAS])
+                  for m in r.metadata_list)
+
+
+class PublishStaged(beam.PTransform):
+    """The names of the files this run wrote (only a signal that every table is written)
+    -> the staged tables moved into the date, and the date's other files deleted.
+
+    Why stage and move, not clear at launch or replace table by table: a re-run that fails
+    before this step (a worker lost, a quota, a bug) leaves the date as the earlier run
+    left it, and what is left to chance is a few renames and deletes after all the data
+    is written. The names themselves are not trusted: a retried finalize outputs only
+    the files it renamed itself, so the staging folder is listed instead.
     """
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, staging: str):
         super().__init__()
         self._folder = folder
+        self._staging = staging
 
     def expand(self, written):
         return (written
-                | 'ListWritten' >> beam.combiners.ToList()
-                | 'DeleteTheRest' >> beam.Map(drop_earlier_files, self._folder))
+                | 'AllTablesWritten' >> beam.combiners.Count.Globally()
+                | 'MoveIntoTheDate' >> beam.Map(_publish_once_written, self._folder,
+                                                 self._staging))
+
+
+def _publish_once_written(_files: int, folder: str, staging: str) -> list[str]:
+    return publish_staged(folder, staging)
 
 
 class ParquetSink(Sink):
@@ -262,6 +322,8 @@ class ParquetSink(Sink):
         self.run_date = run_date
         self.folder = partition_dir(self.output, run_date)
         self._run_id = run_id
+        # Fixed when the launcher builds the graph, so every worker stages in one place.
+        self.staging = staging_dir(self.folder, f'{run_id}-{uuid.uuid4().hex[:12]}')
         self._num_shards = num_shards
 
     @classmethod
@@ -308,8 +370,8 @@ class ParquetSink(Sink):
         written = [tables[table]
                    | f'{table.title()}ToArrow' >> beam.ParDo(RowsToArrowTables(schema))
                    | f'Write{table.title()}Parquet' >> WriteParquetTables(
-                       FileSystems.join(self.folder, table), schema, file_name_suffix=SUFFIX,
+                       FileSystems.join(self.staging, table), schema, file_name_suffix=SUFFIX,
                        num_shards=self._num_shards)
                    for table, schema in _SCHEMAS.items()]
         _ = (tuple(written) | 'AllWritten' >> beam.Flatten()
-             | 'DropEarlierFiles' >> DropEarlierFiles(self.folder))
+             | 'PublishStaged' >> PublishStaged(self.folder, self.staging))
