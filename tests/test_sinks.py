@@ -139,9 +139,11 @@ def _date_with_an_earlier_run_and_a_staged_one(tmp_path):
     for name in ('labels-00000-of-00001.parquet', 'errors-00000-of-00001.parquet'):
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_text(f'ours {name}')
-    failed = pathlib.Path(staging_dir(str(day), 'failed-run')) / 'labels-00000-of-00001.parquet'
-    failed.parent.mkdir()
-    failed.write_text('left by a run that failed before publishing')
+    for token, left in (('failed-late', 'labels-00000-of-00001.parquet'),
+                        ('failed-early', 'beam-temp-labels-1a2b/3c4d.parquet')):
+        failed = pathlib.Path(staging_dir(str(day), token)) / left
+        failed.parent.mkdir(parents=True)
+        failed.write_text('left by a run that failed before publishing')
     return day, staging
 
 
@@ -160,7 +162,7 @@ def test_publishing_moves_the_staged_tables_in_and_deletes_the_earlier_runs_file
     tables = publish_staged(str(day), str(staging))
     # The same-named errors file is replaced, other shard counts and the earlier
     # summary and eval go, a file that is not the run's stays, the staging folders go
-    # (this run's, and one a failed run left).
+    # (this run's, and those two failed runs left, one of them while writing).
     assert _contents(day) == OURS_IN_PLACE and not list(day.glob('.staging-*'))
     assert [pathlib.Path(t).name for t in tables] == [
         'errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet']

@@ -265,10 +265,13 @@ def publish_staged(folder: str, staging: str) -> list[str]:
 
 
 def _stagings(folder: str) -> list[str]:
-    """The date's staging folders, found through the files in them (an object store has
-    no folders to list)."""
-    inside = FileSystems.match([FileSystems.join(folder, f'{STAGING_PREFIX}*', '*')])
-    return sorted({FileSystems.split(m.path)[0] for r in inside for m in r.metadata_list})
+    """The date's staging folders, found through the files in them, at any depth (an
+    object store has no folders to list; a run that failed while writing left only
+    Beam's beam-temp-* folder in its staging folder)."""
+    inside = FileSystems.match([FileSystems.join(folder, f'{STAGING_PREFIX}*', '**')])
+    prefix = folder.rstrip('/') + '/'
+    return sorted({prefix + m.path[len(prefix):].split('/')[0] for r in inside
+                   for m in r.metadata_list if m.path.startswith(prefix)})
 
 
 def _delete_folder(path: str) -> None:
