@@ -71,9 +71,11 @@ def read_embeddings(pattern: str) -> Embeddings:
     from transforms.head import base_model_id
     from transforms.listing import SourceKind, expand_source, same_image, source_kind
     from transforms.schema import LABELS_SCHEMA
+    from transforms.sinks.parquet import is_staged
     if source_kind(pattern) is SourceKind.DIRECTORY:  # a run's folder: its labels files
         pattern = FileSystems.join(pattern.rstrip('/'), '**/labels-*.parquet')
-    paths = sorted(set(expand_source(pattern)))  # the same globbing as run's --input
+    # The same globbing as run's --input, less what a run has staged and not put in place.
+    paths = sorted(p for p in set(expand_source(pattern)) if not is_staged(p))
     if not paths:
         raise ValueError(f'--embeddings {pattern} matches no files')
     seen: dict[str, int] = {}

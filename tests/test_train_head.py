@@ -136,6 +136,17 @@ def test_a_broken_link_among_the_labels_files_is_passed_over_as_a_run_would_not_
         '/x/1.jpg', '/x/2.jpg']
 
 
+def test_labels_a_run_staged_but_never_put_in_place_are_not_read(tmp_path):
+    from pipeline.train_head import read_embeddings
+    day = tmp_path / 'out' / 'run_date=2026-01-01'
+    (day / '.staging-failed-abc').mkdir(parents=True)
+    _labels_parquet(day / 'labels-00000-of-00001.parquet', 'aaaa-1111', ['/x/1.jpg'])
+    _labels_parquet(day / '.staging-failed-abc' / 'labels-00000-of-00001.parquet',
+                    'aaaa-1111', ['/x/2.jpg'])
+    for given in (str(tmp_path / 'out' / '**' / 'labels-*.parquet'), str(tmp_path / 'out')):
+        assert read_embeddings(given).uris == ['/x/1.jpg'], given
+
+
 def test_embeddings_of_two_base_models_are_refused(tmp_path):
     _labels_parquet(tmp_path / 'labels-a.parquet', 'aaaa-1111', ['/x/1.jpg', '/x/2.jpg'])
     _labels_parquet(tmp_path / 'labels-b.parquet', 'bbbb-2222', ['/x/3.jpg', '/x/4.jpg'])

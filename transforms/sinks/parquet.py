@@ -227,6 +227,12 @@ def staging_dir(folder: str, token: str) -> str:
     return FileSystems.join(folder, f'{STAGING_PREFIX}{token}')
 
 
+def is_staged(path: str) -> bool:
+    """Whether a file lies in a staging folder: a run's, not yet in place, or one that
+    failed. Readers that glob below a date (`**/labels-*.parquet`) leave it out."""
+    return f'/{STAGING_PREFIX}' in path.replace('\\', '/')
+
+
 def publish_staged(folder: str, staging: str) -> list[str]:
     """Move this run's staged tables into the date, then delete the date's other files
     (an earlier run's tables, of any shard count, and its summary.json and eval.json,
