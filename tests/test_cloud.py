@@ -313,23 +313,44 @@ def test_rerunning_a_date_replaces_its_bigquery_partition_and_keeps_other_dates(
     assert errors == {'2026-11-01': 2, '2026-11-02': 2}
 
 
-def test_rerunning_a_date_on_gs_moves_the_staged_files_in_and_leaves_no_staging(runs):
+def _objects_below(folder: str) -> list[str]:
+    from apache_beam.io.filesystems import FileSystems
+    return sorted(m.path[len(folder) + 1:] for r in FileSystems.match([f'{folder}/**'])
+                  for m in r.metadata_list)
+
+
+def test_rerunning_a_date_on_gs_moves_the_staged_files_in_and_keeps_a_young_leftover(runs):
     from apache_beam.io.filesystems import FileSystems
     out = 'gs://imagelabel-test/redo-parquet/out'
     day = f'{out}/run_date=2026-11-03'
-    with FileSystems.create(f'{day}/.staging-failed-run/labels-00000-of-00001.parquet') as f:
-        f.write(b'left by a run that failed before publishing')
+    with FileSystems.create(f'{day}/.staging-other-run/labels-00000-of-00001.parquet') as f:
+        f.write(b'a run of this date still going, or one that failed a minute ago')
     for run_id in ('first', 'second'):
         result = run_cli('run', '--input', runs['tmp'] / 'in', '--output', out,
                          '--model', 'gs://imagelabel-test/e2e/m.tflite', '--run_id', run_id,
                          '--run_date', '2026-11-03')
         assert result.code == 0, result.err
-    objects = sorted(m.path[len(day) + 1:] for r in FileSystems.match([f'{day}/**'])
-                     for m in r.metadata_list)
-    assert objects == ['errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet',
-                       'summary.json']
+    assert _objects_below(day) == [
+        '.staging-other-run/labels-00000-of-00001.parquet', 'errors-00000-of-00001.parquet',
+        'labels-00000-of-00001.parquet', 'summary.json']
     assert {r['run_id'] for r in read_parquet_rows(out, 'labels')} == {'second'}
     assert len(read_parquet_rows(out, 'labels')) == PHOTOS
+
+
+def test_publishing_on_gs_deletes_staging_folders_at_any_depth(runs):
+    from apache_beam.io.filesystems import FileSystems
+    from transforms.sinks.parquet import publish_staged
+    day = 'gs://imagelabel-test/publish/out/run_date=2026-11-04'
+    for name, data in (('labels-00000-of-00002.parquet', b'earlier'), ('summary.json', b'{}'),
+                       ('.staging-ours/labels-00000-of-00001.parquet', b'ours'),
+                       ('.staging-ours/errors-00000-of-00001.parquet', b'ours'),
+                       ('.staging-late/labels-00000-of-00001.parquet', b'failed'),
+                       ('.staging-early/beam-temp-labels-1a/2b.parquet', b'failed')):
+        with FileSystems.create(f'{day}/{name}') as f:
+            f.write(data)
+    publish_staged(day, f'{day}/.staging-ours', leftover_age_s=0)  # every leftover is old
+    assert _objects_below(day) == ['errors-00000-of-00001.parquet',
+                                   'labels-00000-of-00001.parquet']
 
 
 def test_a_launch_refused_by_one_sink_deletes_nothing_in_the_others(runs, tmp_path):

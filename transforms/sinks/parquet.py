@@ -6,12 +6,13 @@
 
 DuckDB (`hive_partitioning=true`) and BigQuery external tables read `run_date`
 from the path. Re-running a date replaces that date's partition and nothing
-else, so a retried scheduled run leaves no duplicate rows. Beam's file sinks
-write to a temporary folder and rename on success, so a crashed run never leaves
-`labels-*` files that look complete. A run writes both tables into a hidden
-staging folder of the date and moves them in once both are written, deleting the
+else, so a retried scheduled run leaves no duplicate rows. A run writes both tables
+into a hidden staging folder of the date (Beam's file sink: temporary files, renamed
+once each table is complete) and moves them in once both are written, deleting the
 earlier run's files then (`publish_staged`), so a re-run that fails before that
-leaves the date as the earlier run left it.
+leaves the date as the earlier run left it. A run that failed may leave complete
+`labels-*` files in its staging folder: one-level globs (`OUTPUT/*/labels-*.parquet`)
+do not reach them, `**` does (`is_staged` tells them apart).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import re
+import time
 import uuid
 from typing import Any
 
@@ -43,6 +46,9 @@ EVAL_FILE = 'eval.json'
 #: A run's tables are written in DATE/.staging-TOKEN/, then moved in (`publish_staged`).
 STAGING_PREFIX = '.staging-'
 _PUBLISHING = '_publishing.json'
+#: How long a staging folder left by a run that failed must have been still before a
+#: later run of the date deletes it: a younger one may be a run of the date still going.
+LEFTOVER_AGE_S = 24 * 3600.0
 PARTITION_KEY = 'run_date'
 _SCHEMAS = {LABELS: LABELS_SCHEMA, ERRORS: ERRORS_SCHEMA}
 _PARTITION = re.compile(r'/run_date=(\d{4}-\d{2}-\d{2})/')
@@ -223,7 +229,8 @@ def partition_files(folder: str) -> list[str]:
 
 def staging_dir(folder: str, token: str) -> str:
     """Where a run writes its tables before they replace the date's: a dot-folder inside
-    the date, which readers (DuckDB's globs, `--skip_existing`, `report`) do not list."""
+    the date, which `--skip_existing`, `report` and one-level globs over the dates
+    (`OUTPUT/*/labels-*.parquet`) do not reach."""
     return FileSystems.join(folder, f'{STAGING_PREFIX}{token}')
 
 
@@ -233,28 +240,21 @@ def is_staged(path: str) -> bool:
     return f'/{STAGING_PREFIX}' in path.replace('\\', '/')
 
 
-def publish_staged(folder: str, staging: str) -> list[str]:
+def publish_staged(folder: str, staging: str, *,
+                   leftover_age_s: float = LEFTOVER_AGE_S) -> list[str]:
     """Move this run's staged tables into the date, then delete the date's other files
     (an earlier run's tables, of any shard count, and its summary.json and eval.json,
-    which describe rows that are gone) and the staging folders runs that failed left
-    behind; return the date's tables.
+    which describe rows that are gone) and the staging folders that runs which failed
+    left behind over `leftover_age_s` ago; return the date's tables.
 
     Safe to run again after a crash at any point, as a retried step is: the list of
     what moves is written first (`_publishing.json` in the staging folder) and read
-    back by a retry, so files already moved are never taken for an earlier run's.
-    Once the staging folder is gone, there is nothing left to do.
+    back by a retry, so files already moved are never taken for an earlier run's; this
+    run's staging folder goes last, and once it is gone there is nothing left to do.
     """
-    record = FileSystems.join(staging, _PUBLISHING)
-    if FileSystems.exists(record):
-        with FileSystems.open(record) as f:
-            ours = json.loads(f.read().decode())
-    else:
-        ours = sorted(FileSystems.split(m.path)[1] for r in FileSystems.match(
-            [output_pattern(staging, t) for t in _SCHEMAS]) for m in r.metadata_list)
-        if not ours:  # published already, by an earlier attempt of this step
-            return _tables(folder)
-        with FileSystems.create(record) as f:
-            f.write(json.dumps(ours).encode())
+    ours = _staged_names(staging)
+    if not ours:  # published already, by an earlier attempt of this step
+        return _tables(folder)
     moves = [(FileSystems.join(staging, name), FileSystems.join(folder, name)) for name in ours]
     moves = [(src, dst) for src, dst in moves if FileSystems.exists(src)]
     if moves:  # a rename replaces an earlier run's file of the same name
@@ -262,22 +262,78 @@ def publish_staged(folder: str, staging: str) -> list[str]:
     stale = [path for path in partition_files(folder) if FileSystems.split(path)[1] not in ours]
     if stale:
         FileSystems.delete(stale)
+    _drop_leftovers(folder, keep=staging, older_than_s=leftover_age_s)
     _delete_folder(staging)
-    for leftover in _stagings(folder):  # of runs that failed before publishing
-        _delete_folder(leftover)
     _log.info('%s: %d files of this run in place, %d of an earlier run removed', folder,
               len(ours), len(stale))
     return _tables(folder)
 
 
-def _stagings(folder: str) -> list[str]:
-    """The date's staging folders, found through the files in them, at any depth (an
-    object store has no folders to list; a run that failed while writing left only
-    Beam's beam-temp-* folder in its staging folder)."""
-    inside = FileSystems.match([FileSystems.join(folder, f'{STAGING_PREFIX}*', '**')])
-    prefix = folder.rstrip('/') + '/'
-    return sorted({prefix + m.path[len(prefix):].split('/')[0] for r in inside
-                   for m in r.metadata_list if m.path.startswith(prefix)})
+def _staged_names(staging: str) -> list[str]:
+    """The names of this run's staged tables: the record of an earlier attempt, else the
+    staging folder's listing, recorded before anything moves ([] once all is done).
+
+    A record that cannot be read (a crash while writing it) is listed again, which is
+    safe: it is written before the first file moves.
+    """
+    record = FileSystems.join(staging, _PUBLISHING)
+    if FileSystems.exists(record):
+        try:
+            with FileSystems.open(record) as f:
+                return json.loads(f.read().decode())
+        except ValueError:  # truncated or empty: nothing had moved yet
+            pass
+    names = sorted(FileSystems.split(m.path)[1] for r in FileSystems.match(
+        [output_pattern(staging, t) for t in _SCHEMAS]) for m in r.metadata_list)
+    if names:
+        with FileSystems.create(record) as f:
+            f.write(json.dumps(names).encode())
+    return names
+
+
+def _drop_leftovers(folder: str, *, keep: str, older_than_s: float) -> None:
+    """Delete the staging folders of runs of this date that failed before publishing,
+    once nothing in them has changed for `older_than_s`; name the younger ones, which
+    may belong to a run of the same date that is still going."""
+    newest: dict[str, float] = {}
+    for path, updated in _staged_files(folder):
+        top = path.split('/')[0]
+        newest[top] = max(newest.get(top, 0.0), updated)
+    now = time.time()
+    for name, updated in sorted(newest.items()):
+        leftover = FileSystems.join(folder, name)
+        if leftover.rstrip('/') == keep.rstrip('/'):
+            continue
+        if now - updated >= older_than_s:
+            _delete_folder(leftover)
+        else:
+            _log.warning('%s: kept %s, changed %.0f s ago: a run of this date that failed, '
+                         'or one still going (delete it by hand once none is)', folder,
+                         name, now - updated)
+
+
+def _staged_files(folder: str) -> list[tuple[str, float]]:
+    """(path below the date, last change) of everything in the date's staging folders.
+
+    An object store is listed through its objects, at any depth (a run that failed
+    while writing left only Beam's beam-temp-* folder); a local disk is walked, so
+    that empty folders count too.
+    """
+    if '://' in folder:
+        prefix = folder.rstrip('/') + '/'
+        return [(m.path[len(prefix):], m.last_updated_in_seconds) for r in FileSystems.match(
+            [FileSystems.join(folder, f'{STAGING_PREFIX}*', '**')]) for m in r.metadata_list
+            if m.path.startswith(prefix)]
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and entry.name.startswith(STAGING_PREFIX):
+                for root, dirs, files in os.walk(entry.path):
+                    rel = os.path.relpath(root, folder).replace(os.sep, '/')
+                    found.append((rel, os.stat(root).st_mtime))
+                    found.extend((f'{rel}/{name}', os.stat(os.path.join(root, name)).st_mtime)
+                                 for name in files)
+    return found
 
 
 def _delete_folder(path: str) -> None:
