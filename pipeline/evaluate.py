@@ -28,7 +28,7 @@ from pipeline.report.data import read_columns
 from pipeline.summary import RunSummary
 from pipeline.usage import UsageError, setup_logging, usage_error
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
-from transforms.sinks.parquet import EVAL_FILE, partition_dir
+from transforms.sinks.layout import EVAL_FILE, partition_dir
 
 TOP_K = 5
 DESCRIPTION = ('Label a CSV manifest of labeled images (a uri column, and label_index or '

@@ -25,7 +25,8 @@ from transforms.models import REGISTRY
 from transforms.models.formats import batch_size_for
 from transforms.listing import check_output_outside, validate_source
 from transforms.sinks import Sink
-from transforms.sinks.parquet import earlier_runs, partition_dir
+from transforms.sinks.layout import partition_dir
+from transforms.sinks.parquet import earlier_runs
 
 _log = logging.getLogger('imagelabel')
 

@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.agreement import describe
 from transforms import metrics
-from transforms.sinks.parquet import SUMMARY_FILE, partition_dir
+from transforms.sinks.layout import SUMMARY_FILE, partition_dir
 
 
 

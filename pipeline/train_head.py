@@ -71,7 +71,7 @@ def read_embeddings(pattern: str) -> Embeddings:
     from transforms.head import base_model_id
     from transforms.listing import SourceKind, expand_source, same_image, source_kind
     from transforms.schema import LABELS_SCHEMA
-    from transforms.sinks.parquet import is_staged
+    from transforms.sinks.layout import is_staged
     if source_kind(pattern) is SourceKind.DIRECTORY:  # a run's folder: its labels files
         pattern = FileSystems.join(pattern.rstrip('/'), '**/labels-*.parquet')
     # The same globbing as run's --input, less what a run has staged and not put in place.

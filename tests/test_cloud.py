@@ -339,7 +339,7 @@ def test_rerunning_a_date_on_gs_moves_the_staged_files_in_and_keeps_a_young_left
 
 def test_publishing_on_gs_deletes_staging_folders_at_any_depth(runs):
     from apache_beam.io.filesystems import FileSystems
-    from transforms.sinks.parquet import publish_staged
+    from transforms.sinks.staging import publish_staged
     day = 'gs://imagelabel-test/publish/out/run_date=2026-11-04'
     for name, data in (('labels-00000-of-00002.parquet', b'earlier'), ('summary.json', b'{}'),
                        ('.staging-ours/labels-00000-of-00001.parquet', b'ours'),

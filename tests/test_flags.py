@@ -192,13 +192,13 @@ def _disk_full_while_writing(monkeypatch):
 
 
 def _worker_lost_once_both_tables_are_written(monkeypatch):
-    from transforms.sinks import parquet
+    from transforms.sinks import staging as publishing
 
     def lost(folder, staging):
         assert list(pathlib.Path(staging).glob('labels-*.parquet'))  # both tables written
         assert list(pathlib.Path(staging).glob('errors-*.parquet'))
         raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(parquet, 'publish_staged', lost)
+    monkeypatch.setattr(publishing, 'publish_staged', lost)
 
 
 @pytest.mark.parametrize('fail', [_disk_full_while_writing,

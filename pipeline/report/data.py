@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.storage import open_raw
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
-from transforms.sinks.parquet import SUMMARY_FILE
+from transforms.sinks.layout import SUMMARY_FILE
 
 
 

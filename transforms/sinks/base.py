@@ -11,7 +11,7 @@ inside the graph, and `written` after the run for the summary.
 
 A sink that can replace the date's earlier rows once its own are written does so
 inside `expand` and leaves `clear` alone (Parquet stages its files and moves them in:
-`parquet.publish_staged`), so a re-run that fails leaves the date as it was; `clear`
+`staging.publish_staged`), so a re-run that fails leaves the date as it was; `clear`
 is for stores that cannot (BigQuery).
 """
 from __future__ import annotations

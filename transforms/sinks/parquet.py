@@ -9,20 +9,16 @@ from the path. Re-running a date replaces that date's partition and nothing
 else, so a retried scheduled run leaves no duplicate rows. A run writes both tables
 into a hidden staging folder of the date (Beam's file sink: temporary files, renamed
 once each table is complete) and moves them in once both are written, deleting the
-earlier run's files then (`publish_staged`), so a re-run that fails before that
+earlier run's files then (`transforms.sinks.staging`), so a re-run that fails before that
 leaves the date as the earlier run left it. A run that failed may leave complete
 `labels-*` files in its staging folder: one-level globs (`OUTPUT/*/labels-*.parquet`)
-do not reach them, `**` does (`is_staged` tells them apart).
+do not reach them, `**` does (`layout.is_staged` tells them apart).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import logging
-import os
 import re
-import time
 import uuid
 from typing import Any
 
@@ -37,22 +33,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.schema import ERRORS_SCHEMA, LABELS_SCHEMA
 from transforms.sinks.base import ERRORS, LABELS, RunInfo, Sink
+from transforms.sinks.layout import (PARTITION_KEY, SUFFIX, SUMMARY_FILE, output_pattern,
+                                     partition_dir, staging_dir, table_files)
+from transforms.sinks.staging import PublishStaged
 
-SUFFIX = '.parquet'
-#: The run's machine interface (pipeline.summary writes it into the run's partition).
-SUMMARY_FILE = 'summary.json'
-#: `imagelabel eval`'s scores of the date's rows (pipeline.evaluate writes it beside).
-EVAL_FILE = 'eval.json'
-#: A run's tables are written in DATE/.staging-TOKEN/, then moved in (`publish_staged`).
-STAGING_PREFIX = '.staging-'
-_PUBLISHING = '_publishing.json'
-#: How long a staging folder left by a run that failed must have been still before a
-#: later run of the date deletes it: a younger one may be a run of the date still going.
-LEFTOVER_AGE_S = 24 * 3600.0
-PARTITION_KEY = 'run_date'
 _SCHEMAS = {LABELS: LABELS_SCHEMA, ERRORS: ERRORS_SCHEMA}
 _PARTITION = re.compile(r'/run_date=(\d{4}-\d{2}-\d{2})/')
-_log = logging.getLogger('imagelabel')
 
 
 def dictionary_columns(schema: pa.Schema, *, compliant_nested_types: bool = False) -> list[str]:
@@ -110,22 +96,12 @@ class WriteParquetTables(beam.PTransform):
         return tables | 'Write' >> beam.io.Write(self._sink)
 
 
-def partition_dir(output: str, run_date: str) -> str:
-    """OUTPUT/run_date=YYYY-MM-DD: where one date's files live."""
-    return FileSystems.join(output, f'{PARTITION_KEY}={run_date}')
-
-
 def sample_files(output: str) -> list[str]:
     """Files like those a run writes under OUTPUT (one date's first shards and summary):
     what an --input must not list (`listing.check_output_outside`)."""
     folder = partition_dir(output, '2000-01-01')
     return [FileSystems.join(folder, f'{table}-00000-of-00001{SUFFIX}') for table in _SCHEMAS] + [
         FileSystems.join(folder, SUMMARY_FILE)]
-
-
-def output_pattern(folder: str, table: str) -> str:
-    """FOLDER/labels-*.parquet: one run's shards of a table."""
-    return FileSystems.join(folder, f'{table}-*{SUFFIX}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,162 +195,6 @@ class RowsToArrowTables(beam.DoFn):
         return table
 
 
-def partition_files(folder: str) -> list[str]:
-    """The date's tables, summary.json and eval.json: what a run of the date writes (an
-    eval, too), and replaces."""
-    patterns = [output_pattern(folder, t) for t in _SCHEMAS] + [
-        FileSystems.join(folder, name) for name in (SUMMARY_FILE, EVAL_FILE)]
-    return [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
-
-
-def staging_dir(folder: str, token: str) -> str:
-    """Where a run writes its tables before they replace the date's: a dot-folder inside
-    the date, which `--skip_existing`, `report` and one-level globs over the dates
-    (`OUTPUT/*/labels-*.parquet`) do not reach."""
-    return FileSystems.join(folder, f'{STAGING_PREFIX}{token}')
-
-
-def is_staged(path: str) -> bool:
-    """Whether a file lies in a staging folder: a run's, not yet in place, or one that
-    failed. Readers that glob below a date (`**/labels-*.parquet`) leave it out."""
-    return f'/{STAGING_PREFIX}' in path.replace('\\', '/')
-
-
-def publish_staged(folder: str, staging: str, *,
-                   leftover_age_s: float = LEFTOVER_AGE_S) -> list[str]:
-    """Move this run's staged tables into the date, then delete the date's other files
-    (an earlier run's tables, of any shard count, and its summary.json and eval.json,
-    which describe rows that are gone) and the staging folders that runs which failed
-    left behind over `leftover_age_s` ago; return the date's tables.
-
-    Safe to run again after a crash at any point, as a retried step is: the list of
-    what moves is written first (`_publishing.json` in the staging folder) and read
-    back by a retry, so files already moved are never taken for an earlier run's; this
-    run's staging folder goes last, and once it is gone there is nothing left to do.
-    """
-    ours = _staged_names(staging)
-    if not ours:  # published already, by an earlier attempt of this step
-        return _tables(folder)
-    moves = [(FileSystems.join(staging, name), FileSystems.join(folder, name)) for name in ours]
-    moves = [(src, dst) for src, dst in moves if FileSystems.exists(src)]
-    if moves:  # a rename replaces an earlier run's file of the same name
-        FileSystems.rename([src for src, _ in moves], [dst for _, dst in moves])
-    stale = [path for path in partition_files(folder) if FileSystems.split(path)[1] not in ours]
-    if stale:
-        FileSystems.delete(stale)
-    _drop_leftovers(folder, keep=staging, older_than_s=leftover_age_s)
-    _delete_folder(staging)
-    _log.info('%s: %d files of this run in place, %d of an earlier run removed', folder,
-              len(ours), len(stale))
-    return _tables(folder)
-
-
-def _staged_names(staging: str) -> list[str]:
-    """The names of this run's staged tables: the record of an earlier attempt, else the
-    staging folder's listing, recorded before anything moves ([] once all is done).
-
-    A record that cannot be read (a crash while writing it) is listed again, which is
-    safe: it is written before the first file moves.
-    """
-    record = FileSystems.join(staging, _PUBLISHING)
-    if FileSystems.exists(record):
-        try:
-            with FileSystems.open(record) as f:
-                return json.loads(f.read().decode())
-        except ValueError:  # truncated or empty: nothing had moved yet
-            pass
-    names = sorted(FileSystems.split(m.path)[1] for r in FileSystems.match(
-        [output_pattern(staging, t) for t in _SCHEMAS]) for m in r.metadata_list)
-    if names:
-        with FileSystems.create(record) as f:
-            f.write(json.dumps(names).encode())
-    return names
-
-
-def _drop_leftovers(folder: str, *, keep: str, older_than_s: float) -> None:
-    """Delete the staging folders of runs of this date that failed before publishing,
-    once nothing in them has changed for `older_than_s`; name the younger ones, which
-    may belong to a run of the same date that is still going."""
-    newest: dict[str, float] = {}
-    for path, updated in _staged_files(folder):
-        top = path.split('/')[0]
-        newest[top] = max(newest.get(top, 0.0), updated)
-    now = time.time()
-    for name, updated in sorted(newest.items()):
-        leftover = FileSystems.join(folder, name)
-        if leftover.rstrip('/') == keep.rstrip('/'):
-            continue
-        if now - updated >= older_than_s:
-            _delete_folder(leftover)
-        else:
-            _log.warning('%s: kept %s, changed %.0f s ago: a run of this date that failed, '
-                         'or one still going (delete it by hand once none is)', folder,
-                         name, now - updated)
-
-
-def _staged_files(folder: str) -> list[tuple[str, float]]:
-    """(path below the date, last change) of everything in the date's staging folders.
-
-    An object store is listed through its objects, at any depth (a run that failed
-    while writing left only Beam's beam-temp-* folder); a local disk is walked, so
-    that empty folders count too.
-    """
-    if '://' in folder:
-        prefix = folder.rstrip('/') + '/'
-        return [(m.path[len(prefix):], m.last_updated_in_seconds) for r in FileSystems.match(
-            [FileSystems.join(folder, f'{STAGING_PREFIX}*', '**')]) for m in r.metadata_list
-            if m.path.startswith(prefix)]
-    found = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False) and entry.name.startswith(STAGING_PREFIX):
-                for root, dirs, files in os.walk(entry.path):
-                    rel = os.path.relpath(root, folder).replace(os.sep, '/')
-                    found.append((rel, os.stat(root).st_mtime))
-                    found.extend((f'{rel}/{name}', os.stat(os.path.join(root, name)).st_mtime)
-                                 for name in files)
-    return found
-
-
-def _delete_folder(path: str) -> None:
-    """Delete a folder whole: Beam takes a local one by its name, and an object store's
-    by its name and a '/' (without, it looks for an object; a local name with one
-    lists the files and leaves the folder)."""
-    FileSystems.delete([path.rstrip('/') + '/' if '://' in path else path.rstrip('/')])
-
-
-def _tables(folder: str) -> list[str]:
-    return sorted(m.path for r in FileSystems.match([output_pattern(folder, t) for t in _SCHEMAS])
-                  for m in r.metadata_list)
-
-
-class PublishStaged(beam.PTransform):
-    """The names of the files this run wrote (only a signal that every table is written)
-    -> the staged tables moved into the date, and the date's other files deleted.
-
-    Why stage and move, not clear at launch or replace table by table: a re-run that fails
-    before this step (a worker lost, a quota, a bug) leaves the date as the earlier run
-    left it, and what is left to chance is a few renames and deletes after all the data
-    is written. The names themselves are not trusted: a retried finalize outputs only
-    the files it renamed itself, so the staging folder is listed instead.
-    """
-
-    def __init__(self, folder: str, staging: str):
-        super().__init__()
-        self._folder = folder
-        self._staging = staging
-
-    def expand(self, written):
-        return (written
-                | 'AllTablesWritten' >> beam.combiners.Count.Globally()
-                | 'MoveIntoTheDate' >> beam.Map(_publish_once_written, self._folder,
-                                                 self._staging))
-
-
-def _publish_once_written(_files: int, folder: str, staging: str) -> list[str]:
-    return publish_staged(folder, staging)
-
-
 class ParquetSink(Sink):
     """OUTPUT/run_date=D/labels-SSSSS-of-NNNNN.parquet and errors-... (a run with no errors
     writes an empty file)."""
@@ -427,9 +247,7 @@ class ParquetSink(Sink):
                              f'{type(e).__name__}: {e}') from e
 
     def written(self) -> dict[str, list[str]]:
-        return {table: sorted(m.path for r in FileSystems.match(
-            [output_pattern(self.folder, table)]) for m in r.metadata_list)
-            for table in _SCHEMAS}
+        return table_files(self.folder)
 
     def expand(self, tables):
         written = [tables[table]
