@@ -251,6 +251,7 @@ def test_a_rerun_drops_the_earlier_runs_shards_of_another_count(
     assert sorted(p.name for p in day.iterdir() if p.is_file()) == [
         'errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet', 'notes.txt',
         'summary.json']
+    assert not list(day.glob('.staging-*'))  # the run's own staging folder is gone
     assert [r['run_id'] for r in read_parquet_rows(day, 'labels')] == ['again']
 
 
