@@ -32,3 +32,6 @@ def test_a_file_below_a_staging_folder_is_staged_wherever_the_output_lives():
         assert is_staged(f'{staging}/beam-temp-labels-9/x.parquet')
         assert not is_staged(f'{folder}/labels-00000-of-00001.parquet')
     assert not is_staged('/data/out/run_date=2026-01-01/my.staging-notes/labels-0.parquet')
+    # an output folder that happens to be named like one is not a staging folder
+    assert not is_staged('gs://b/.staging-area/out/run_date=2026-01-01/labels-0.parquet')
+    assert is_staged('gs://b/.staging-area/out/run_date=2026-01-01/.staging-r/labels-0.parquet')

@@ -1,5 +1,6 @@
 """Publishing a run's Parquet tables (transforms.sinks.staging): staged tables move into
-the date, the earlier run's files go, and a retry at any point ends the same."""
+the date, the earlier run's files go, and a retry after a crash while moving or while
+deleting, or after success, ends the same."""
 from __future__ import annotations
 
 import pathlib
@@ -65,26 +66,45 @@ def test_publishing_moves_the_staged_tables_in_and_deletes_the_earlier_runs_file
         'errors-00000-of-00001.parquet', 'labels-00000-of-00001.parquet']
 
 
-def test_publishing_again_after_a_crash_midway_or_after_success_ends_the_same(tmp_path):
+@pytest.mark.parametrize('step, moved', [('rename', 1), ('delete', 2)],
+                         ids=['after-one-rename', 'after-the-renames'])
+def test_publishing_again_after_a_crash_midway_or_after_success_ends_the_same(tmp_path, step,
+                                                                             moved):
     from apache_beam.io.filesystems import FileSystems
     from transforms.sinks import staging as publishing
     day, staging = _date_with_an_earlier_run_and_a_staged_one(tmp_path)
-    real_delete = FileSystems.delete
+    real = getattr(FileSystems, step)
 
-    def crash_on_delete(paths):  # the worker dies once the renames are done
+    def crash(sources, *more):  # the worker dies: after the first rename, or the first delete
+        if step == 'rename':
+            real(sources[:1], more[0][:1])
         raise OSError('worker lost')
-    FileSystems.delete = staticmethod(crash_on_delete)
+    setattr(FileSystems, step, staticmethod(crash))
     try:
         with pytest.raises(OSError, match='worker lost'):
             publishing.publish_staged(str(day), str(staging))
     finally:
-        FileSystems.delete = staticmethod(real_delete)
-    # Both tables moved already: a retry must not take them for an earlier run's files.
-    assert not list(staging.glob('*.parquet'))
+        setattr(FileSystems, step, staticmethod(real))
+    # Tables moved already: a retry must not take them for an earlier run's files.
+    assert len(list(staging.glob('*.parquet'))) == 2 - moved
     publishing.publish_staged(str(day), str(staging))
     assert _contents(day) == OURS_IN_PLACE
     publishing.publish_staged(str(day), str(staging))  # a third attempt: nothing left to do
     assert _contents(day) == OURS_IN_PLACE
+
+
+def test_a_failure_cleaning_up_leftovers_is_said_and_does_not_fail_the_published_run(
+        tmp_path, monkeypatch, caplog):
+    from transforms.sinks import staging as publishing
+    day, staging = _date_with_an_earlier_run_and_a_staged_one(tmp_path)
+
+    def gone(folder):  # another run of the date deleted the same leftovers first
+        raise FileNotFoundError(f'{folder}/.staging-failed-late')
+    monkeypatch.setattr(publishing, '_staged_files', gone)
+    publishing.publish_staged(str(day), str(staging))
+    expected = dict(OURS_IN_PLACE, **{'.staging-failed-early': None, '.staging-failed-late': None})
+    assert _contents(day) == expected  # this run is in place; the leftovers wait
+    assert 'leftover staging folders not cleaned up: FileNotFoundError' in caplog.text
 
 
 def test_a_record_cut_short_by_a_crash_is_listed_again(tmp_path):

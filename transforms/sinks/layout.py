@@ -11,6 +11,8 @@ tools that read a run all find its files through here.
 """
 from __future__ import annotations
 
+import re
+
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.sinks.base import ERRORS, LABELS
@@ -24,6 +26,7 @@ EVAL_FILE = 'eval.json'
 STAGING_PREFIX = '.staging-'
 PARTITION_KEY = 'run_date'
 TABLES = (LABELS, ERRORS)
+_STAGED = re.compile(rf'/{PARTITION_KEY}=[^/]+/{re.escape(STAGING_PREFIX)}')
 
 
 def partition_dir(output: str, run_date: str) -> str:
@@ -58,6 +61,7 @@ def staging_dir(folder: str, token: str) -> str:
 
 
 def is_staged(path: str) -> bool:
-    """Whether a file lies in a staging folder: a run's, not yet in place, or one that
-    failed. Readers that glob below a date (`**/labels-*.parquet`) leave it out."""
-    return f'/{STAGING_PREFIX}' in path.replace('\\', '/')
+    """Whether a file lies in a date's staging folder: a run's, not yet in place, or one
+    that failed. Readers that glob below a date (`**/labels-*.parquet`) leave it out.
+    Only a folder right below a date counts: an --output named `.staging-x` is not one."""
+    return _STAGED.search(path.replace('\\', '/')) is not None

@@ -22,7 +22,9 @@ from transforms.sinks.layout import (STAGING_PREFIX, TABLES, output_pattern, par
 _PUBLISHING = '_publishing.json'
 #: How long a staging folder left by a run that failed must have been still before a
 #: later run of the date deletes it: a younger one may be a run of the date still going.
-LEFTOVER_AGE_S = 24 * 3600.0
+#: A day, and an hour more: Beam reads a GCS object's time an hour early on a launcher in
+#: a time zone with summer time (gcsio's mktime of a UTC time tuple).
+LEFTOVER_AGE_S = 25 * 3600.0
 _log = logging.getLogger('imagelabel')
 
 
@@ -48,7 +50,11 @@ def publish_staged(folder: str, staging: str, *,
     stale = [path for path in partition_files(folder) if FileSystems.split(path)[1] not in ours]
     if stale:
         FileSystems.delete(stale)
-    _drop_leftovers(folder, keep=staging, older_than_s=leftover_age_s)
+    try:  # housekeeping: the date is already this run's, so a failure here is only said
+        _drop_leftovers(folder, keep=staging, older_than_s=leftover_age_s)
+    except Exception as e:  # noqa: BLE001 - e.g. another run of the date deleting them too
+        _log.warning('%s: leftover staging folders not cleaned up: %s: %s', folder,
+                     type(e).__name__, e)
     _delete_folder(staging)
     _log.info('%s: %d files of this run in place, %d of an earlier run removed', folder,
               len(ours), len(stale))
@@ -116,9 +122,12 @@ def _staged_files(folder: str) -> list[tuple[str, float]]:
             if entry.is_dir(follow_symlinks=False) and entry.name.startswith(STAGING_PREFIX):
                 for root, dirs, files in os.walk(entry.path):
                     rel = os.path.relpath(root, folder).replace(os.sep, '/')
-                    found.append((rel, os.stat(root).st_mtime))
-                    found.extend((f'{rel}/{name}', os.stat(os.path.join(root, name)).st_mtime)
-                                 for name in files)
+                    for path, shown in [(root, rel)] + [(os.path.join(root, name),
+                                                         f'{rel}/{name}') for name in files]:
+                        try:
+                            found.append((shown, os.stat(path).st_mtime))
+                        except FileNotFoundError:  # a run still going renamed it meanwhile
+                            continue
     return found
 
 
