@@ -16,8 +16,7 @@ import time
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.sinks.layout import (STAGING_PREFIX, TABLES, output_pattern, partition_files,
-                                     table_files)
+from transforms.sinks.layout import STAGING_PREFIX, partition_files, table_files
 
 _PUBLISHING = '_publishing.json'
 #: How long a staging folder left by a run that failed must have been still before a
@@ -40,13 +39,14 @@ def publish_staged(folder: str, staging: str, *,
     back by a retry, so files already moved are never taken for an earlier run's; this
     run's staging folder goes last, and once it is gone there is nothing left to do.
     """
-    ours = _staged_names(staging)
+    staged = _table_names(staging)
+    ours = _staged_names(staging, staged)
     if not ours:  # published already, by an earlier attempt of this step
         return sorted(p for paths in table_files(folder).values() for p in paths)
-    moves = [(FileSystems.join(staging, name), FileSystems.join(folder, name)) for name in ours]
-    moves = [(src, dst) for src, dst in moves if FileSystems.exists(src)]
+    moves = [name for name in ours if name in staged]  # not moved by an earlier attempt
     if moves:  # a rename replaces an earlier run's file of the same name
-        FileSystems.rename([src for src, _ in moves], [dst for _, dst in moves])
+        FileSystems.rename([FileSystems.join(staging, name) for name in moves],
+                           [FileSystems.join(folder, name) for name in moves])
     stale = [path for path in partition_files(folder) if FileSystems.split(path)[1] not in ours]
     if stale:
         FileSystems.delete(stale)
@@ -58,12 +58,18 @@ def publish_staged(folder: str, staging: str, *,
     _delete_folder(staging)
     _log.info('%s: %d files of this run in place, %d of an earlier run removed', folder,
               len(ours), len(stale))
-    return sorted(p for paths in table_files(folder).values() for p in paths)
+    return sorted(FileSystems.join(folder, name) for name in ours)  # the date's tables now
 
 
-def _staged_names(staging: str) -> list[str]:
-    """The names of this run's staged tables: the record of an earlier attempt, else the
-    staging folder's listing, recorded before anything moves ([] once all is done).
+def _table_names(folder: str) -> set[str]:
+    """The names of the table shards in FOLDER (one listing)."""
+    return {FileSystems.split(p)[1] for paths in table_files(folder).values() for p in paths}
+
+
+def _staged_names(staging: str, staged: set[str]) -> list[str]:
+    """The names of this run's staged tables: the record of an earlier attempt, else
+    `staged` (the staging folder's listing), recorded before anything moves ([] once
+    all is done).
 
     A record that cannot be read (a crash while writing it) is listed again, which is
     safe: it is written before the first file moves.
@@ -75,8 +81,7 @@ def _staged_names(staging: str) -> list[str]:
                 return json.loads(f.read().decode())
         except ValueError:  # truncated or empty: nothing had moved yet
             pass
-    names = sorted(FileSystems.split(m.path)[1] for r in FileSystems.match(
-        [output_pattern(staging, t) for t in TABLES]) for m in r.metadata_list)
+    names = sorted(staged)
     if names:
         with FileSystems.create(record) as f:
             f.write(json.dumps(names).encode())
